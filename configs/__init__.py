@@ -1,0 +1,1 @@
+"""Shipped scan configurations (TOML); ``sim.toml`` is the default of ``microct scan``."""

@@ -1,0 +1,123 @@
+"""In-process flat-panel detector: frames of the test object through the scan geometry.
+
+Counts per pixel follow the tube: mean = counts_per_ua_s × (kV/100)² × µA ×
+exposure × transmission, with Poisson noise, a per-pixel gain and dark offset
+(fixed patterns), dark current, Gaussian read noise and clipping at the bit
+depth. The tube and the sample pose are read through the other instruments'
+public interfaces (``DriverContext.devices``), so the detector works beside any
+source or stage driver. The projector (``physics.line_integrals``) is the one
+piece to swap for a richer physics model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from microct.clock import Clock
+from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
+from microct.devices.source import SourceState
+from microct.geometry import Geometry
+from microct.registry import DriverContext
+from microct.simulators.physics import TEST_OBJECT, line_integrals
+
+
+class SimulatedDetectorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: int = Field(default=512, ge=1, le=8192)
+    columns: int = Field(default=512, ge=1, le=8192)
+    pixel_pitch_um: float = Field(default=200.0, gt=0)
+    bit_depth: int = Field(default=16, ge=8, le=16)
+    binnings: tuple[int, ...] = (1, 2, 4)
+    exposure_range_s: tuple[float, float] = (0.001, 60.0)
+    readout_s: float = Field(default=0.0, ge=0, description="dead time between frames")
+    counts_per_ua_s: float = Field(default=600.0, gt=0, description="mean counts per µA·s at 100 kV, open beam")
+    gain_spread: float = Field(default=0.03, ge=0, description="per-pixel gain, 1 sigma (relative)")
+    dark_offset: float = Field(default=100.0, ge=0, description="mean dark offset (counts)")
+    dark_offset_spread: float = Field(default=10.0, ge=0, description="per-pixel offset, 1 sigma (counts)")
+    dark_current_per_s: float = Field(default=5.0, ge=0, description="counts per second of exposure")
+    read_noise: float = Field(default=3.0, ge=0, description="counts, 1 sigma")
+
+
+class SimulatedDetector(Detector):
+    """A flat panel in software, imaging ``TEST_OBJECT`` with the tube and stages it is given."""
+
+    backend = "in-process"
+    Options = SimulatedDetectorOptions
+
+    def __init__(self, name: str = "detector", options: SimulatedDetectorOptions | None = None,
+                 context: DriverContext | None = None) -> None:
+        self.options = opts = options or SimulatedDetectorOptions()
+        self.context = context or DriverContext()
+        caps = DetectorCapabilities(
+            shape=(opts.rows, opts.columns), pixel_pitch_um=opts.pixel_pitch_um, bit_depth=opts.bit_depth,
+            exposure_range_s=opts.exposure_range_s, binnings=opts.binnings,
+            trigger_modes=(TriggerMode.SOFTWARE, TriggerMode.INTERNAL))
+        super().__init__(name, caps, self.context.clock)
+        self._rng = np.random.default_rng(self.context.seed)
+        self._geometry = self.context.geometry or Geometry(100.0, 500.0)
+        self._frame_number = 0
+        self._gain: np.ndarray | None = None
+        self._offset: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, name: str, options: SimulatedDetectorOptions, connection: str | None,
+                    context: DriverContext) -> SimulatedDetector:
+        return cls(name, options, context)
+
+    def _do_connect(self) -> None:
+        pass  # nothing to open: the panel lives in this process
+
+    def _do_close(self) -> None:
+        pass
+
+    def _do_set_exposure_s(self, exposure_s: float) -> None:
+        pass  # the base class holds the set-point; each frame uses it
+
+    def _do_set_binning(self, binning: int) -> None:
+        shape = self.capabilities.shape[0] // binning, self.capabilities.shape[1] // binning
+        fixed = np.random.default_rng(None if self.context.seed is None else self.context.seed + 1)
+        self._gain = (1.0 + fixed.normal(0.0, self.options.gain_spread, shape)).astype(np.float32)
+        self._offset = (self.options.dark_offset + fixed.normal(0.0, self.options.dark_offset_spread, shape)
+                        ).astype(np.float32)
+
+    def _do_set_trigger_mode(self, mode: TriggerMode) -> None:
+        pass  # software and internal triggers both expose at once in simulation
+
+    def _do_acquire(self, n: int) -> list[Frame]:
+        frames = []
+        for _ in range(n):
+            self.clock.sleep(self.exposure_s + self.options.readout_s)
+            frames.append(Frame(self._expose(), self._frame_number, self.clock.time()))
+            self._frame_number += 1
+        return frames
+
+    def _open_beam_counts(self) -> float:
+        """Mean counts per pixel with nothing in the beam, from the tube's measured read-backs."""
+        source = self.context.devices.get("source")
+        if source is None or source.read_state() is not SourceState.BEAM_ON:
+            return 0.0
+        voltage_kv, current_ua = source.read_voltage_kv(), source.read_current_ua()
+        return self.options.counts_per_ua_s * (voltage_kv / 100.0) ** 2 * current_ua * self.exposure_s
+
+    def _sample_pose(self) -> tuple[float, float]:
+        """(rotation angle in degrees, sample shift along x in mm; 0 is sample in the beam)."""
+        rotation = self.context.devices.get("rotation")
+        sample_out = self.context.devices.get("sample_out")
+        return (rotation.read_position() if rotation else 0.0,
+                sample_out.read_position() if sample_out else 0.0)
+
+    def _expose(self) -> np.ndarray:
+        opts = self.options
+        counts = self._open_beam_counts()
+        if counts > 0:
+            angle_deg, shift_mm = self._sample_pose()
+            path = line_integrals(TEST_OBJECT, self._geometry, angle_deg, self.shape,
+                                  self.pixel_pitch_um / 1000.0, shift_mm)
+            signal = self._rng.poisson(counts * np.exp(-path)).astype(np.float32) * self._gain
+        else:
+            signal = np.zeros(self.shape, np.float32)
+        signal += self._offset + opts.dark_current_per_s * self.exposure_s
+        if opts.read_noise:
+            signal += self._rng.normal(0.0, opts.read_noise, self.shape).astype(np.float32)
+        return np.clip(np.rint(signal), 0, self.saturation_value).astype(np.uint16)

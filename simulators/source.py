@@ -1,0 +1,192 @@
+"""In-process X-ray source: kV/µA ramps, warm-up, interlock, per-mode power limits, overload.
+
+Read-backs are computed from the clock, so simulated time gives instant scans
+and real time gives a tube that ramps as a real one does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from microct.clock import Clock
+from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
+from microct.errors import DeviceStateError
+from microct.registry import DriverContext
+
+
+class SpotModeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    power_limit_w: float = Field(gt=0)
+    spot_size_um: float = Field(gt=0)
+    growth_um_per_w: float = Field(default=0.0, ge=0)
+
+
+def _default_spot_modes() -> dict[str, SpotModeOptions]:
+    # A 150 kV / 500 µA / 75 W class microfocus tube (the L12161-07 class of the
+    # Hamamatsu sheet's family): three focus modes, spot growing with power.
+    return {"small": SpotModeOptions(power_limit_w=10, spot_size_um=5, growth_um_per_w=0.8),
+            "middle": SpotModeOptions(power_limit_w=30, spot_size_um=15, growth_um_per_w=0.8),
+            "large": SpotModeOptions(power_limit_w=75, spot_size_um=40, growth_um_per_w=0.8)}
+
+
+class SimulatedSourceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    voltage_range_kv: tuple[float, float] = (20.0, 150.0)
+    current_range_ua: tuple[float, float] = (0.0, 500.0)
+    spot_modes: dict[str, SpotModeOptions] = Field(default_factory=_default_spot_modes)
+    ramp_kv_per_s: float = Field(default=10.0, gt=0)
+    ramp_ua_per_s: float = Field(default=50.0, gt=0)
+    warmup_s: float = Field(default=600.0, ge=0)
+    warmed_up: bool = False
+    interlock_closed: bool = True
+    readback_noise_kv: float = Field(default=0.02, ge=0)
+    readback_noise_ua: float = Field(default=0.05, ge=0)
+
+
+class _Ramp:
+    """A value ramping linearly at ``rate`` per second from where it was towards a target."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.start_value = 0.0
+        self.start_t = 0.0
+        self.target = 0.0
+
+    def value(self, t: float) -> float:
+        step = self.rate * (t - self.start_t)
+        if self.target >= self.start_value:
+            return min(self.target, self.start_value + step)
+        return max(self.target, self.start_value - step)
+
+    def retarget(self, target: float, t: float) -> None:
+        self.start_value, self.start_t, self.target = self.value(t), t, target
+
+    def drop(self, t: float) -> None:
+        """High voltage off: the value falls to zero at once."""
+        self.start_value, self.start_t, self.target = 0.0, t, 0.0
+
+
+class SimulatedSource(XRaySource):
+    """A microfocus tube in software. Test hooks: ``set_interlock``, ``trigger_overload``."""
+
+    backend = "in-process"
+    Options = SimulatedSourceOptions
+
+    def __init__(self, name: str = "source", options: SimulatedSourceOptions | None = None,
+                 clock: Clock | None = None, seed: int | None = None) -> None:
+        self.options = options or SimulatedSourceOptions()
+        caps = SourceCapabilities(
+            voltage_range_kv=self.options.voltage_range_kv, current_range_ua=self.options.current_range_ua,
+            spot_modes={k: SpotMode(**m.model_dump()) for k, m in self.options.spot_modes.items()})
+        super().__init__(name, caps, clock)
+        self._rng = np.random.default_rng(seed)
+        self._kv = _Ramp(self.options.ramp_kv_per_s)
+        self._ua = _Ramp(self.options.ramp_ua_per_s)
+        self._setpoints = {"voltage_kv": caps.voltage_range_kv[0], "current_ua": 0.0,
+                           "spot_mode": next(iter(caps.spot_modes))}
+        self._interlock_closed = self.options.interlock_closed
+        self._warmed_up = self.options.warmed_up
+        self._warmup_end_t: float | None = None
+        self._beam = False
+        self._fault = False
+
+    @classmethod
+    def from_config(cls, name: str, options: SimulatedSourceOptions, connection: str | None,
+                    context: DriverContext) -> SimulatedSource:
+        return cls(name, options, context.clock, context.seed)
+
+    # -- test hooks (what a real tube does to its controller) -------------------------------
+    def set_interlock(self, closed: bool) -> None:
+        """Open or close the enclosure interlock; opening it drops the beam at once."""
+        self._interlock_closed = closed
+        if not closed:
+            self._switch_off()
+
+    def trigger_overload(self) -> None:
+        """A tube arc / overload: the protection drops the beam and latches a fault until ``reset()``."""
+        self._fault = True
+        self._switch_off()
+
+    # -- hooks ------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.clock.monotonic()
+
+    def _switch_off(self) -> None:
+        """High voltage off; a warm-up in progress is abandoned and has to be run again."""
+        self._beam = False
+        self._warmup_end_t = None
+        self._kv.drop(self._now())
+        self._ua.drop(self._now())
+
+    def _warming(self) -> bool:
+        return self._warmup_end_t is not None and self._now() < self._warmup_end_t
+
+    def _do_connect(self) -> None:
+        pass  # nothing to open: the tube lives in this process
+
+    def _do_close(self) -> None:
+        pass
+
+    def _do_read_setpoints(self) -> tuple[float, float, str]:
+        return self._setpoints["voltage_kv"], self._setpoints["current_ua"], self._setpoints["spot_mode"]
+
+    def _do_set_voltage_kv(self, voltage_kv: float) -> None:
+        self._setpoints["voltage_kv"] = voltage_kv
+        if self._beam:
+            self._kv.retarget(voltage_kv, self._now())
+
+    def _do_set_current_ua(self, current_ua: float) -> None:
+        self._setpoints["current_ua"] = current_ua
+        if self._beam:
+            self._ua.retarget(current_ua, self._now())
+
+    def _do_set_spot_mode(self, spot_mode: str) -> None:
+        self._setpoints["spot_mode"] = spot_mode
+
+    def _do_beam_on(self) -> None:
+        self._beam = True
+        self._kv.retarget(self._setpoints["voltage_kv"], self._now())
+        self._ua.retarget(self._setpoints["current_ua"], self._now())
+
+    def _do_beam_off(self) -> None:
+        self._switch_off()
+
+    def _do_warm_up(self) -> None:
+        self._warmup_end_t = self._now() + self.options.warmup_s
+        self._kv.retarget(self.capabilities.voltage_range_kv[1], self._now())
+        self._ua.retarget(0.0, self._now())
+
+    def _finish_warm_up(self) -> None:
+        if self._warmup_end_t is not None and self._now() >= self._warmup_end_t:
+            self._warmed_up = True
+            self._switch_off()
+
+    def _do_reset(self) -> None:
+        if self._beam:
+            raise self._error(DeviceStateError, "reset is refused while X-rays are on")
+        self._fault = False
+
+    def _do_read_state(self) -> SourceState:
+        if self._fault:
+            return SourceState.FAULT
+        if not self._interlock_closed:
+            return SourceState.NOT_READY
+        if self._warming():
+            return SourceState.WARMING_UP
+        if self._warmup_end_t is not None:  # the warm-up time is over
+            self._finish_warm_up()
+        if not self._warmed_up:
+            return SourceState.WARMUP_NEEDED
+        return SourceState.BEAM_ON if self._beam else SourceState.STANDBY
+
+    def _do_read_voltage_kv(self) -> float:
+        value = self._kv.value(self._now())
+        return max(0.0, value + self._rng.normal(0, self.options.readback_noise_kv)) if value else 0.0
+
+    def _do_read_current_ua(self) -> float:
+        value = self._ua.value(self._now())
+        return max(0.0, value + self._rng.normal(0, self.options.readback_noise_ua)) if value else 0.0
+
+    def _do_read_interlock_closed(self) -> bool:
+        return self._interlock_closed

@@ -1,0 +1,140 @@
+"""The ``microct`` command: scan, check, drivers.
+
+Exit codes: 0 done; 1 device or scan error; 2 configuration error (nothing
+was connected); 130 interrupted by Ctrl-C; 143 stopped by SIGTERM. An
+interrupted or failed scan leaves its file marked ``aborted`` with the beam off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from microct import __version__
+from microct.config import load_config
+from microct.errors import ConfigurationError, MicroCTError
+from microct.instruments import build_instruments
+from microct.registry import driver_entry_points
+from microct.sequencer import run_scan
+
+EXIT_ERROR, EXIT_CONFIG, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
+
+console = Console(stderr=True)
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(EXIT_SIGTERM)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    config, text = load_config(args.config)
+    output = Path(args.output or config.scan.output)
+    if output.exists():
+        if not args.force:
+            raise ConfigurationError(f"output file {output} exists; choose another with -o or pass --force")
+        output.unlink()
+    instruments = build_instruments(config)  # validates everything before anything connects
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False, disable=args.quiet) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def report(done: int, total: int, kind: str) -> None:
+            progress.update(task, completed=done, total=total, description=kind)
+
+        result = run_scan(config, instruments, output, text, report)
+    print(f"{result.status}: {result.path} ({result.darks} darks, {result.flats} flats, "
+          f"{result.projections} projections)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, _ = load_config(args.config)
+    instruments = build_instruments(config)
+    console.print(f"[green]configuration valid[/]: {args.config or 'sim.toml (default)'}")
+    instruments.connect()
+    try:
+        for role, device in instruments.devices().items():
+            table = Table(title=f"{role}: {type(device).__name__}", show_header=False)
+            for key, value in device.describe().items():
+                table.add_row(key, str(value))
+            Console().print(table)
+    finally:
+        instruments.close()
+    return 0
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    table = Table(title="registered drivers (entry-point group microct.drivers)")
+    for column in ("name", "kind", "backend", "class"):
+        table.add_column(column)
+    for name, ep in sorted(driver_entry_points().items()):
+        try:
+            cls = ep.load()
+            table.add_row(name, cls.kind, cls.backend, ep.value)
+        except Exception as error:  # show a broken plug-in instead of hiding it
+            table.add_row(name, "?", "?", f"{ep.value} (cannot load: {error})")
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="microct", description="Acquire microfocus X-ray CT scans as NXtomo files.")
+    parser.add_argument("--version", action="version", version=f"microct {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: debug (every exchange)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scan = sub.add_parser("scan", help="run a CT scan and write an NXtomo file",
+                          description="Run the scan a configuration describes. Without CONFIG, runs the shipped "
+                                      "simulated demo (sim.toml). Ctrl-C or SIGTERM stops it safely: beam off, "
+                                      "file kept and marked aborted.")
+    scan.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
+    scan.add_argument("-o", "--output", help="output .nxs file (default: scan.output of the configuration)")
+    scan.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scan.set_defaults(func=cmd_scan)
+
+    check = sub.add_parser("check", help="validate a configuration, connect, print each device's status",
+                           description="Validate CONFIG, connect to every instrument, identify it and print its "
+                                       "status. Never switches the X-ray beam on.")
+    check.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
+    check.set_defaults(func=cmd_check)
+
+    drivers = sub.add_parser("drivers", help="list the registered drivers and simulators",
+                             description="List every driver registered in the microct.drivers entry-point group.")
+    drivers.set_defaults(func=cmd_drivers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.func(args)
+    except ConfigurationError as error:
+        console.print(f"[red]microct: configuration error:[/] {error}", highlight=False, soft_wrap=True)
+        return EXIT_CONFIG
+    except MicroCTError as error:
+        console.print(f"[red]microct: {type(error).__name__}:[/] {error}", highlight=False, soft_wrap=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        console.print("[red]microct: interrupted[/] (beam off; any scan file is marked aborted)")
+        return EXIT_SIGINT
+    except SystemExit as stop:
+        if stop.code == EXIT_SIGTERM:
+            console.print("[red]microct: terminated[/] (beam off; any scan file is marked aborted)")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

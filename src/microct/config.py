@@ -1,0 +1,129 @@
+"""Scan configuration: TOML → validated pydantic models, before anything connects.
+
+One table per instrument (``[source]``, ``[rotation]``, ``[detector]``, optional
+``[sample_out]``) naming its ``driver``, its ``connection`` and its ``options``
+(checked against the driver's own ``Options`` model when the instruments are
+built); a ``[geometry]`` table; a ``[scan]`` table; an optional
+``[simulation]`` table. Every error becomes one ConfigurationError naming the
+key (``scan.voltage_kv``), the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from microct.errors import ConfigurationError
+from microct.geometry import Geometry
+
+DEFAULT_CONFIG = "sim.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstrumentConfig(_Strict):
+    driver: str = Field(min_length=1, description="registered driver name (see `microct drivers`)")
+    connection: str | None = Field(default=None, description="serial port or URL, VISA resource, or PV prefix")
+    options: dict[str, Any] = Field(default_factory=dict, description="driver options (the driver's Options model)")
+
+
+class ScanSettings(_Strict):
+    title: str = "microct scan"
+    output: str = "microct-scan.nxs"
+    n_projections: int = Field(ge=1, le=1_000_000)
+    start_deg: float = 0.0
+    range_deg: float = Field(default=360.0, gt=0, le=3600)
+    include_end_angle: bool = Field(default=False, description="true: last angle = start + range")
+    voltage_kv: float = Field(gt=0)
+    current_ua: float = Field(ge=0)
+    spot_mode: str
+    exposure_s: float = Field(gt=0)
+    binning: int = Field(default=1, ge=1)
+    frames_averaged: int = Field(default=1, ge=1, le=1000)
+    frames_skipped: int = Field(default=0, ge=0, le=1000, description="frames discarded after each move")
+    settle_s: float = Field(default=0.0, ge=0, description="wait after each move")
+    n_darks: int = Field(default=10, ge=0)
+    n_flats: int = Field(default=10, ge=0)
+    references_at: Literal["start", "end", "both"] = "start"
+    sample_out_position_mm: float | None = Field(default=None, description="sample-out axis position for flats")
+    stable_tolerance: float = Field(default=0.01, gt=0, lt=1, description="relative kV/µA tolerance")
+    stable_hold_s: float = Field(default=2.0, ge=0, description="read-backs within tolerance this long")
+    stable_timeout_s: float = Field(default=300.0, gt=0)
+    warmup_timeout_s: float = Field(default=3600.0, gt=0)
+    move_timeout_s: float = Field(default=120.0, gt=0)
+    return_to_start: bool = True
+    flush_interval_s: float = Field(default=1.0, ge=0, description="flush the file at least this often")
+
+    def angles_deg(self) -> list[float]:
+        """Nominal projection angles (degrees)."""
+        n = self.n_projections
+        step = self.range_deg / (n - 1 if self.include_end_angle and n > 1 else n)
+        return [self.start_deg + i * step for i in range(n)]
+
+
+class SimulationSettings(_Strict):
+    clock: Literal["real", "simulated"] = Field(
+        default="real", description="simulated: time advances instantly (in-process simulators only)")
+    seed: int | None = None
+
+
+class ScanConfig(_Strict):
+    source: InstrumentConfig
+    rotation: InstrumentConfig
+    detector: InstrumentConfig
+    sample_out: InstrumentConfig | None = None
+    geometry: Geometry
+    scan: ScanSettings
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
+
+    @model_validator(mode="after")
+    def _flats_need_a_place(self):
+        if self.sample_out is not None and self.scan.n_flats and self.scan.sample_out_position_mm is None:
+            raise ValueError("scan.sample_out_position_mm is required when a [sample_out] axis is configured "
+                             "and scan.n_flats > 0")
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f"={value!r}"
+    return f"{key}{shown}: {error['msg']}"
+
+
+def validation_message(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming its key (with ``prefix``), value and rule."""
+    return "; ".join(f"{prefix}{_describe(e)}" for e in error.errors())
+
+
+def parse_config(data: dict[str, Any], origin: str = "config") -> ScanConfig:
+    try:
+        return ScanConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigurationError(f"{origin}: {validation_message(error)}") from None
+
+
+def load_config(path: str | Path | None = None) -> tuple[ScanConfig, str]:
+    """Read and validate a TOML file (default: the shipped ``sim.toml``). Returns (config, TOML text)."""
+    if path is None:
+        text, origin = files("microct.configs").joinpath(DEFAULT_CONFIG).read_text(), DEFAULT_CONFIG
+    else:
+        try:
+            text, origin = Path(path).read_text(), str(path)
+        except OSError as error:
+            raise ConfigurationError(f"cannot read configuration {path}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"{origin}: not valid TOML: {error}") from None
+    return parse_config(data, origin), text

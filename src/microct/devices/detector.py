@@ -1,0 +1,168 @@
+"""The flat-panel detector interface: exposure, binning, trigger mode, frames as numpy arrays."""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from microct.clock import Clock
+from microct.devices.base import Device
+from microct.errors import ConfigurationError, LimitError, ProtocolError
+
+
+class TriggerMode(enum.Enum):
+    SOFTWARE = "software"
+    INTERNAL = "internal"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One detector image: pixels (rows × columns), the detector's frame number, epoch timestamp (s)."""
+
+    data: np.ndarray
+    frame_number: int
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class DetectorCapabilities:
+    """Sensor size (rows, columns) and pixel pitch (µm) unbinned, bit depth, allowed settings."""
+
+    shape: tuple[int, int]
+    pixel_pitch_um: float
+    bit_depth: int
+    exposure_range_s: tuple[float, float]
+    binnings: tuple[int, ...] = (1,)
+    trigger_modes: tuple[TriggerMode, ...] = (TriggerMode.SOFTWARE,)
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 2 or min(self.shape) < 1:
+            raise ConfigurationError(f"shape={self.shape}: need (rows, columns), both >= 1")
+        if not self.pixel_pitch_um > 0:
+            raise ConfigurationError(f"pixel_pitch_um={self.pixel_pitch_um}: must be > 0")
+        if not 1 <= self.bit_depth <= 16:
+            raise ConfigurationError(f"bit_depth={self.bit_depth}: allowed 1-16 (frames are uint16)")
+        low, high = self.exposure_range_s
+        if not 0 < low <= high:
+            raise ConfigurationError(f"exposure_range_s=({low}, {high}): need 0 < low <= high")
+
+    def check_exposure(self, exposure_s: float, who: str = "detector") -> None:
+        low, high = self.exposure_range_s
+        if not (math.isfinite(exposure_s) and low <= exposure_s <= high):
+            raise LimitError(f"{who}: exposure_s={exposure_s:g} is outside the allowed range {low:g}-{high:g} s")
+
+
+class Detector(Device):
+    """An area detector. Frames are uint16 arrays of ``shape`` (binned rows, columns).
+
+    Settings are held by the base class and sent to the device on ``connect()``
+    and whenever they change; ``acquire(n)`` returns n frames in order.
+    """
+
+    kind = "detector"
+
+    def __init__(self, name: str, capabilities: DetectorCapabilities, clock: Clock | None = None) -> None:
+        super().__init__(name, clock)
+        self.capabilities = capabilities
+        self._exposure_s = capabilities.exposure_range_s[0]
+        self._binning = 1
+        self._trigger_mode = capabilities.trigger_modes[0]
+
+    @property
+    def exposure_s(self) -> float:
+        return self._exposure_s
+
+    @property
+    def binning(self) -> int:
+        return self._binning
+
+    @property
+    def trigger_mode(self) -> TriggerMode:
+        return self._trigger_mode
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Frame shape (rows, columns) at the current binning."""
+        rows, cols = self.capabilities.shape
+        return rows // self._binning, cols // self._binning
+
+    @property
+    def pixel_pitch_um(self) -> float:
+        """Pixel pitch (µm) at the current binning."""
+        return self.capabilities.pixel_pitch_um * self._binning
+
+    @property
+    def saturation_value(self) -> int:
+        """Largest count a pixel can hold (2**bit_depth − 1)."""
+        return 2 ** self.capabilities.bit_depth - 1
+
+    def set_exposure_s(self, exposure_s: float) -> None:
+        self.capabilities.check_exposure(exposure_s, who=f"detector {self.name!r}")
+        self._require_connected()
+        self._do_set_exposure_s(float(exposure_s))
+        self._exposure_s = float(exposure_s)
+
+    def set_binning(self, binning: int) -> None:
+        if binning not in self.capabilities.binnings:
+            raise self._error(LimitError, f"binning={binning!r} is not one of {list(self.capabilities.binnings)}")
+        self._require_connected()
+        self._do_set_binning(binning)
+        self._binning = binning
+
+    def set_trigger_mode(self, mode: TriggerMode) -> None:
+        if mode not in self.capabilities.trigger_modes:
+            raise self._error(LimitError, f"trigger_mode={getattr(mode, 'value', mode)!r} is not one of "
+                                          f"{[m.value for m in self.capabilities.trigger_modes]}")
+        self._require_connected()
+        self._do_set_trigger_mode(mode)
+        self._trigger_mode = mode
+
+    def acquire(self, n: int = 1) -> list[Frame]:
+        """Acquire ``n`` frames (at the current exposure) and return them in order.
+
+        Raises DeviceTimeoutError if the frames do not come, ProtocolError if
+        the device returns the wrong number or shape of frames.
+        """
+        if not (isinstance(n, int) and n >= 1):
+            raise self._error(LimitError, f"n={n!r}: the number of frames must be an integer >= 1")
+        self._require_connected()
+        frames = self._do_acquire(n)
+        if len(frames) != n:
+            raise self._error(ProtocolError, f"asked for {n} frames, got {len(frames)}")
+        for frame in frames:
+            if frame.data.shape != self.shape:
+                raise self._error(ProtocolError, f"frame {frame.frame_number} has shape {frame.data.shape}, "
+                                                 f"expected {self.shape}")
+        return frames
+
+    def connect(self) -> None:
+        """Connect and send the held settings (exposure, binning, trigger mode)."""
+        if self._connected:
+            return
+        super().connect()
+        self._do_set_binning(self._binning)
+        self._do_set_trigger_mode(self._trigger_mode)
+        self._do_set_exposure_s(self._exposure_s)
+
+    def _do_describe(self) -> dict[str, Any]:
+        return {"shape": self.shape, "pixel_pitch_um": self.pixel_pitch_um,
+                "bit_depth": self.capabilities.bit_depth, "exposure_s": self.exposure_s,
+                "trigger_mode": self.trigger_mode.value}
+
+    @abc.abstractmethod
+    def _do_set_exposure_s(self, exposure_s: float) -> None: ...
+
+    @abc.abstractmethod
+    def _do_set_binning(self, binning: int) -> None: ...
+
+    @abc.abstractmethod
+    def _do_set_trigger_mode(self, mode: TriggerMode) -> None: ...
+
+    @abc.abstractmethod
+    def _do_acquire(self, n: int) -> list[Frame]: ...

@@ -1,0 +1,99 @@
+"""Build the instruments a configuration names, check the scan against their capabilities, connect them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from microct.clock import Clock, SimulatedClock
+from microct.config import ScanConfig, validation_message
+from microct.devices import Axis, Detector, XRaySource, check_operating_point
+from microct.devices.base import Device
+from microct.errors import ConfigurationError, LimitError
+from microct.registry import DriverContext, load_driver
+
+ROLES = {"source": "source", "rotation": "axis", "detector": "detector", "sample_out": "axis"}
+
+
+@dataclass
+class Instruments:
+    source: XRaySource
+    rotation: Axis
+    detector: Detector
+    sample_out: Axis | None
+    clock: Clock
+
+    def devices(self) -> dict[str, Device]:
+        """Instruments by role; the source first, so that closing in this order turns the beam off first."""
+        found = {"source": self.source, "rotation": self.rotation, "detector": self.detector,
+                 "sample_out": self.sample_out}
+        return {role: device for role, device in found.items() if device is not None}
+
+    def connect(self) -> None:
+        """Connect all; if one fails, close those already connected and re-raise."""
+        try:
+            for device in self.devices().values():
+                device.connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close all (the source first: beam off). Raises the first error after trying every device."""
+        first: BaseException | None = None
+        for device in self.devices().values():
+            try:
+                device.close()
+            except Exception as error:  # keep closing the others
+                first = first or error
+        if first is not None:
+            raise first
+
+
+def build_instruments(config: ScanConfig) -> Instruments:
+    """Instantiate the drivers (no I/O) and check the scan against their capabilities.
+
+    Raises ConfigurationError naming the key for an unknown driver, bad driver
+    options, or a scan the instruments cannot do (kV, power, angles, exposure).
+    """
+    clock = SimulatedClock() if config.simulation.clock == "simulated" else Clock()
+    context = DriverContext(clock=clock, geometry=config.geometry, seed=config.simulation.seed)
+    for role, kind in ROLES.items():
+        table = getattr(config, role)
+        if table is None:
+            continue
+        cls = load_driver(table.driver, kind, f"{role}.driver")
+        try:
+            options = cls.Options.model_validate(table.options)
+        except ValidationError as error:
+            raise ConfigurationError(validation_message(error, prefix=f"{role}.options.")) from None
+        device = cls.from_config(role, options, table.connection, context)
+        if clock.simulated and device.backend != "in-process":
+            raise ConfigurationError(f"simulation.clock='simulated' works with in-process simulators only; "
+                                     f"{role}.driver={table.driver!r} talks to a real device ({device.backend})")
+        context.devices[role] = device
+    instruments = Instruments(clock=clock, sample_out=context.devices.get("sample_out"),
+                              **{role: context.devices[role] for role in ("source", "rotation", "detector")})
+    check_scan(config, instruments)
+    return instruments
+
+
+def check_scan(config: ScanConfig, instruments: Instruments) -> None:
+    """Check the scan settings against the instruments' declared capabilities (no I/O)."""
+    scan = config.scan
+    try:
+        check_operating_point(instruments.source.capabilities, scan.voltage_kv, scan.current_ua,
+                              scan.spot_mode, who="scan")
+        angles = scan.angles_deg()
+        for angle in (angles[0], angles[-1]):
+            instruments.rotation.capabilities.check_position(angle, who="scan angles (rotation soft limits)")
+        if instruments.sample_out is not None and scan.sample_out_position_mm is not None:
+            instruments.sample_out.capabilities.check_position(scan.sample_out_position_mm,
+                                                               who="scan.sample_out_position_mm")
+        instruments.detector.capabilities.check_exposure(scan.exposure_s, who="scan")
+    except LimitError as error:
+        raise ConfigurationError(str(error)) from None
+    if scan.binning not in instruments.detector.capabilities.binnings:
+        raise ConfigurationError(f"scan.binning={scan.binning}: the detector allows "
+                                 f"{list(instruments.detector.capabilities.binnings)}")

@@ -1,0 +1,285 @@
+"""Streaming NeXus NXtomo writer: one HDF5 chunk per frame, memory flat in the number of frames.
+
+Layout (SI units in ``@units``; lengths in m, angles in degree, times in s,
+voltage in kV, current in uA, power in W):
+
+    /entry (NXentry)           definition, title, start_time, end_time, program_name
+      instrument/source        NXsource: voltage, current, power, focal spot, distance = −SOD
+      instrument/detector      NXdetector: data[n, rows, cols] uint16, image_key[n] (0 projection,
+                               1 flat, 2 dark), image_key_control[n], count_time[n],
+                               sequence_number[n], start_time[n], pixel sizes, distance = SDD − SOD
+      instrument/ct_geometry   NXcollection: distances, magnification, offsets, rotation direction,
+                               with the conventions as text
+      sample                   NXsample: rotation_angle[n] (measured), x/y/z_translation[n], voxel size
+      control                  NXmonitor: data[n] = mean tube current per frame
+      data                     NXdata @signal=data: links to data, rotation_angle, image_key
+      logs                     NXcollection: readings (time, kV, µA, angle), events (time, frame,
+                               message), configuration (the scan's TOML), status
+
+``logs/status`` reads ``running`` while the scan runs, then ``complete`` or
+``aborted``. Frames go to disk as they come; the small per-frame fields are
+written at every flush (at most ``flush_interval_s`` apart, and on close), so
+a flushed file is always self-consistent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from microct import __version__
+from microct.errors import MicroCTError
+from microct.geometry import CONVENTIONS, Geometry
+
+NXTOMO_VERSION = 1.5  # the layout version the ``nxtomo`` reader keys its paths on (entry @version)
+IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
+STR = h5py.string_dtype()
+
+
+def iso_time(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat()
+
+
+@dataclass(frozen=True)
+class ScanHeader:
+    """What is known before the first frame: written when the file is created."""
+
+    title: str
+    start_time: float  # epoch s
+    frame_shape: tuple[int, int]
+    pixel_pitch_um: float
+    saturation_value: int
+    geometry: Geometry
+    voltage_kv: float
+    current_ua: float
+    focal_spot_mode: str
+    focal_spot_size_um: float
+    configuration_toml: str
+    source_name: str = "source"
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """Per-frame record: what the frame is and the read-backs measured for it."""
+
+    image_key: int  # 0 projection, 1 flat, 2 dark
+    rotation_angle_deg: float
+    count_time_s: float
+    start_time: float  # epoch s
+    voltage_kv: float
+    current_ua: float
+    x_translation_mm: float = 0.0
+
+
+class _Series:
+    """A 1-D resizable dataset fed value by value, written in one slice at each flush."""
+
+    def __init__(self, group: h5py.Group, name: str, dtype, units: str | None = None) -> None:
+        self.dataset = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+        if units:
+            self.dataset.attrs["units"] = units
+        self.pending: list = []
+
+    def append(self, value) -> None:
+        self.pending.append(value)
+
+    def flush(self) -> None:
+        if self.pending:
+            start = self.dataset.shape[0]
+            self.dataset.resize((start + len(self.pending),))
+            self.dataset[start:] = np.asarray(self.pending, dtype=self.dataset.dtype)
+            self.pending.clear()
+
+
+def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+def _field(group: h5py.Group, name: str, value, units: str | None = None) -> h5py.Dataset:
+    dataset = group.create_dataset(name, data=value)
+    if units:
+        dataset.attrs["units"] = units
+    return dataset
+
+
+class NXtomoWriter:
+    """Create ``path`` (refusing to overwrite), write the header, then ``append`` frames.
+
+    Use as a context manager or call ``close(status)``; an exception inside
+    the ``with`` block closes the file as ``aborted``. Raises MicroCTError if
+    the file cannot be created or written.
+    """
+
+    def __init__(self, path: str | Path, header: ScanHeader, flush_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.header = header
+        self.flush_interval_s = flush_interval_s
+        self.frames_written = 0
+        try:
+            self._file = h5py.File(self.path, "w-")
+        except (OSError, FileExistsError) as error:
+            raise MicroCTError(f"cannot create output file {self.path}: {error}") from None
+        self._last_flush = time.monotonic()
+        self._write_header()
+        self._file.flush()
+
+    # -- header -----------------------------------------------------------------------------
+    def _write_header(self) -> None:
+        h, g = self.header, self.header.geometry
+        f = self._file
+        f.attrs.update({"NX_class": "NXroot", "default": "entry", "creator": "microct",
+                        "HDF5_Version": h5py.version.hdf5_version, "file_time": iso_time(h.start_time)})
+        entry = _group(f, "entry", "NXentry")
+        entry.attrs.update({"default": "data", "version": NXTOMO_VERSION})
+        _field(entry, "definition", "NXtomo")
+        _field(entry, "title", h.title)
+        _field(entry, "start_time", iso_time(h.start_time))
+        self._end_time = _field(entry, "end_time", "")  # variable-length: rewritten on close
+        _field(entry, "program_name", "microct").attrs["version"] = __version__
+
+        instrument = _group(entry, "instrument", "NXinstrument")
+        source = _group(instrument, "source", "NXsource")
+        _field(source, "name", h.source_name)
+        _field(source, "type", "Fixed Tube X-ray")
+        _field(source, "probe", "x-ray")
+        _field(source, "voltage", h.voltage_kv, "kV")
+        _field(source, "current", h.current_ua, "uA")
+        _field(source, "power", h.voltage_kv * h.current_ua / 1000.0, "W")
+        _field(source, "focal_spot_mode", h.focal_spot_mode)
+        _field(source, "focal_spot_size", h.focal_spot_size_um * 1e-6, "m")
+        _field(source, "distance", -g.source_object_distance_mm * 1e-3, "m")
+
+        detector = _group(instrument, "detector", "NXdetector")
+        rows, cols = h.frame_shape
+        self._data = detector.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
+                                             dtype=np.uint16, chunks=(1, rows, cols))
+        self._data.attrs["interpretation"] = "image"
+        _field(detector, "x_pixel_size", h.pixel_pitch_um * 1e-6, "m")
+        _field(detector, "y_pixel_size", h.pixel_pitch_um * 1e-6, "m")
+        _field(detector, "distance", g.object_detector_distance_mm * 1e-3, "m")
+        _field(detector, "saturation_value", h.saturation_value)
+
+        ct = _group(instrument, "ct_geometry", "NXcollection")
+        _field(ct, "source_object_distance", g.source_object_distance_mm * 1e-3, "m")
+        _field(ct, "source_detector_distance", g.source_detector_distance_mm * 1e-3, "m")
+        _field(ct, "magnification", g.magnification)
+        _field(ct, "detector_offset_u", g.detector_offset_u_mm * 1e-3, "m")
+        _field(ct, "detector_offset_v", g.detector_offset_v_mm * 1e-3, "m")
+        _field(ct, "centre_of_rotation_offset", g.centre_of_rotation_offset_mm * 1e-3, "m")
+        _field(ct, "rotation_direction", g.rotation_direction)
+        _field(ct, "conventions", CONVENTIONS)
+
+        sample = _group(entry, "sample", "NXsample")
+        _field(sample, "name", h.title)
+        voxel_m = g.voxel_size_um(h.pixel_pitch_um) * 1e-6
+        _field(sample, "x_pixel_size", voxel_m, "m")
+        _field(sample, "y_pixel_size", voxel_m, "m")
+        control = _group(entry, "control", "NXmonitor")
+        logs = _group(entry, "logs", "NXcollection")
+        readings = _group(logs, "readings", "NXcollection")
+        events = _group(logs, "events", "NXcollection")
+        _field(logs, "configuration", h.configuration_toml)
+        self._status = _field(logs, "status", "running")
+
+        start_iso = iso_time(h.start_time)
+        self._frame_series = {
+            "image_key": _Series(detector, "image_key", np.int8),
+            "image_key_control": _Series(detector, "image_key_control", np.int8),
+            "count_time": _Series(detector, "count_time", np.float64, "s"),
+            "sequence_number": _Series(detector, "sequence_number", np.uint32),
+            "start_time": _Series(detector, "start_time", np.float64, "s"),
+            "rotation_angle": _Series(sample, "rotation_angle", np.float64, "degree"),
+            "x_translation": _Series(sample, "x_translation", np.float64, "m"),
+            "y_translation": _Series(sample, "y_translation", np.float64, "m"),
+            "z_translation": _Series(sample, "z_translation", np.float64, "m"),
+            "control": _Series(control, "data", np.float64, "uA"),
+        }
+        self._frame_series["start_time"].dataset.attrs["start"] = start_iso
+        self._reading_series = {
+            "time": _Series(readings, "time", np.float64, "s"),
+            "voltage": _Series(readings, "voltage", np.float64, "kV"),
+            "current": _Series(readings, "current", np.float64, "uA"),
+            "rotation_angle": _Series(readings, "rotation_angle", np.float64, "degree"),
+        }
+        self._reading_series["time"].dataset.attrs["start"] = start_iso
+        self._event_series = {
+            "time": _Series(events, "time", np.float64, "s"),
+            "frame": _Series(events, "frame", np.int64),
+            "message": _Series(events, "message", STR),
+        }
+        self._event_series["time"].dataset.attrs["start"] = start_iso
+
+        nxdata = _group(entry, "data", "NXdata")
+        nxdata.attrs.update({"signal": "data", "axes": [".", ".", "."]})
+        nxdata["data"] = self._data
+        nxdata["rotation_angle"] = self._frame_series["rotation_angle"].dataset
+        nxdata["image_key"] = self._frame_series["image_key"].dataset
+
+    # -- streaming ----------------------------------------------------------------------------
+    def append(self, frame: np.ndarray, info: FrameInfo) -> int:
+        """Write one frame (uint16, ``frame_shape``) and its record; returns its index."""
+        index = self.frames_written
+        frame = np.ascontiguousarray(frame, dtype=np.uint16)
+        if frame.shape != self.header.frame_shape:
+            raise MicroCTError(f"frame {index}: shape {frame.shape} differs from the file's {self.header.frame_shape}")
+        try:
+            self._data.resize(index + 1, axis=0)
+            self._data.id.write_direct_chunk((index, 0, 0), frame)
+        except OSError as error:
+            raise MicroCTError(f"writing frame {index} to {self.path} failed: {error}") from None
+        relative_t = info.start_time - self.header.start_time
+        values = {"image_key": info.image_key, "image_key_control": info.image_key,
+                  "count_time": info.count_time_s, "sequence_number": index, "start_time": relative_t,
+                  "rotation_angle": info.rotation_angle_deg, "x_translation": info.x_translation_mm * 1e-3,
+                  "y_translation": 0.0, "z_translation": 0.0, "control": info.current_ua}
+        for name, series in self._frame_series.items():
+            series.append(values[name])
+        self.log_reading(info.start_time, info.voltage_kv, info.current_ua, info.rotation_angle_deg)
+        self.frames_written = index + 1
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+        return index
+
+    def log_reading(self, epoch_s: float, voltage_kv: float, current_ua: float, rotation_angle_deg: float) -> None:
+        """Record tube and stage read-backs at a time (epoch s)."""
+        for name, value in (("time", epoch_s - self.header.start_time), ("voltage", voltage_kv),
+                            ("current", current_ua), ("rotation_angle", rotation_angle_deg)):
+            self._reading_series[name].append(value)
+
+    def log_event(self, epoch_s: float, message: str, frame: int = -1) -> None:
+        """Record an event (warning, fault, state change); ``frame`` −1 when not tied to a frame."""
+        for name, value in (("time", epoch_s - self.header.start_time), ("frame", frame), ("message", message)):
+            self._event_series[name].append(value)
+
+    def flush(self) -> None:
+        """Write the pending per-frame fields and push everything to disk."""
+        for series in (*self._frame_series.values(), *self._reading_series.values(),
+                       *self._event_series.values()):
+            series.flush()
+        self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self, status: Literal["complete", "aborted"], end_time: float) -> None:
+        """Flush, mark the file ``complete`` or ``aborted`` and close it. Safe to call twice."""
+        if not self._file.id.valid:
+            return
+        try:
+            self._status[()] = status
+            self._end_time[()] = iso_time(end_time)
+            self.flush()
+        finally:
+            self._file.close()
+
+    def __enter__(self) -> NXtomoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("aborted" if exc_type else "complete", time.time())

@@ -1,0 +1,305 @@
+"""Step-and-shoot CT acquisition: darks, flats, projections, written frame by frame to NXtomo.
+
+Order: check interlock → warm up if needed → darks (beam off, before the beam
+is first switched on, so no extra beam cycle) → beam on, wait for stable kV/µA
+→ flats (sample out) → projections (move, settle, skip, average; the next move
+overlaps writing the frame) → end flats → beam off → end darks → stage back.
+
+Every way out (an error, KeyboardInterrupt, SystemExit from a SIGTERM handler)
+switches the beam off, stops the stages and closes the file marked
+``aborted`` with every frame taken so far, then re-raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from microct.config import ScanConfig
+from microct.devices import Frame, SourceState, TriggerMode
+from microct.errors import DeviceFaultError, DeviceTimeoutError, InterlockError
+from microct.instruments import Instruments
+from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
+
+log = logging.getLogger("microct.scan")
+
+ProgressCallback = Callable[[int, int, str], None]
+"""Called after each frame with (frames done, frames planned, what is being taken)."""
+
+POLL_S = 0.1  # read-back polling period while waiting for the tube (warm-up, stabilising)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    path: Path
+    status: str
+    frames_written: int
+    darks: int
+    flats: int
+    projections: int
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the scan makes itself safe; they are delivered afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def planned_frames(config: ScanConfig, has_sample_out: bool) -> tuple[int, int, int]:
+    """(darks, flats, projections) the scan will write."""
+    scan = config.scan
+    rounds = 2 if scan.references_at == "both" else 1
+    flats = scan.n_flats * rounds if has_sample_out else 0
+    return scan.n_darks * rounds, flats, scan.n_projections
+
+
+class Sequencer:
+    """Runs one scan of ``config`` on connected-or-not ``instruments`` into a new NXtomo file."""
+
+    def __init__(self, config: ScanConfig, instruments: Instruments, output: str | Path,
+                 config_text: str = "", progress: ProgressCallback | None = None) -> None:
+        self.config = config
+        self.scan = config.scan
+        self.instruments = instruments
+        self.clock = instruments.clock
+        self.output = Path(output)
+        self.config_text = config_text
+        self.progress = progress
+        self.writer: NXtomoWriter | None = None
+        self.counts = {"dark": 0, "flat": 0, "projection": 0}
+        self._saturated_frames = 0
+        self.total = sum(planned_frames(config, instruments.sample_out is not None))
+
+    # -- the scan -------------------------------------------------------------------------------
+    def run(self) -> ScanResult:
+        inst, scan = self.instruments, self.scan
+        try:
+            inst.connect()
+            detector = inst.detector
+            detector.set_binning(scan.binning)
+            detector.set_trigger_mode(TriggerMode.SOFTWARE)
+            detector.set_exposure_s(scan.exposure_s)
+            self._open_file()
+            self._check_interlock()
+            self._warm_up_if_needed()
+            inst.source.configure(voltage_kv=scan.voltage_kv, current_ua=scan.current_ua,
+                                  spot_mode=scan.spot_mode)
+            at_start = scan.references_at in ("start", "both")
+            at_end = scan.references_at in ("end", "both")
+            if at_start:
+                self._darks()
+            self._beam_on_and_stabilise()
+            if at_start:
+                self._flats()
+            self._projections()
+            if at_end:
+                self._flats()
+            inst.source.beam_off()
+            self._event("beam off")
+            if at_end:
+                self._darks()
+            if scan.return_to_start:
+                inst.rotation.move_to(scan.start_deg, scan.move_timeout_s)
+            self.writer.close("complete", self.clock.time())
+            log.info("scan complete: %s", self.output)
+            return ScanResult(self.output, "complete", self.writer.frames_written, self.counts["dark"],
+                              self.counts["flat"], self.counts["projection"])
+        except BaseException as error:
+            with signals_deferred():
+                self._make_safe(error)
+            raise
+        finally:
+            with signals_deferred():
+                inst.close()
+
+    def _make_safe(self, error: BaseException) -> None:
+        """Beam off, stages stopped, file closed as aborted. Never raises; logs what it could not do."""
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        log.error("scan aborted (%s); switching the beam off", reason)
+        for what, action in (("beam off", self.instruments.source.beam_off),
+                             ("stop rotation", self.instruments.rotation.stop),
+                             *((("stop sample_out", self.instruments.sample_out.stop),)
+                               if self.instruments.sample_out else ())):
+            try:
+                action()
+            except Exception as failure:  # report, and go on making the rest safe
+                log.critical("during abort, %s failed: %s", what, failure)
+                self._event(f"abort: {what} failed: {failure}")
+        if self.writer is not None:
+            self._event(f"scan aborted: {reason}")
+            try:
+                self.writer.close("aborted", self.clock.time())
+            except Exception as failure:
+                log.critical("during abort, closing %s failed: %s", self.output, failure)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _open_file(self) -> None:
+        source, detector, scan = self.instruments.source, self.instruments.detector, self.scan
+        spot = source.capabilities.spot_modes[scan.spot_mode]
+        header = ScanHeader(
+            title=scan.title, start_time=self.clock.time(), frame_shape=detector.shape,
+            pixel_pitch_um=detector.pixel_pitch_um, saturation_value=detector.saturation_value,
+            geometry=self.config.geometry, voltage_kv=scan.voltage_kv, current_ua=scan.current_ua,
+            focal_spot_mode=scan.spot_mode,
+            focal_spot_size_um=spot.spot_size_at_um(scan.voltage_kv * scan.current_ua / 1000.0),
+            configuration_toml=self.config_text, source_name=source.name)
+        self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
+        self._event(f"scan started: {self.total} frames planned")
+
+    def _check_interlock(self) -> None:
+        if not self.instruments.source.read_interlock_closed():
+            raise InterlockError("source: interlock is open; close the enclosure and start the scan again")
+
+    def _warm_up_if_needed(self) -> None:
+        source = self.instruments.source
+        state = source.read_state()
+        if state is SourceState.WARMUP_NEEDED:
+            self._event("warm-up started")
+            source.warm_up()
+            state = self._wait_for_state(SourceState.STANDBY, self.scan.warmup_timeout_s, "warm-up")
+            self._event("warm-up done")
+        if state is SourceState.NOT_READY:
+            raise InterlockError(f"source: not ready ({state.value}); check the interlock and the tube")
+        if state not in (SourceState.STANDBY, SourceState.BEAM_ON):
+            raise DeviceFaultError(f"source: cannot scan in state {state.value!r}; reset the tube first")
+
+    def _wait_for_state(self, wanted: SourceState, timeout_s: float, what: str) -> SourceState:
+        source, clock = self.instruments.source, self.clock
+        deadline = clock.monotonic() + timeout_s
+        while (state := source.read_state()) is not wanted:
+            if state in (SourceState.FAULT, SourceState.NOT_READY):
+                raise DeviceFaultError(f"source: {what} failed, state {state.value!r}")
+            if clock.monotonic() > deadline:
+                raise DeviceTimeoutError(f"source: {what} not finished within {timeout_s:g} s (state {state.value!r})")
+            clock.sleep(POLL_S)
+        return state
+
+    def _beam_on_and_stabilise(self) -> None:
+        source, scan, clock = self.instruments.source, self.scan, self.clock
+        source.beam_on()
+        self._event(f"beam on: {scan.voltage_kv:g} kV, {scan.current_ua:g} µA, spot {scan.spot_mode}")
+        deadline = clock.monotonic() + scan.stable_timeout_s
+        stable_since = None
+        while True:
+            kv, ua = source.read_voltage_kv(), source.read_current_ua()
+            now = clock.monotonic()
+            self.writer.log_reading(clock.time(), kv, ua, float("nan"))
+            if self._near(kv, scan.voltage_kv) and self._near(ua, scan.current_ua):
+                stable_since = now if stable_since is None else stable_since
+                if now - stable_since >= scan.stable_hold_s:
+                    self._event(f"tube stable: {kv:.2f} kV, {ua:.2f} µA")
+                    return
+            else:
+                stable_since = None
+                if source.read_state() is not SourceState.BEAM_ON:
+                    raise DeviceFaultError(f"source: beam dropped while stabilising "
+                                           f"(state {source.read_state().value!r})")
+            if now > deadline:
+                raise DeviceTimeoutError(
+                    f"source: read-backs {kv:.2f} kV / {ua:.2f} µA not within {scan.stable_tolerance:.1%} of "
+                    f"{scan.voltage_kv:g} kV / {scan.current_ua:g} µA after {scan.stable_timeout_s:g} s")
+            clock.sleep(POLL_S)
+
+    def _near(self, measured: float, wanted: float) -> bool:
+        return abs(measured - wanted) <= self.scan.stable_tolerance * max(abs(wanted), 1.0)
+
+    def _darks(self) -> None:
+        self.instruments.source.beam_off()
+        angle = self.instruments.rotation.read_position()
+        for _ in range(self.scan.n_darks):
+            frame, start = self._take()
+            self._write(frame, "dark", angle, start, 0.0, 0.0)
+
+    def _flats(self) -> None:
+        sample_out, scan = self.instruments.sample_out, self.scan
+        if sample_out is None:
+            if scan.n_flats:
+                self._event("no sample_out axis configured: flats skipped", level=logging.WARNING)
+            return
+        sample_in = sample_out.read_position()
+        sample_out.move_to(scan.sample_out_position_mm, scan.move_timeout_s)
+        self.clock.sleep(scan.settle_s)
+        self._skip()
+        angle = self.instruments.rotation.read_position()
+        for _ in range(scan.n_flats):
+            frame, start = self._take()
+            self._write(frame, "flat", angle, start, *self._tube_readbacks(), x_mm=scan.sample_out_position_mm)
+        sample_out.move_to(sample_in, scan.move_timeout_s)
+
+    def _projections(self) -> None:
+        rotation, scan = self.instruments.rotation, self.scan
+        angles = scan.angles_deg()
+        move = rotation.start_move_to(angles[0])
+        for i in range(len(angles)):
+            move.wait(scan.move_timeout_s)
+            self.clock.sleep(scan.settle_s)
+            self._skip()
+            angle = rotation.read_position()
+            frame, start = self._take()
+            kv, ua = self._tube_readbacks()
+            if i + 1 < len(angles):
+                move = rotation.start_move_to(angles[i + 1])  # moves while the frame is written
+            self._write(frame, "projection", angle, start, kv, ua)
+
+    # -- frames -------------------------------------------------------------------------------------
+    def _skip(self) -> None:
+        if self.scan.frames_skipped:
+            self.instruments.detector.acquire(self.scan.frames_skipped)
+
+    def _take(self) -> tuple[np.ndarray, float]:
+        """One (averaged) frame and its start time (epoch s)."""
+        frames: list[Frame] = self.instruments.detector.acquire(self.scan.frames_averaged)
+        if len(frames) == 1:
+            return frames[0].data, frames[0].timestamp
+        mean = np.mean([f.data for f in frames], axis=0, dtype=np.float64)
+        return np.rint(mean).astype(np.uint16), frames[0].timestamp
+
+    def _tube_readbacks(self) -> tuple[float, float]:
+        """Measured (kV, µA); DeviceFaultError if the beam has dropped (arc, interlock)."""
+        source = self.instruments.source
+        kv, ua = source.read_voltage_kv(), source.read_current_ua()
+        if not self._near(ua, self.scan.current_ua):
+            state = source.read_state()
+            if state is not SourceState.BEAM_ON:
+                error = InterlockError if state is SourceState.NOT_READY else DeviceFaultError
+                raise error(f"source: beam dropped during the scan (state {state.value!r})")
+        return kv, ua
+
+    def _write(self, frame: np.ndarray, kind: str, angle: float, start: float, kv: float, ua: float,
+               x_mm: float = 0.0) -> None:
+        index = self.writer.append(frame, FrameInfo(IMAGE_KEYS[kind], angle, self.scan.exposure_s, start, kv, ua,
+                                                    x_mm))
+        if frame.max() >= self.instruments.detector.saturation_value:
+            self._saturated_frames += 1
+            if self._saturated_frames == 1:
+                self._event(f"saturated pixels in {kind} frame {index}: lower µA or exposure",
+                            level=logging.WARNING, frame=index)
+        self.counts[kind] += 1
+        if self.progress is not None:
+            self.progress(self.writer.frames_written, self.total, kind)
+
+    def _event(self, message: str, level: int = logging.INFO, frame: int = -1) -> None:
+        log.log(level, message)
+        if self.writer is not None:
+            self.writer.log_event(self.clock.time(), message, frame)
+
+
+def run_scan(config: ScanConfig, instruments: Instruments, output: str | Path, config_text: str = "",
+             progress: ProgressCallback | None = None) -> ScanResult:
+    """Run one scan; see ``Sequencer``."""
+    return Sequencer(config, instruments, output, config_text, progress).run()
