@@ -116,19 +116,22 @@ class Sequencer:
             if scan.return_to_start:
                 inst.rotation.move_to(scan.start_deg, scan.move_timeout_s)
             self.writer.close("complete", self.clock.time())
-            log.info("scan complete: %s", self.output)
-            return ScanResult(self.output, "complete", self.writer.frames_written, self.counts["dark"],
-                              self.counts["flat"], self.counts["projection"])
         except BaseException as error:
             with signals_deferred():
                 self._make_safe(error)
             raise
-        finally:
-            with signals_deferred():
-                inst.close()
+        with signals_deferred():
+            inst.close()
+        log.info("scan complete: %s", self.output)
+        return ScanResult(self.output, "complete", self.writer.frames_written, self.counts["dark"],
+                          self.counts["flat"], self.counts["projection"])
 
     def _make_safe(self, error: BaseException) -> None:
-        """Beam off, stages stopped, file closed as aborted. Never raises; logs what it could not do."""
+        """Beam off, stages stopped, file closed as aborted, instruments closed.
+
+        Never raises (the scan's own error is what the caller must see); logs
+        and records in the file whatever it could not do.
+        """
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         log.error("scan aborted (%s); switching the beam off", reason)
         for what, action in (("beam off", self.instruments.source.beam_off),
@@ -146,6 +149,10 @@ class Sequencer:
                 self.writer.close("aborted", self.clock.time())
             except Exception as failure:
                 log.critical("during abort, closing %s failed: %s", self.output, failure)
+        try:
+            self.instruments.close()
+        except Exception as failure:
+            log.critical("during abort, closing the instruments failed: %s", failure)
 
     # -- steps ------------------------------------------------------------------------------------
     def _open_file(self) -> None:
@@ -227,9 +234,10 @@ class Sequencer:
 
     def _flats(self) -> None:
         sample_out, scan = self.instruments.sample_out, self.scan
+        if not scan.n_flats:
+            return
         if sample_out is None:
-            if scan.n_flats:
-                self._event("no sample_out axis configured: flats skipped", level=logging.WARNING)
+            self._event("no sample_out axis configured: flats skipped", level=logging.WARNING)
             return
         sample_in = sample_out.read_position()
         sample_out.move_to(scan.sample_out_position_mm, scan.move_timeout_s)
@@ -244,6 +252,7 @@ class Sequencer:
     def _projections(self) -> None:
         rotation, scan = self.instruments.rotation, self.scan
         angles = scan.angles_deg()
+        self._event(f"projections started: {len(angles)} angles from {angles[0]:g} to {angles[-1]:g} deg")
         move = rotation.start_move_to(angles[0])
         for i in range(len(angles)):
             move.wait(scan.move_timeout_s)

@@ -1,0 +1,137 @@
+"""Every way out of a scan switches the beam off and leaves a valid file marked aborted."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import h5py
+import pytest
+
+from microct.cli import EXIT_SIGTERM, _terminate
+from microct.devices import SourceState
+from microct.errors import CommunicationError, DeviceFaultError, DeviceTimeoutError, InterlockError
+from microct.sequencer import run_scan
+
+FAIL_AT = 5  # projection index at which the trouble starts (after 3 darks and 4 flats)
+
+
+def fail_on_projection(inst, mocker, action):
+    """Run ``action`` inside the detector's acquire of projection FAIL_AT."""
+    original = inst.detector.acquire
+    seen = {"n": 0}
+
+    def acquire(n):
+        if inst.source.read_state() is SourceState.BEAM_ON and inst.sample_out.read_position() == 0.0:
+            if seen["n"] == FAIL_AT:
+                action()
+            seen["n"] += 1
+        return original(n)
+
+    mocker.patch.object(inst.detector, "acquire", side_effect=acquire)
+
+
+def assert_safe_and_aborted(inst, out, frames_expected):
+    assert inst.source._beam is False  # the simulated tube's own high-voltage flag
+    assert not inst.source.connected
+    with h5py.File(out, "r") as f:  # opens: a valid HDF5 file
+        assert f["entry/logs/status"][()].decode() == "aborted"
+        n = f["entry/instrument/detector/data"].shape[0]
+        assert n == frames_expected
+        for name in ("image_key", "count_time", "sequence_number", "start_time"):
+            assert f[f"entry/instrument/detector/{name}"].shape == (n,)
+        assert f["entry/sample/rotation_angle"].shape == (n,)
+        assert f["entry/end_time"][()].decode() != ""
+        assert any(m.decode().startswith("scan aborted") for m in f["entry/logs/events/message"][()])
+
+
+@pytest.mark.parametrize("raised, caught", [
+    (CommunicationError("detector: link lost"), CommunicationError),
+    (DeviceTimeoutError("detector: no frame"), TimeoutError),
+    (RuntimeError("a bug"), RuntimeError),
+    (KeyboardInterrupt(), KeyboardInterrupt),
+])
+def test_error_or_ctrl_c_mid_scan_turns_beam_off_and_keeps_frames(make_scan, mocker, raised, caught):
+    config, inst, out = make_scan()
+    beam_off = mocker.spy(inst.source, "beam_off")
+
+    def boom():
+        raise raised
+
+    fail_on_projection(inst, mocker, boom)
+    with pytest.raises(caught):
+        run_scan(config, inst, out)
+    assert beam_off.called
+    assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
+
+
+def test_sigterm_mid_scan_turns_beam_off_and_exits_143(make_scan, mocker):
+    config, inst, out = make_scan()
+    previous = signal.signal(signal.SIGTERM, _terminate)  # the CLI's handler
+    try:
+        fail_on_projection(inst, mocker, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        with pytest.raises(SystemExit) as stop:
+            run_scan(config, inst, out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.code == EXIT_SIGTERM
+    # the signal lands during the acquire that raised it; that frame is never written
+    assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
+
+
+def test_real_sigint_mid_scan(make_scan, mocker):
+    config, inst, out = make_scan()
+    fail_on_projection(inst, mocker, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(config, inst, out)
+    assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
+
+
+def test_tube_arc_mid_scan_aborts_safely(make_scan, mocker):
+    config, inst, out = make_scan()
+    fail_on_projection(inst, mocker, inst.source.trigger_overload)
+    with pytest.raises(DeviceFaultError, match="beam dropped"):
+        run_scan(config, inst, out)
+    # the frame exposed during the arc is not kept
+    assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
+
+
+def test_interlock_opened_mid_scan_aborts_safely(make_scan, mocker):
+    config, inst, out = make_scan()
+    fail_on_projection(inst, mocker, lambda: inst.source.set_interlock(False))
+    with pytest.raises(InterlockError):
+        run_scan(config, inst, out)
+    assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
+
+
+def test_open_interlock_at_start_never_switches_the_beam_on(make_scan, mocker):
+    config, inst, out = make_scan({"source": {"options": {"interlock_closed": False}}})
+    beam_on = mocker.spy(inst.source, "_do_beam_on")
+    with pytest.raises(InterlockError):
+        run_scan(config, inst, out)
+    assert not beam_on.called
+    assert_safe_and_aborted(inst, out, frames_expected=0)
+
+
+def test_unstable_tube_times_out_with_beam_off(make_scan):
+    config, inst, out = make_scan({"source": {"options": {"ramp_kv_per_s": 0.01}},
+                                   "scan": {"stable_timeout_s": 30.0}})
+    with pytest.raises(DeviceTimeoutError, match="not within"):
+        run_scan(config, inst, out)
+    assert_safe_and_aborted(inst, out, frames_expected=3)  # the darks, taken before the beam came on
+
+
+def test_failing_beam_off_during_abort_is_reported_and_the_file_still_closes(make_scan, mocker):
+    config, inst, out = make_scan()
+
+    def source_and_detector_fail():
+        mocker.patch.object(inst.source, "_do_beam_off", side_effect=CommunicationError("source: port closed"))
+        raise CommunicationError("detector: gone")
+
+    fail_on_projection(inst, mocker, source_and_detector_fail)
+    with pytest.raises(CommunicationError, match="detector: gone"):  # the scan's error, not the abort's
+        run_scan(config, inst, out)
+    with h5py.File(out, "r") as f:
+        assert f["entry/logs/status"][()].decode() == "aborted"
+        log = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert any("beam off failed" in m for m in log)
