@@ -158,6 +158,7 @@ class SimulatedSource(XRaySource):
         self._ua.retarget(0.0, self._now())
 
     def _finish_warm_up(self) -> None:
+        """End the warm-up once its time is over: the tube is then warm, X-rays off."""
         if self._warmup_end_t is not None and self._now() >= self._warmup_end_t:
             self._warmed_up = True
             self._switch_off()
@@ -168,23 +169,24 @@ class SimulatedSource(XRaySource):
         self._fault = False
 
     def _do_read_state(self) -> SourceState:
+        self._finish_warm_up()
         if self._fault:
             return SourceState.FAULT
         if not self._interlock_closed:
             return SourceState.NOT_READY
         if self._warming():
             return SourceState.WARMING_UP
-        if self._warmup_end_t is not None:  # the warm-up time is over
-            self._finish_warm_up()
         if not self._warmed_up:
             return SourceState.WARMUP_NEEDED
         return SourceState.BEAM_ON if self._beam else SourceState.STANDBY
 
     def _do_read_voltage_kv(self) -> float:
+        self._finish_warm_up()
         value = self._kv.value(self._now())
         return max(0.0, value + self._rng.normal(0, self.options.readback_noise_kv)) if value else 0.0
 
     def _do_read_current_ua(self) -> float:
+        self._finish_warm_up()
         value = self._ua.value(self._now())
         return max(0.0, value + self._rng.normal(0, self.options.readback_noise_ua)) if value else 0.0
 

@@ -40,6 +40,7 @@ from microct.geometry import CONVENTIONS, Geometry
 NXTOMO_VERSION = 1.5  # the layout version the ``nxtomo`` reader keys its paths on (entry @version)
 IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
 STR = h5py.string_dtype()
+GROW_FRAMES = 64  # the frame dataset grows by this many frames at a time between flushes
 
 
 def iso_time(epoch_s: float) -> str:
@@ -162,6 +163,7 @@ class NXtomoWriter:
         self._data = detector.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
                                              dtype=np.uint16, chunks=(1, rows, cols))
         self._data.attrs["interpretation"] = "image"
+        self._capacity = 0
         _field(detector, "x_pixel_size", h.pixel_pitch_um * 1e-6, "m")
         _field(detector, "y_pixel_size", h.pixel_pitch_um * 1e-6, "m")
         _field(detector, "distance", g.object_detector_distance_mm * 1e-3, "m")
@@ -231,7 +233,9 @@ class NXtomoWriter:
         if frame.shape != self.header.frame_shape:
             raise MicroCTError(f"frame {index}: shape {frame.shape} differs from the file's {self.header.frame_shape}")
         try:
-            self._data.resize(index + 1, axis=0)
+            if index >= self._capacity:  # grow in blocks; flush() trims to the frames written
+                self._capacity += GROW_FRAMES
+                self._data.resize(self._capacity, axis=0)
             self._data.id.write_direct_chunk((index, 0, 0), frame)
         except OSError as error:
             raise MicroCTError(f"writing frame {index} to {self.path} failed: {error}") from None
@@ -264,6 +268,9 @@ class NXtomoWriter:
         for series in (*self._frame_series.values(), *self._reading_series.values(),
                        *self._event_series.values()):
             series.flush()
+        if self._capacity != self.frames_written:
+            self._capacity = self.frames_written
+            self._data.resize(self._capacity, axis=0)
         self._file.flush()
         self._last_flush = time.monotonic()
 

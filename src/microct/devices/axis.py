@@ -107,11 +107,8 @@ class Axis(Device):
         self._require_connected()
         return self._do_read_position()
 
-    def connect(self) -> None:
-        """Connect and send the velocity set-point."""
-        if self._connected:
-            return
-        super().connect()
+    def _after_connect(self) -> None:
+        """Send the velocity set-point."""
         self._do_set_velocity(self._velocity)
 
     def close(self) -> None:

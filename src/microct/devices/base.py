@@ -8,11 +8,14 @@ so a device can be built and its capabilities checked before anything connects.
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 from typing import Any, ClassVar
 
 from microct.clock import Clock
 from microct.errors import DeviceStateError, MicroCTError
+
+log = logging.getLogger("microct.devices")
 
 
 class Status:
@@ -65,11 +68,26 @@ class Device(abc.ABC):
         return self._connected
 
     def connect(self) -> None:
-        """Open the link and identify the device. Raises CommunicationError or DeviceTimeoutError."""
+        """Open the link and identify the device. Raises CommunicationError or DeviceTimeoutError.
+
+        If a step after opening the link fails, the link is closed again and the
+        device stays disconnected, so that ``connect()`` can simply be retried.
+        """
         if self._connected:
             return
         self._do_connect()
+        try:
+            self._after_connect()
+        except BaseException:
+            try:
+                self._do_close()
+            except Exception as error:  # the first failure is the one to report
+                log.warning("%s %r: closing after a failed connect also failed: %s", self.kind, self.name, error)
+            raise
         self._connected = True
+
+    def _after_connect(self) -> None:
+        """Bring base-class state and device into agreement once the link is open (interfaces override)."""
 
     def close(self) -> None:
         """Leave the device safe and release the link. Never raises for "already closed"."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import enum
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,16 @@ import numpy as np
 from microct.clock import Clock
 from microct.devices.base import Device
 from microct.errors import ConfigurationError, LimitError, ProtocolError
+
+
+def _whole_number(value: object) -> int | None:
+    """``value`` as an int if it is an integer type (numpy integers included, bool not), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 class TriggerMode(enum.Enum):
@@ -109,8 +120,9 @@ class Detector(Device):
         self._exposure_s = float(exposure_s)
 
     def set_binning(self, binning: int) -> None:
-        if binning not in self.capabilities.binnings:
+        if _whole_number(binning) not in self.capabilities.binnings:
             raise self._error(LimitError, f"binning={binning!r} is not one of {list(self.capabilities.binnings)}")
+        binning = _whole_number(binning)
         self._require_connected()
         self._do_set_binning(binning)
         self._binning = binning
@@ -129,8 +141,10 @@ class Detector(Device):
         Raises DeviceTimeoutError if the frames do not come, ProtocolError if
         the device returns the wrong number or shape of frames.
         """
-        if not (isinstance(n, int) and n >= 1):
+        count = _whole_number(n)
+        if count is None or count < 1:
             raise self._error(LimitError, f"n={n!r}: the number of frames must be an integer >= 1")
+        n = count
         self._require_connected()
         frames = self._do_acquire(n)
         if len(frames) != n:
@@ -141,11 +155,8 @@ class Detector(Device):
                                                  f"expected {self.shape}")
         return frames
 
-    def connect(self) -> None:
-        """Connect and send the held settings (exposure, binning, trigger mode)."""
-        if self._connected:
-            return
-        super().connect()
+    def _after_connect(self) -> None:
+        """Send the held settings (binning, trigger mode, exposure)."""
         self._do_set_binning(self._binning)
         self._do_set_trigger_mode(self._trigger_mode)
         self._do_set_exposure_s(self._exposure_s)

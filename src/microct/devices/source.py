@@ -221,11 +221,8 @@ class XRaySource(Device):
         self._require_connected()
         return self._do_read_interlock_closed()
 
-    def connect(self) -> None:
-        """Connect and adopt the device's own set-points."""
-        if self._connected:
-            return
-        super().connect()
+    def _after_connect(self) -> None:
+        """Adopt the device's own set-points."""
         self._voltage_kv, self._current_ua, self._spot_mode = self._do_read_setpoints()
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Test helpers for microct drivers: the contract suites every device implementation must pass."""
