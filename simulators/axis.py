@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from microct.clock import Clock
-from microct.devices.axis import Axis, AxisCapabilities, AxisUnit
+from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration_s
 from microct.devices.base import Status
 from microct.errors import DeviceStateError
 from microct.registry import DriverContext
@@ -29,14 +29,6 @@ class SimulatedAxisOptions(BaseModel):
     def _limits_ordered(self):
         AxisCapabilities(self.unit, self.max_velocity, self.low_limit, self.high_limit)
         return self
-
-
-def move_duration_s(distance: float, velocity: float, acceleration: float) -> float:
-    """Time of a trapezoidal (or, if short, triangular) move profile, starting and ending at rest."""
-    distance = abs(distance)
-    if distance >= velocity ** 2 / acceleration:
-        return distance / velocity + velocity / acceleration
-    return 2.0 * math.sqrt(distance / acceleration)
 
 
 def _profile_fraction(elapsed: float, duration: float, velocity: float, acceleration: float,
@@ -64,7 +56,8 @@ class SimulatedAxis(Axis):
                  clock: Clock | None = None, seed: int | None = None) -> None:
         self.options = options or SimulatedAxisOptions()
         opts = self.options
-        super().__init__(name, AxisCapabilities(opts.unit, opts.max_velocity, opts.low_limit, opts.high_limit),
+        super().__init__(name, AxisCapabilities(opts.unit, opts.max_velocity, opts.low_limit, opts.high_limit,
+                                                opts.acceleration),
                          clock)
         self._rng = np.random.default_rng(seed)
         self._start = opts.initial_position

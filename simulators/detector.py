@@ -1,9 +1,12 @@
 """In-process flat-panel detector: frames of the test object through the scan geometry.
 
 Counts per pixel follow the tube: mean = counts_per_ua_s × (kV/100)² × µA ×
-exposure × transmission, with Poisson noise, a per-pixel gain and dark offset
-(fixed patterns), dark current, Gaussian read noise and clipping at the bit
-depth. The tube and the sample pose are read through the other instruments'
+exposure × transmission. The transmitted image is blurred by the focal spot's
+penumbra (a Gaussian of FWHM focal_spot × (M − 1) at the detector, the spot
+size read from the source at its set power) and the detector's own PSF
+(Gaussian, FWHM ``psf_fwhm_um``); then Poisson noise, a per-pixel gain and dark
+offset (fixed patterns), dark current, Gaussian read noise and clipping at the
+bit depth. The tube and the sample pose are read through the other instruments'
 public interfaces (``DriverContext.devices``), so the detector works beside any
 source or stage driver. The projector (``physics.line_integrals``) is the one
 piece to swap for a richer physics model.
@@ -11,8 +14,11 @@ piece to swap for a richer physics model.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
 
 from microct.clock import Clock
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
@@ -20,6 +26,8 @@ from microct.devices.source import SourceState
 from microct.geometry import Geometry
 from microct.registry import DriverContext
 from microct.simulators.physics import TEST_OBJECT, line_integrals
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 class SimulatedDetectorOptions(BaseModel):
@@ -37,6 +45,7 @@ class SimulatedDetectorOptions(BaseModel):
     dark_offset_spread: float = Field(default=10.0, ge=0, description="per-pixel offset, 1 sigma (counts)")
     dark_current_per_s: float = Field(default=5.0, ge=0, description="counts per second of exposure")
     read_noise: float = Field(default=3.0, ge=0, description="counts, 1 sigma")
+    psf_fwhm_um: float = Field(default=150.0, ge=0, description="detector point-spread function, FWHM (µm)")
 
 
 class SimulatedDetector(Detector):
@@ -100,6 +109,12 @@ class SimulatedDetector(Detector):
         voltage_kv, current_ua = source.read_voltage_kv(), source.read_current_ua()
         return self.options.counts_per_ua_s * (voltage_kv / 100.0) ** 2 * current_ua * self.exposure_s
 
+    def blur_sigma_px(self) -> float:
+        """Gaussian sigma (pixels) of focal-spot penumbra and detector PSF combined."""
+        source = self.context.devices.get("source")
+        penumbra_um = source.focal_spot_size_um * (self._geometry.magnification - 1.0) if source else 0.0
+        return math.hypot(penumbra_um, self.options.psf_fwhm_um) / FWHM_PER_SIGMA / self.pixel_pitch_um
+
     def _sample_pose(self) -> tuple[float, float]:
         """(rotation angle in degrees, sample shift along x in mm; 0 is sample in the beam)."""
         rotation = self.context.devices.get("rotation")
@@ -114,7 +129,11 @@ class SimulatedDetector(Detector):
             angle_deg, shift_mm = self._sample_pose()
             path = line_integrals(TEST_OBJECT, self._geometry, angle_deg, self.shape,
                                   self.pixel_pitch_um / 1000.0, shift_mm)
-            signal = self._rng.poisson(counts * np.exp(-path)).astype(np.float32) * self._gain
+            transmission = np.exp(-path)
+            sigma = self.blur_sigma_px()
+            if sigma > 0.05:
+                transmission = ndimage.gaussian_filter(transmission, sigma, mode="nearest", truncate=4.0)
+            signal = self._rng.poisson(counts * transmission).astype(np.float32) * self._gain
         else:
             signal = np.zeros(self.shape, np.float32)
         signal += self._offset + opts.dark_current_per_s * self.exposure_s

@@ -1,4 +1,4 @@
-"""The ``microct`` command: scan, check, drivers.
+"""The ``microct`` command: scan, plan, check, drivers.
 
 Exit codes: 0 done; 1 device or scan error; 2 configuration error (nothing
 was connected); 130 interrupted by Ctrl-C; 143 stopped by SIGTERM. An
@@ -22,6 +22,7 @@ from microct import __version__
 from microct.config import load_config
 from microct.errors import ConfigurationError, MicroCTError
 from microct.instruments import build_instruments
+from microct.planner import FORMULA, plan_scan
 from microct.registry import driver_entry_points
 from microct.sequencer import run_scan
 
@@ -53,6 +54,35 @@ def cmd_scan(args: argparse.Namespace) -> int:
         result = run_scan(config, instruments, output, text, report)
     print(f"{result.status}: {result.path} ({result.darks} darks, {result.flats} flats, "
           f"{result.projections} projections)")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config, _ = load_config(args.config)
+    plan = plan_scan(config, build_instruments(config))
+    table = Table(title=f"plan for {args.config or 'sim.toml (default)'}", show_header=False)
+    rows = [("magnification M = SDD/SOD", f"{plan.magnification:.4g}"),
+            ("pixel pitch p (binned)", f"{plan.pixel_pitch_um:.4g} µm"),
+            ("voxel size p/M", f"{plan.voxel_size_um:.4g} µm"),
+            ("field of view at the axis", f"{plan.field_of_view_mm[0]:.3g} × {plan.field_of_view_mm[1]:.3g} mm"),
+            ("target power", f"{plan.power_w:.4g} W"),
+            (f"focal spot f ({plan.spot_mode!r} mode at this power)", f"{plan.focal_spot_um:.4g} µm"),
+            ("geometric unsharpness f·(M−1), at the detector", f"{plan.geometric_unsharpness_um:.4g} µm"),
+            ("detector unsharpness 2·p, at the detector", f"{plan.detector_unsharpness_um:.4g} µm"),
+            ("detector-limited resolution 2·p/M, at the object", f"{plan.detector_limited_resolution_um:.4g} µm"),
+            ("effective resolution R, at the object", f"{plan.effective_resolution_um:.4g} µm"),
+            ("limited by", plan.limited_by),
+            ("optimum magnification 1 + (2p/f)²", f"{plan.optimum_magnification:.4g} "
+                                                 f"(R = {plan.optimum_resolution_um:.4g} µm)"),
+            ("smallest feature resolved ≈ R", f"{plan.effective_resolution_um:.4g} µm"),
+            ("estimated scan time (no warm-up)", f"{plan.scan_time_s:.0f} s ({plan.scan_time_s / 60:.1f} min)")]
+    for label, value in rows:
+        table.add_row(label, value)
+    out = Console()
+    out.print(table)
+    out.print(f"formula: {FORMULA}", highlight=False)
+    for warning in plan.warnings:
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return 0
 
 
@@ -101,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--force", action="store_true", help="overwrite an existing output file")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     scan.set_defaults(func=cmd_scan)
+
+    plan = sub.add_parser("plan", help="print magnification, resolution and scan time for a configuration",
+                          description="Plan a scan before switching a tube on: magnification, voxel size, "
+                                      "focal-spot size at the set power, geometric and detector unsharpness, the "
+                                      "effective resolution and the magnification that minimises it, and the "
+                                      "estimated scan time. Connects nothing.")
+    plan.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
+    plan.set_defaults(func=cmd_plan)
 
     check = sub.add_parser("check", help="validate a configuration, connect, print each device's status",
                            description="Validate CONFIG, connect to every instrument, identify it and print its "

@@ -16,7 +16,8 @@ from microct.devices.source import SourceState
 from microct.errors import DeviceStateError, InterlockError
 from microct.geometry import Geometry
 from microct.registry import DriverContext
-from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions, move_duration_s
+from microct.devices.axis import move_duration_s
+from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 

@@ -14,14 +14,27 @@ from microct.errors import ConfigurationError, LimitError
 AxisUnit = Literal["deg", "mm"]
 
 
+def move_duration_s(distance: float, velocity: float, acceleration: float | None) -> float:
+    """Time (s) of a move from rest to rest: trapezoidal, or triangular if too short to reach
+    ``velocity``; ``acceleration`` None means instant acceleration."""
+    distance = abs(distance)
+    if acceleration is None:
+        return distance / velocity
+    if distance >= velocity ** 2 / acceleration:
+        return distance / velocity + velocity / acceleration
+    return 2.0 * math.sqrt(distance / acceleration)
+
+
 @dataclass(frozen=True)
 class AxisCapabilities:
-    """Unit, soft limits (None: unbounded, as a continuous rotary stage) and top speed (unit/s)."""
+    """Unit, top speed (unit/s), soft limits (None: unbounded, as a continuous rotary stage) and
+    acceleration (unit/s², None if the driver does not know it; used to estimate move times)."""
 
     unit: AxisUnit
     max_velocity: float
     low_limit: float | None = None
     high_limit: float | None = None
+    acceleration: float | None = None
 
     def __post_init__(self) -> None:
         if self.unit not in ("deg", "mm"):

@@ -1,0 +1,117 @@
+"""Resolution and time planner: what a scan will resolve and how long it takes, before the tube is on.
+
+Formulas (lengths in µm; M = SDD / SOD; p = detector pixel pitch after binning):
+
+- focal spot f = max(spot_size_um, growth_um_per_w × P) at target power P = kV × µA / 1000
+- geometric unsharpness at the detector U_g = f × (M − 1)
+- detector unsharpness at the detector U_d = 2 × p (two pixels: the Nyquist limit)
+- effective resolution at the object R = √(U_g² + U_d²) / M; the smallest feature resolved ≈ R
+- R is smallest at M_opt = 1 + (U_d / f)², where R = U_d·f / √(U_d² + f²)
+- spot-limited when U_g > U_d, detector-limited otherwise.
+
+The focal spot's blur is that of a feature at the rotation axis; features
+nearer the source blur more. The time estimate assumes the sample-out axis
+starts at 0 (sample in).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from microct.config import ScanConfig
+from microct.devices.axis import move_duration_s
+from microct.instruments import Instruments
+
+FORMULA = "R = sqrt((f·(M−1))² + (2·p)²) / M,  M = SDD/SOD,  f = focal spot at the target power,  p = pixel pitch"
+
+
+def effective_resolution_um(spot_um: float, detector_unsharpness_um: float, magnification: float) -> float:
+    """Resolution at the object (µm): √((f(M−1))² + U_d²) / M."""
+    return math.hypot(spot_um * (magnification - 1.0), detector_unsharpness_um) / magnification
+
+
+def optimum_magnification(spot_um: float, detector_unsharpness_um: float) -> float:
+    """The M that minimises the effective resolution: 1 + (U_d / f)²."""
+    return 1.0 + (detector_unsharpness_um / spot_um) ** 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    magnification: float
+    pixel_pitch_um: float
+    voxel_size_um: float
+    field_of_view_mm: tuple[float, float]  # (width, height) at the rotation axis
+    power_w: float
+    spot_mode: str
+    focal_spot_um: float
+    geometric_unsharpness_um: float  # at the detector
+    detector_unsharpness_um: float  # at the detector
+    detector_limited_resolution_um: float  # at the object: U_d / M
+    effective_resolution_um: float  # at the object
+    optimum_magnification: float
+    optimum_resolution_um: float
+    limited_by: str  # "focal spot" or "detector"
+    scan_time_s: float
+    warnings: tuple[str, ...]
+
+
+def plan_scan(config: ScanConfig, instruments: Instruments) -> Plan:
+    """Plan from the configuration and the instruments' declared capabilities (no I/O)."""
+    scan, geometry = config.scan, config.geometry
+    caps = instruments.detector.capabilities
+    magnification = geometry.magnification
+    pitch = caps.pixel_pitch_um * scan.binning
+    power = scan.voltage_kv * scan.current_ua / 1000.0
+    modes = instruments.source.capabilities.spot_modes
+    spot = modes[scan.spot_mode].spot_size_at_um(power)
+    u_g, u_d = spot * (magnification - 1.0), 2.0 * pitch
+    resolution = effective_resolution_um(spot, u_d, magnification)
+    m_opt = optimum_magnification(spot, u_d)
+    rows, cols = caps.shape[0] // scan.binning, caps.shape[1] // scan.binning
+    fov = (cols * pitch / magnification / 1000.0, rows * pitch / magnification / 1000.0)
+
+    warnings = []
+    better = [(m.spot_size_at_um(power), name) for name, m in modes.items()
+              if power <= m.power_limit_w and m.spot_size_at_um(power) < spot * 0.95]
+    if better:
+        size, name = min(better)
+        warnings.append(f"spot mode {scan.spot_mode!r} gives a {spot:.3g} µm spot at {power:.3g} W; "
+                        f"{name!r} allows this power with a {size:.3g} µm spot")
+    if magnification > 1.5 * m_opt:
+        warnings.append(f"magnification {magnification:.3g} is past the optimum {m_opt:.3g} for a {spot:.3g} µm spot: "
+                        f"the focal-spot blur wastes resolution (R = {resolution:.3g} µm; at M = {m_opt:.3g}: "
+                        f"{effective_resolution_um(spot, u_d, m_opt):.3g} µm); lower M or use a smaller spot")
+    elif magnification < m_opt / 1.5:
+        warnings.append(f"detector-limited at M = {magnification:.3g}: more magnification (optimum {m_opt:.3g}) "
+                        f"would resolve finer detail, if the sample fits the field of view "
+                        f"({fov[0]:.3g} mm wide now)")
+    return Plan(magnification=magnification, pixel_pitch_um=pitch, voxel_size_um=pitch / magnification,
+                field_of_view_mm=fov, power_w=power, spot_mode=scan.spot_mode, focal_spot_um=spot,
+                geometric_unsharpness_um=u_g, detector_unsharpness_um=u_d,
+                detector_limited_resolution_um=u_d / magnification, effective_resolution_um=resolution,
+                optimum_magnification=m_opt, optimum_resolution_um=effective_resolution_um(spot, u_d, m_opt),
+                limited_by="focal spot" if u_g > u_d else "detector", scan_time_s=scan_time_s(config, instruments),
+                warnings=tuple(warnings))
+
+
+def scan_time_s(config: ScanConfig, instruments: Instruments) -> float:
+    """Estimated acquisition time (s), without a warm-up: exposures, moves, settling, stabilisation."""
+    scan = config.scan
+    frame_s = scan.exposure_s
+    rounds = 2 if scan.references_at == "both" else 1
+    rotation = instruments.rotation.capabilities
+    angles = scan.angles_deg()
+    step = abs(angles[1] - angles[0]) if len(angles) > 1 else 0.0
+    per_projection = (move_duration_s(step, rotation.max_velocity, rotation.acceleration) + scan.settle_s
+                      + (scan.frames_skipped + scan.frames_averaged) * frame_s)
+    total = scan.n_projections * per_projection + scan.stable_hold_s
+    total += rounds * scan.n_darks * scan.frames_averaged * frame_s
+    if instruments.sample_out is not None and scan.n_flats:
+        out = instruments.sample_out.capabilities
+        there_and_back = 2 * move_duration_s(scan.sample_out_position_mm, out.max_velocity, out.acceleration)
+        total += rounds * (there_and_back + scan.settle_s + (scan.frames_skipped + scan.n_flats * scan.frames_averaged)
+                           * frame_s)
+    if scan.return_to_start:
+        total += move_duration_s(angles[-1] - scan.start_deg, rotation.max_velocity, rotation.acceleration)
+    return total
