@@ -52,6 +52,7 @@ class Plan:
     optimum_magnification: float
     optimum_resolution_um: float
     limited_by: str  # "focal spot" or "detector"
+    projection_interval_s: float  # move + settle + frames, per projection
     scan_time_s: float
     warnings: tuple[str, ...]
 
@@ -78,21 +79,37 @@ def plan_scan(config: ScanConfig, instruments: Instruments) -> Plan:
         size, name = min(better)
         warnings.append(f"spot mode {scan.spot_mode!r} gives a {spot:.3g} µm spot at {power:.3g} W; "
                         f"{name!r} allows this power with a {size:.3g} µm spot")
-    if magnification > 1.5 * m_opt:
-        warnings.append(f"magnification {magnification:.3g} is past the optimum {m_opt:.3g} for a {spot:.3g} µm spot: "
-                        f"the focal-spot blur wastes resolution (R = {resolution:.3g} µm; at M = {m_opt:.3g}: "
-                        f"{effective_resolution_um(spot, u_d, m_opt):.3g} µm); lower M or use a smaller spot")
-    elif magnification < m_opt / 1.5:
-        warnings.append(f"detector-limited at M = {magnification:.3g}: more magnification (optimum {m_opt:.3g}) "
-                        f"would resolve finer detail, if the sample fits the field of view "
+    r_opt = effective_resolution_um(spot, u_d, m_opt)
+    if u_g > 2 * u_d:
+        m_equal = 1.0 + u_d / spot
+        warnings.append(f"focal-spot-limited: the spot's blur f·(M−1) = {u_g:.3g} µm is {u_g / u_d:.3g}× the "
+                        f"detector's 2·p = {u_d:.3g} µm, so the magnification enlarges blur, not detail "
+                        f"(R = {resolution:.3g} µm over {resolution / (pitch / magnification):.3g} voxels); "
+                        f"a smaller spot (less power) would sharpen it, or M = {m_equal:.3g} gives "
+                        f"R = {effective_resolution_um(spot, u_d, m_equal):.3g} µm with a "
+                        f"{magnification / m_equal:.3g}× wider field of view")
+    elif resolution > 1.25 * r_opt and u_d >= u_g:
+        warnings.append(f"detector-limited at M = {magnification:.3g}: more magnification (optimum {m_opt:.3g}, "
+                        f"R = {r_opt:.3g} µm) would resolve finer detail, if the sample fits the field of view "
                         f"({fov[0]:.3g} mm wide now)")
     return Plan(magnification=magnification, pixel_pitch_um=pitch, voxel_size_um=pitch / magnification,
                 field_of_view_mm=fov, power_w=power, spot_mode=scan.spot_mode, focal_spot_um=spot,
                 geometric_unsharpness_um=u_g, detector_unsharpness_um=u_d,
                 detector_limited_resolution_um=u_d / magnification, effective_resolution_um=resolution,
-                optimum_magnification=m_opt, optimum_resolution_um=effective_resolution_um(spot, u_d, m_opt),
-                limited_by="focal spot" if u_g > u_d else "detector", scan_time_s=scan_time_s(config, instruments),
+                optimum_magnification=m_opt, optimum_resolution_um=r_opt,
+                limited_by="focal spot" if u_g > u_d else "detector",
+                projection_interval_s=projection_interval_s(config, instruments),
+                scan_time_s=scan_time_s(config, instruments),
                 warnings=tuple(warnings))
+
+
+def projection_interval_s(config: ScanConfig, instruments: Instruments) -> float:
+    """Time (s) from one projection to the next: the step move, settling, skipped and averaged frames."""
+    scan, rotation = config.scan, instruments.rotation.capabilities
+    angles = scan.angles_deg()
+    step = abs(angles[1] - angles[0]) if len(angles) > 1 else 0.0
+    return (move_duration_s(step, rotation.max_velocity, rotation.acceleration) + scan.settle_s
+            + (scan.frames_skipped + scan.frames_averaged) * scan.exposure_s)
 
 
 def scan_time_s(config: ScanConfig, instruments: Instruments) -> float:
@@ -102,10 +119,7 @@ def scan_time_s(config: ScanConfig, instruments: Instruments) -> float:
     rounds = 2 if scan.references_at == "both" else 1
     rotation = instruments.rotation.capabilities
     angles = scan.angles_deg()
-    step = abs(angles[1] - angles[0]) if len(angles) > 1 else 0.0
-    per_projection = (move_duration_s(step, rotation.max_velocity, rotation.acceleration) + scan.settle_s
-                      + (scan.frames_skipped + scan.frames_averaged) * frame_s)
-    total = scan.n_projections * per_projection + scan.stable_hold_s
+    total = scan.n_projections * projection_interval_s(config, instruments) + scan.stable_hold_s
     total += rounds * scan.n_darks * scan.frames_averaged * frame_s
     if instruments.sample_out is not None and scan.n_flats:
         out = instruments.sample_out.capabilities
