@@ -71,13 +71,6 @@ class TestSimulatedRotaryAxis(AxisContract):
                                        low_limit=-400.0, high_limit=400.0)
         return lambda: SimulatedAxis("rotation", options, clock=clock, seed=3)
 
-    @pytest.fixture
-    def axis(self, new_device):
-        axis = new_device()
-        axis.connect()
-        yield axis
-        axis.close()
-
 
 class TestSimulatedLinearAxis(AxisContract):
     """A linear stage with read-back noise (1 µm), so the tolerance matters."""
@@ -91,13 +84,6 @@ class TestSimulatedLinearAxis(AxisContract):
                                        high_limit=100.0, initial_position=50.0, home_position=5.0,
                                        position_noise=0.001)
         return lambda: SimulatedAxis("sample_out", options, clock=clock, seed=4)
-
-    @pytest.fixture
-    def axis(self, new_device):
-        axis = new_device()
-        axis.connect()
-        yield axis
-        axis.close()
 
 
 # -- detector ------------------------------------------------------------------------------------------------
@@ -119,10 +105,3 @@ class TestSimulatedDetector(DetectorContract):
     def new_device(self, context):
         options = SimulatedDetectorOptions(rows=48, columns=64, pixel_pitch_um=1000.0, bit_depth=12)
         return lambda: SimulatedDetector("panel", options, context)
-
-    @pytest.fixture
-    def detector(self, new_device):
-        detector = new_device()
-        detector.connect()
-        yield detector
-        detector.close()

@@ -489,8 +489,9 @@ class SourceContract(LifecycleContract):
 class AxisContract(LifecycleContract):
     """The Axis contract.
 
-    Needs the fixtures ``new_device`` and ``axis``: a connected axis with finite
-    soft limits (read from ``axis.capabilities``).
+    Needs the fixture ``new_device`` building an axis with finite soft limits
+    (read from ``axis.capabilities``); ``axis`` connects one (override it to
+    prepare the axis further).
     """
 
     kind = "axis"
@@ -502,6 +503,13 @@ class AxisContract(LifecycleContract):
     home_position: ClassVar[float | None] = None
     """Where ``home()`` ends, if the driver under test knows it; None: not checked."""
     tiny_timeout_s: ClassVar[float] = 1e-3
+
+    @pytest.fixture
+    def axis(self, new_device):
+        axis = new_device()
+        axis.connect()
+        yield axis
+        axis.close()
 
     def calls_needing_connection(self, device):
         caps = device.capabilities
@@ -665,7 +673,8 @@ class AxisContract(LifecycleContract):
 class DetectorContract(LifecycleContract):
     """The Detector contract.
 
-    Needs the fixtures ``new_device`` and ``detector``: a connected detector.
+    Needs the fixture ``new_device``; ``detector`` connects one (override it to
+    prepare the detector further).
     """
 
     kind = "detector"
@@ -674,6 +683,13 @@ class DetectorContract(LifecycleContract):
 
     bright_exposure_s: ClassVar[float | None] = None
     """Exposure for the saturation test; None: the longest allowed."""
+
+    @pytest.fixture
+    def detector(self, new_device):
+        detector = new_device()
+        detector.connect()
+        yield detector
+        detector.close()
 
     def calls_needing_connection(self, device):
         caps = device.capabilities
