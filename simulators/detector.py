@@ -8,16 +8,18 @@ size read from the source at its set power) and the detector's own PSF
 offset (fixed patterns), dark current, Gaussian read noise and clipping at the
 bit depth. The tube and the sample pose are read through the other instruments'
 public interfaces (``DriverContext.devices``), so the detector works beside any
-source or stage driver. The projector (``physics.line_integrals``) is the one
-piece to swap for a richer physics model.
+source or stage driver. The object is a phantom of ``microct.simulators.phantoms``
+(option ``phantom``), projected exactly in cone beam. X-rays are treated as
+monochromatic: µ does not depend on kV (only the yield does).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 
 from microct.clock import Clock
@@ -25,7 +27,7 @@ from microct.devices.detector import Detector, DetectorCapabilities, Frame, Trig
 from microct.devices.source import SourceState
 from microct.geometry import Geometry
 from microct.registry import DriverContext
-from microct.simulators.physics import TEST_OBJECT, line_integrals
+from microct.simulators.phantoms import BUILTIN, Phantom, line_integrals, phantom_from_spec
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -46,10 +48,19 @@ class SimulatedDetectorOptions(BaseModel):
     dark_current_per_s: float = Field(default=5.0, ge=0, description="counts per second of exposure")
     read_noise: float = Field(default=3.0, ge=0, description="counts, 1 sigma")
     psf_fwhm_um: float = Field(default=150.0, ge=0, description="detector point-spread function, FWHM (µm)")
+    phantom: str | list[dict[str, Any]] = Field(
+        default="spheres", description=f"the object imaged: a built-in ({', '.join(BUILTIN)}) or a list of "
+                                       "primitive tables (see microct.simulators.phantoms.phantom_from_spec)")
+
+    @field_validator("phantom")
+    @classmethod
+    def _known_phantom(cls, spec):
+        phantom_from_spec(spec)  # raises ConfigurationError (a ValueError) naming the problem
+        return spec
 
 
 class SimulatedDetector(Detector):
-    """A flat panel in software, imaging ``TEST_OBJECT`` with the tube and stages it is given."""
+    """A flat panel in software, imaging its ``phantom`` with the tube and stages it is given."""
 
     backend = "in-process"
     Options = SimulatedDetectorOptions
@@ -65,6 +76,7 @@ class SimulatedDetector(Detector):
         super().__init__(name, caps, self.context.clock)
         self._rng = np.random.default_rng(self.context.seed)
         self._geometry = self.context.geometry or Geometry(100.0, 500.0)
+        self.phantom: Phantom = phantom_from_spec(opts.phantom)
         self._frame_number = 0
         self._gain: np.ndarray | None = None
         self._offset: np.ndarray | None = None
@@ -127,7 +139,7 @@ class SimulatedDetector(Detector):
         counts = self._open_beam_counts()
         if counts > 0:
             angle_deg, shift_mm = self._sample_pose()
-            path = line_integrals(TEST_OBJECT, self._geometry, angle_deg, self.shape,
+            path = line_integrals(self.phantom, self._geometry, angle_deg, self.shape,
                                   self.pixel_pitch_um / 1000.0, shift_mm)
             transmission = np.exp(-path)
             sigma = self.blur_sigma_px()

@@ -26,7 +26,8 @@ def merged(base: dict, overrides: dict) -> dict:
     return out
 
 
-SMALL = {"detector": {"options": {"rows": 64, "columns": 64, "pixel_pitch_um": 1600.0}},
+SMALL = {"detector": {"options": {"rows": 64, "columns": 64, "pixel_pitch_um": 1600.0, "phantom": "spheres"}},
+         "geometry": {"source_object_distance_mm": 100.0},
          "scan": {"n_projections": 12, "n_darks": 3, "n_flats": 4, "binning": 1}}
 
 
