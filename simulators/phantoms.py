@@ -319,7 +319,9 @@ class BGALayout:
 def _bga_layout() -> BGALayout:
     # A 6 × 6 mm board: a 7 mm one would reach 4.95 mm from the axis at its corners, beyond 4.5 mm.
     thickness, radius, pitch = 1.0, 0.38, 1.27
-    board = Box((0.0, 0.0, -radius), (6.0, 6.0, thickness), FR4_MU)   # balls + board span |z| ≤ 0.88 mm
+    # The balls' centres lie in the plane z = 0, so the centre slice of a reconstruction cuts through
+    # them; the board sits below (−1.38 ≤ z ≤ −0.38 mm).
+    board = Box((0.0, 0.0, -radius - thickness / 2), (6.0, 6.0, thickness), FR4_MU)
     top = board.centre_mm[2] + thickness / 2
     balls = tuple(((col - 1.5) * pitch, (row - 1.5) * pitch, top + radius) for row in range(4) for col in range(4))
 

@@ -1,4 +1,4 @@
-"""The ``microct`` command: scan, plan, check, drivers.
+"""The ``microct`` command: scan, plan, preview, check, drivers.
 
 Exit codes: 0 done; 1 device or scan error; 2 configuration error (nothing
 was connected); 130 interrupted by Ctrl-C; 143 stopped by SIGTERM. An
@@ -102,6 +102,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    from microct.preview import write_preview  # matplotlib and RTK load only for this command
+
+    print(write_preview(args.file, args.output))
+    return 0
+
+
 def cmd_drivers(args: argparse.Namespace) -> int:
     table = Table(title="registered drivers (entry-point group microct.drivers)")
     for column in ("name", "kind", "backend", "class"):
@@ -139,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "estimated scan time. Connects nothing.")
     plan.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
     plan.set_defaults(func=cmd_plan)
+
+    preview = sub.add_parser("preview", help="write a PNG preview of a scan file",
+                             description="Write a PNG with a flat- and dark-corrected projection, the sinogram "
+                                         "of the centre row and, with itk-rtk installed (microct[recon]), the "
+                                         "centre slice of an FDK reconstruction.")
+    preview.add_argument("file", help="NXtomo file written by microct scan")
+    preview.add_argument("-o", "--output", help="PNG path (default: the file's path with .png)")
+    preview.set_defaults(func=cmd_preview)
 
     check = sub.add_parser("check", help="validate a configuration, connect, print each device's status",
                            description="Validate CONFIG, connect to every instrument, identify it and print its "

@@ -184,7 +184,7 @@ def test_bga_layout_and_ground_truth():
 
 
 def test_bga_is_not_mirror_symmetric():
-    grid = np.stack(np.meshgrid(np.linspace(-2.5, 2.5, 101), np.linspace(-2.5, 2.5, 101), [0.45, 0.5, 0.55],
+    grid = np.stack(np.meshgrid(np.linspace(-2.5, 2.5, 101), np.linspace(-2.5, 2.5, 101), [BGA_LAYOUT.ball_centres_mm[0][2] + dz for dz in (-0.05, 0.0, 0.05)],
                                 indexing="ij"), axis=-1)
     truth = mu_at(get_phantom("bga"), grid)
     for mirrored in (truth[::-1], truth[:, ::-1], truth.transpose(1, 0, 2), truth[::-1, ::-1].transpose(1, 0, 2)):
