@@ -224,3 +224,13 @@ def test_preview_without_rtk_says_how_to_get_the_slice(scans, tmp_path, monkeypa
     grey = imread(png)[..., :3].mean(axis=-1)
     assert grey.shape == (480, 1500)
     assert grey[:, 1000:].std() > 0.02  # the note's text
+
+
+def test_preview_command(scans, tmp_path, capsys):
+    from microct.cli import main
+
+    png = tmp_path / "cli.png"
+    assert main(["preview", str(scans["plain"]), "-o", str(png)]) == 0
+    assert capsys.readouterr().out.strip() == str(png)
+    assert png.stat().st_size > 10_000
+    assert main(["preview", str(tmp_path / "missing.nxs")]) == 1  # a clear error, not a traceback
