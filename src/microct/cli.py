@@ -11,6 +11,7 @@ import argparse
 import logging
 import signal
 import sys
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
@@ -109,6 +110,42 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sim_serve(args: argparse.Namespace) -> int:
+    from microct.simulators.wire import WireServer, make_responder
+
+    options = dict(_parse_option(item) for item in args.option)
+    try:
+        responder = make_responder(args.name, **options)
+    except KeyError as error:
+        raise ConfigurationError(error.args[0]) from None
+    except (TypeError, ValueError) as error:  # a bad option for this simulator
+        raise ConfigurationError(f"sim serve {args.name}: {error}") from None
+    with WireServer(responder, args.name) as server:
+        where = server.serve_pty() if args.tcp is None else f"socket://127.0.0.1:{server.serve_tcp(args.tcp)}"
+        print(where, flush=True)  # the port or URL to put in a configuration's `connection`
+        console.print(f"{args.name} simulator on {where}; Ctrl-C or SIGTERM stops it")
+        _wait_for_stop()
+    return 0
+
+
+def _wait_for_stop() -> None:
+    try:
+        signal.pause()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+def _parse_option(item: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as a TOML value (number, boolean, string, array), else as a string."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigurationError(f"--option {item!r}: expected KEY=VALUE")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
 def cmd_drivers(args: argparse.Namespace) -> int:
     table = Table(title="registered drivers (entry-point group microct.drivers)")
     for column in ("name", "kind", "backend", "class"):
@@ -160,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
                                        "status. Never switches the X-ray beam on.")
     check.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
     check.set_defaults(func=cmd_check)
+
+    sim = sub.add_parser("sim", help="run wire-level device simulators",
+                         description="Wire-level simulators speak a device's exact protocol, for testing the "
+                                     "real drivers without hardware.")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    serve = sim_sub.add_parser("serve", help="serve a simulated device on a pseudo-terminal or a TCP port",
+                               description="Serve a simulated device's protocol on a new pseudo-terminal "
+                                           "(default; prints the device path) or on a TCP port of 127.0.0.1 "
+                                           "(prints the socket:// URL), until Ctrl-C or SIGTERM.")
+    serve.add_argument("name", help="the device simulator, e.g. hamamatsu or zaber")
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
+    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: a free port)")
+    serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a simulator option (repeatable), e.g. -O model=L12161-07")
+    serve.set_defaults(func=cmd_sim_serve)
 
     drivers = sub.add_parser("drivers", help="list the registered drivers and simulators",
                              description="List every driver registered in the microct.drivers entry-point group.")

@@ -1,0 +1,173 @@
+"""Wire-level simulators: serve a device's line protocol on a pseudo-terminal or TCP (127.0.0.1 only).
+
+A protocol responder (``respond(line) -> list of reply byte strings``) turns
+one request line into the device's replies; it drives the same in-process
+simulator the in-process tests use, so there is one model per device. The
+server splits the byte stream on any of the request terminators, skips empty
+lines, and runs in daemon threads, so it ends with the process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import select
+import socket
+import threading
+import tty
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger("microct.simulators.wire")
+
+LOOPBACK = "127.0.0.1"
+
+# name → "module:factory"; factory(**options) returns a Responder (see `microct sim serve`).
+WIRE_SIMULATORS: dict[str, str] = {
+    "hamamatsu": "microct.simulators.hamamatsu:HamamatsuResponder",
+    "zaber": "microct.simulators.zaber:ZaberResponder",
+}
+
+
+class Responder(Protocol):
+    request_terminators: bytes
+    """Any of these bytes ends a request line."""
+
+    def respond(self, line: bytes) -> list[bytes]:
+        """Replies (with their terminators) to one request line (without its terminator)."""
+
+
+def make_responder(name: str, **options) -> Responder:
+    """The responder registered as ``name`` in WIRE_SIMULATORS; KeyError naming the known ones."""
+    if name not in WIRE_SIMULATORS:
+        raise KeyError(f"unknown wire simulator {name!r}; known: {', '.join(sorted(WIRE_SIMULATORS))}")
+    module, factory = WIRE_SIMULATORS[name].split(":")
+    return getattr(importlib.import_module(module), factory)(**options)
+
+
+class _LineSplitter:
+    """Splits one connection's byte stream into request lines; ``lock`` serialises the shared responder."""
+
+    def __init__(self, responder: Responder, lock: threading.Lock) -> None:
+        self.responder = responder
+        self.buffer = bytearray()
+        self.lock = lock
+
+    def feed(self, data: bytes) -> bytes:
+        """Requests complete in ``data`` → the concatenated replies."""
+        self.buffer += data
+        out = bytearray()
+        terminators = self.responder.request_terminators
+        while True:
+            ends = [i for i in (self.buffer.find(t) for t in (bytes([b]) for b in terminators)) if i >= 0]
+            if not ends:
+                return bytes(out)
+            end = min(ends)
+            line = bytes(self.buffer[:end])
+            del self.buffer[:end + 1]
+            if line:
+                with self.lock:
+                    for reply in self.responder.respond(line):
+                        out += reply
+
+
+class WireServer:
+    """Serve ``responder`` on a pty (``serve_pty``) or TCP (``serve_tcp``) until ``stop()``."""
+
+    def __init__(self, responder: Responder, name: str = "simulator") -> None:
+        self.responder = responder
+        self.name = name
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._closers: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def serve_pty(self) -> str:
+        """Start serving on a new pseudo-terminal; returns the device path to open (e.g. /dev/pts/5)."""
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no CR/LF translation: bytes pass as on a serial line
+        path = os.ttyname(slave)
+        self._closers += [lambda: os.close(master), lambda: os.close(slave)]
+        self._start(self._pty_loop, master)
+        log.info("%s: serving on %s", self.name, path)
+        return path
+
+    def serve_tcp(self, port: int = 0) -> int:
+        """Start serving on 127.0.0.1:``port`` (0: a free port); returns the port."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, port))
+        listener.listen()
+        self._closers.append(listener.close)
+        self._start(self._accept_loop, listener)
+        port = listener.getsockname()[1]
+        log.info("%s: serving on %s:%d", self.name, LOOPBACK, port)
+        return port
+
+    def stop(self) -> None:
+        """Stop serving and release the pty or sockets; safe to call twice."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        for close in self._closers:
+            try:
+                close()
+            except OSError:
+                pass
+        self._closers.clear()
+
+    def __enter__(self) -> WireServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _start(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, name=f"{self.name}-wire", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _pty_loop(self, master: int) -> None:
+        splitter = _LineSplitter(self.responder, self._lock)
+        while not self._stop.is_set():
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the pty was closed
+                return
+            replies = splitter.feed(data)
+            if replies:
+                os.write(master, replies)
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([listener], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._closers.append(connection.close)
+            self._start(self._client_loop, connection)
+
+    def _client_loop(self, connection: socket.socket) -> None:
+        splitter = _LineSplitter(self.responder, self._lock)
+        while not self._stop.is_set():
+            ready, _, _ = select.select([connection], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = connection.recv(4096)
+            except OSError:
+                return
+            if not data:  # the client hung up
+                connection.close()
+                return
+            replies = splitter.feed(data)
+            if replies:
+                connection.sendall(replies)

@@ -1,0 +1,74 @@
+"""Scripted byte exchanges: test a driver against the bytes a manual shows, without hardware.
+
+As PyMeasure's ``expected_protocol``: a ``ScriptedPort`` stands in for the
+pyserial port under a real ``SerialTransport``, checks every byte string the
+driver writes against the script and answers with the scripted reply::
+
+    transport, port = scripted_transport([(b"STS\\r", b"STS 2\\r")], settings)
+    source = HamamatsuSource("tube", options, transport=transport)
+    ...
+    port.assert_done()
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from microct.transport.serial import SerialSettings, SerialTransport
+
+Step = tuple[bytes, bytes | None]
+"""(bytes the driver must write, the device's reply or None for silence)."""
+
+_ids = itertools.count()
+
+
+class ScriptedPort:
+    """A fake pyserial port playing ``script`` in order. A write that differs fails the test at once."""
+
+    def __init__(self, script: list[Step]) -> None:
+        self.script = list(script)
+        self.step = 0
+        self.timeout = 1.0
+        self._pending = bytearray()
+        self.is_open = True
+
+    def write(self, data: bytes) -> int:
+        if self.step >= len(self.script):
+            raise AssertionError(f"unexpected write {data!r}: the script has only {len(self.script)} steps")
+        expected, reply = self.script[self.step]
+        if data != expected:
+            raise AssertionError(f"step {self.step}: driver wrote {data!r}, the script expects {expected!r}")
+        self.step += 1
+        if reply:
+            self._pending += reply
+        return len(data)
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self._pending)
+
+    def read(self, size: int = 1) -> bytes:
+        if not self._pending:
+            time.sleep(self.timeout)  # silence: as a real port, return nothing after the timeout
+            return b""
+        chunk = bytes(self._pending[:size])
+        del self._pending[:size]
+        return chunk
+
+    def close(self) -> None:
+        self.is_open = False
+
+    def assert_done(self) -> None:
+        """Fail unless every scripted step was written."""
+        assert self.step == len(self.script), f"only {self.step} of {len(self.script)} scripted steps happened; " \
+                                              f"next expected {self.script[self.step][0]!r}"
+
+
+def scripted_transport(script: list[Step], settings: SerialSettings | None = None,
+                       name: str = "scripted") -> tuple[SerialTransport, ScriptedPort]:
+    """An opened SerialTransport on a ScriptedPort playing ``script``."""
+    port = ScriptedPort(script)
+    transport = SerialTransport(f"scripted://{next(_ids)}", settings, name, port_factory=lambda *a, **k: port)
+    transport.open()
+    return transport, port

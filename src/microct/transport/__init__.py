@@ -1,0 +1,6 @@
+"""Transports move bytes to and from a device; they know nothing of any protocol."""
+
+from microct.transport.base import Transport
+from microct.transport.serial import SerialSettings, SerialTransport
+
+__all__ = ["SerialSettings", "SerialTransport", "Transport"]

@@ -1,0 +1,191 @@
+"""Serial transport on pyserial's ``serial_for_url``: a device (``/dev/ttyUSB0``, ``COM3``) or a URL
+(``socket://127.0.0.1:7001``, ``loop://``, ``rfc2217://host:port``).
+
+Replies are read in chunks of what is waiting (not byte by byte), up to the
+read terminator, within ``timeout_s`` for the whole reply. Drivers on the same
+port share one pyserial object and one lock. Every exchange is logged at DEBUG
+on the ``microct.transport`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import serial
+from pydantic import BaseModel, ConfigDict, Field
+
+from microct.errors import CommunicationError, DeviceTimeoutError
+from microct.transport.base import Transport
+
+log = logging.getLogger("microct.transport")
+
+
+class SerialSettings(BaseModel):
+    """Line settings of a serial link (driver options carry one of these, with per-model defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+    baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    rtscts: bool = False
+    dsrdtr: bool = False
+    timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply")
+    write_terminator: str = "\r"
+    read_terminator: str = "\r"
+
+
+class _Port:
+    """One opened pyserial port, shared by every transport on the same URL."""
+
+    def __init__(self, port: Any) -> None:
+        self.serial = port
+        self.lock = threading.RLock()
+        self.users = 0
+        self.buffer = bytearray()
+
+
+_PORTS: dict[str, _Port] = {}
+_PORTS_LOCK = threading.Lock()
+
+
+class SerialTransport(Transport):
+    """A serial link. ``port_factory`` (default ``serial.serial_for_url``) is for tests."""
+
+    def __init__(self, url: str, settings: SerialSettings | None = None, name: str = "",
+                 port_factory: Callable[..., Any] = serial.serial_for_url) -> None:
+        self.url = url
+        self.settings = settings or SerialSettings()
+        self.name = name or url
+        self._factory = port_factory
+        self._port: _Port | None = None
+        self._write_terminator = self.settings.write_terminator.encode()
+        self._read_terminator = self.settings.read_terminator.encode()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._port is not None:
+            return
+        with _PORTS_LOCK:
+            port = _PORTS.get(self.url)
+            if port is None:
+                s = self.settings
+                try:
+                    raw = self._factory(self.url, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
+                                        stopbits=s.stopbits, rtscts=s.rtscts, dsrdtr=s.dsrdtr, timeout=s.timeout_s,
+                                        write_timeout=s.timeout_s)
+                except (serial.SerialException, OSError, ValueError) as error:
+                    raise CommunicationError(f"{self.name}: cannot open serial port {self.url}: {error}") from None
+                port = _PORTS[self.url] = _Port(raw)
+            port.users += 1
+        self._port = port
+        log.debug("%s: opened %s", self.name, self.url)
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is None:
+            return
+        with _PORTS_LOCK:
+            port.users -= 1
+            if port.users == 0:
+                _PORTS.pop(self.url, None)
+                try:
+                    port.serial.close()
+                except (serial.SerialException, OSError) as error:
+                    log.warning("%s: closing %s: %s", self.name, self.url, error)
+
+    def reconnect(self) -> None:
+        """Close and reopen the port (after it vanished, e.g. a USB adapter unplugged)."""
+        port = self._port
+        if port is not None:
+            with _PORTS_LOCK:
+                _PORTS.pop(self.url, None)
+            self._port = None
+            try:
+                port.serial.close()
+            except (serial.SerialException, OSError):
+                pass
+        self.open()
+
+    # -- messages ------------------------------------------------------------------------------------
+    def write(self, message: bytes) -> None:
+        port = self._require_open()
+        data = message + self._write_terminator
+        log.debug("%s > %r", self.name, data)
+        try:
+            with port.lock:
+                port.serial.write(data)
+        except (serial.SerialException, OSError) as error:
+            raise CommunicationError(f"{self.name}: writing {message!r} to {self.url} failed: {error}") from None
+
+    def read_reply(self, what: str) -> bytes:
+        port = self._require_open()
+        with port.lock:
+            reply = self._read_line(port, what)
+        log.debug("%s < %r", self.name, reply)
+        return reply
+
+    def query(self, message: bytes, replies: int = 1) -> list[bytes]:
+        port = self._require_open()
+        what = message.decode(errors="replace")
+        with port.lock:
+            self._discard_stale_input(port)
+            self.write(message)
+            answers = [self._read_line(port, what) for _ in range(replies)]
+        log.debug("%s < %r", self.name, answers)
+        return answers
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _require_open(self) -> _Port:
+        if self._port is None:
+            raise CommunicationError(f"{self.name}: serial port {self.url} is not open")
+        return self._port
+
+    def _discard_stale_input(self, port: _Port) -> None:
+        try:
+            waiting = port.serial.in_waiting
+            if waiting:
+                stale = port.serial.read(waiting)
+                log.debug("%s: discarded stale input %r", self.name, bytes(port.buffer) + stale)
+            elif port.buffer:
+                log.debug("%s: discarded stale input %r", self.name, bytes(port.buffer))
+        except (serial.SerialException, OSError) as error:
+            raise CommunicationError(f"{self.name}: port {self.url} failed: {error}") from None
+        port.buffer.clear()
+
+    def _read_line(self, port: _Port, what: str) -> bytes:
+        terminator = self._read_terminator
+        deadline = time.monotonic() + self.settings.timeout_s
+        # Changing pyserial's timeout reconfigures a real port (a termios call): only when needed.
+        self._set_timeout(port, self.settings.timeout_s)
+        while True:
+            end = port.buffer.find(terminator)
+            if end >= 0:
+                line = bytes(port.buffer[:end])
+                del port.buffer[:end + len(terminator)]
+                return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                partial = bytes(port.buffer)
+                port.buffer.clear()
+                detail = f" (partial reply {partial!r})" if partial else ""
+                raise DeviceTimeoutError(f"{self.name}: no complete reply to {what!r} within "
+                                         f"{self.settings.timeout_s:g} s{detail}")
+            try:
+                if remaining < port.serial.timeout:  # a partial reply: wait no longer than the deadline
+                    self._set_timeout(port, remaining)
+                chunk = port.serial.read(max(1, port.serial.in_waiting))
+            except (serial.SerialException, OSError, TypeError) as error:
+                # pyserial raises TypeError when the port was closed under it
+                raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.url} "
+                                         f"failed: {error}") from None
+            port.buffer += chunk
+
+    @staticmethod
+    def _set_timeout(port: _Port, timeout_s: float) -> None:
+        if port.serial.timeout != timeout_s:
+            port.serial.timeout = timeout_s

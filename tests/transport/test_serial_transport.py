@@ -1,0 +1,105 @@
+"""The serial transport over scripted ports, pseudo-terminals and TCP."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from microct.errors import CommunicationError, DeviceTimeoutError
+from microct.simulators.wire import WireServer
+from microct.testing.exchange import scripted_transport
+from microct.transport import SerialSettings, SerialTransport
+
+FAST = SerialSettings(timeout_s=0.2)
+
+
+class Echo:
+    """Answers every line with 'ECHO <line>' + CR; 'SPLIT' answers in two lines."""
+
+    request_terminators = b"\r\n"
+
+    def respond(self, line: bytes) -> list[bytes]:
+        if line == b"SPLIT":
+            return [b"#one\r", b"#two\r"]
+        return [b"ECHO " + line + b"\r"]
+
+
+def test_query_writes_terminated_bytes_and_strips_the_reply_terminator():
+    transport, port = scripted_transport([(b"STS\r", b"STS 2\r")], FAST)
+    assert transport.query(b"STS") == [b"STS 2"]
+    port.assert_done()
+
+
+def test_stale_input_is_discarded_before_a_query():
+    transport, port = scripted_transport([(b"A\r", b"late\rA 1\r"), (b"B\r", b"B 2\r")], FAST)
+    transport.write(b"A")  # the reply is never read: it is stale by the next query
+    assert transport.query(b"B") == [b"B 2"]
+
+
+def test_partial_reply_is_reported_in_the_timeout():
+    transport, port = scripted_transport([(b"GET\r", b"#1\r#2\r@0")], FAST)
+    with pytest.raises(DeviceTimeoutError, match=r"partial reply b'@0'"):
+        transport.query(b"GET", replies=3)
+
+
+def test_no_reply_is_a_timeout_naming_the_command():
+    transport, _ = scripted_transport([(b"XON\r", None)], FAST)
+    with pytest.raises(DeviceTimeoutError, match="no complete reply to 'XON' within 0.2 s"):
+        transport.query(b"XON")
+
+
+def test_a_missing_port_is_a_communication_error():
+    with pytest.raises(CommunicationError, match="cannot open serial port /dev/does-not-exist"):
+        SerialTransport("/dev/does-not-exist", FAST, "tube").open()
+
+
+def test_transports_on_one_url_share_the_port_and_close_it_with_the_last(tmp_path):
+    with WireServer(Echo()) as server:
+        url = f"socket://127.0.0.1:{server.serve_tcp()}"
+        first, second = SerialTransport(url, FAST, "a"), SerialTransport(url, FAST, "b")
+        first.open()
+        second.open()
+        assert first._port is second._port
+        first.close()
+        first.close()  # twice is harmless
+        assert second.query(b"hi") == [b"ECHO hi"]
+        second.close()
+        with pytest.raises(CommunicationError, match="not open"):
+            second.query(b"hi")
+
+
+@pytest.mark.parametrize("link", ["pty", "tcp"])
+def test_wire_server_round_trips_and_serialises_threads(link):
+    with WireServer(Echo()) as server:
+        url = server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
+        transport = SerialTransport(url, FAST, link)
+        transport.open()
+        assert transport.query(b"SPLIT", replies=2) == [b"#one", b"#two"]
+        errors = []
+
+        def hammer(tag: str) -> None:
+            for i in range(50):
+                reply = transport.query(f"{tag}{i}".encode())
+                if reply != [f"ECHO {tag}{i}".encode()]:
+                    errors.append(reply)
+
+        threads = [threading.Thread(target=hammer, args=(tag,)) for tag in "xyz"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        transport.close()
+
+
+def test_server_gone_mid_session_gives_a_clear_error():
+    server = WireServer(Echo())
+    url = f"socket://127.0.0.1:{server.serve_tcp()}"
+    transport = SerialTransport(url, FAST, "tube")
+    transport.open()
+    assert transport.query(b"ping") == [b"ECHO ping"]
+    server.stop()
+    with pytest.raises((CommunicationError, DeviceTimeoutError), match="tube"):
+        transport.query(b"ping")
+    transport.close()
