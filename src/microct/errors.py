@@ -42,4 +42,14 @@ class DeviceFaultError(MicroCTError):
 
 
 class ScanAborted(MicroCTError):
-    """A scan stopped before its end (error, Ctrl-C, SIGTERM); the file is marked aborted."""
+    """A scan stopped on an error before its end; the cause is ``__cause__``.
+
+    ``path`` is the file, kept and marked aborted, holding ``frames_written`` frames.
+    (Ctrl-C and SIGTERM stop a scan the same way but propagate as KeyboardInterrupt
+    and SystemExit.)
+    """
+
+    def __init__(self, message: str, path: object = None, frames_written: int = 0) -> None:
+        super().__init__(message)
+        self.path = path
+        self.frames_written = frames_written

@@ -7,7 +7,9 @@ overlaps writing the frame) → end flats → beam off → end darks → stage b
 
 Every way out (an error, KeyboardInterrupt, SystemExit from a SIGTERM handler)
 switches the beam off, stops the stages and closes the file marked
-``aborted`` with every frame taken so far, then re-raises.
+``aborted`` with every frame taken so far. An error then surfaces as
+ScanAborted (its ``__cause__`` the error); KeyboardInterrupt and SystemExit
+propagate unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from microct.config import ScanConfig
 from microct.devices import Frame, SourceState, TriggerMode
-from microct.errors import DeviceFaultError, DeviceTimeoutError, InterlockError
+from microct.errors import DeviceFaultError, DeviceTimeoutError, InterlockError, ScanAborted
 from microct.instruments import Instruments
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
 
@@ -119,7 +121,12 @@ class Sequencer:
         except BaseException as error:
             with signals_deferred():
                 self._make_safe(error)
-            raise
+            if not isinstance(error, Exception):  # Ctrl-C, SIGTERM (SystemExit): propagate as they are
+                raise
+            frames = self.writer.frames_written if self.writer else 0
+            kept = f"{self.output} keeps {frames} frames, marked aborted" if self.writer else "no file written"
+            raise ScanAborted(f"scan aborted ({kept}): {type(error).__name__}: {error}", self.output if self.writer
+                              else None, frames) from error
         with signals_deferred():
             inst.close()
         log.info("scan complete: %s", self.output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -10,7 +11,7 @@ import pytest
 
 from microct.cli import EXIT_SIGTERM, _terminate
 from microct.devices import SourceState
-from microct.errors import CommunicationError, DeviceFaultError, DeviceTimeoutError, InterlockError
+from microct.errors import CommunicationError, DeviceFaultError, DeviceTimeoutError, InterlockError, ScanAborted
 from microct.sequencer import run_scan
 
 FAIL_AT = 5  # projection index at which the trouble starts (after 3 darks and 4 flats)
@@ -31,6 +32,14 @@ def fail_on_projection(inst, mocker, action):
     mocker.patch.object(inst.detector, "acquire", side_effect=acquire)
 
 
+@contextlib.contextmanager
+def aborted_by(cause: type[BaseException], match: str = ""):
+    """Expect a ScanAborted caused by ``cause``, its message matching ``match``."""
+    with pytest.raises(ScanAborted, match=match) as info:
+        yield info
+    assert isinstance(info.value.__cause__, cause), repr(info.value.__cause__)
+
+
 def assert_safe_and_aborted(inst, out, frames_expected):
     assert inst.source._beam is False  # the simulated tube's own high-voltage flag
     assert not inst.source.connected
@@ -49,7 +58,7 @@ def assert_safe_and_aborted(inst, out, frames_expected):
     (CommunicationError("detector: link lost"), CommunicationError),
     (DeviceTimeoutError("detector: no frame"), TimeoutError),
     (RuntimeError("a bug"), RuntimeError),
-    (KeyboardInterrupt(), KeyboardInterrupt),
+    (KeyboardInterrupt(), KeyboardInterrupt),  # propagates as itself
 ])
 def test_error_or_ctrl_c_mid_scan_turns_beam_off_and_keeps_frames(make_scan, mocker, raised, caught):
     config, inst, out = make_scan()
@@ -59,7 +68,7 @@ def test_error_or_ctrl_c_mid_scan_turns_beam_off_and_keeps_frames(make_scan, moc
         raise raised
 
     fail_on_projection(inst, mocker, boom)
-    with pytest.raises(caught):
+    with pytest.raises(caught) if caught is KeyboardInterrupt else aborted_by(caught):
         run_scan(config, inst, out)
     assert beam_off.called
     assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
@@ -90,7 +99,7 @@ def test_real_sigint_mid_scan(make_scan, mocker):
 def test_tube_arc_mid_scan_aborts_safely(make_scan, mocker):
     config, inst, out = make_scan()
     fail_on_projection(inst, mocker, inst.source.trigger_overload)
-    with pytest.raises(DeviceFaultError, match="beam dropped"):
+    with aborted_by(DeviceFaultError, "beam dropped"):
         run_scan(config, inst, out)
     # the frame exposed during the arc is not kept
     assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
@@ -99,7 +108,7 @@ def test_tube_arc_mid_scan_aborts_safely(make_scan, mocker):
 def test_interlock_opened_mid_scan_aborts_safely(make_scan, mocker):
     config, inst, out = make_scan()
     fail_on_projection(inst, mocker, lambda: inst.source.set_interlock(False))
-    with pytest.raises(InterlockError):
+    with aborted_by(InterlockError):
         run_scan(config, inst, out)
     assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
 
@@ -107,7 +116,7 @@ def test_interlock_opened_mid_scan_aborts_safely(make_scan, mocker):
 def test_open_interlock_at_start_never_switches_the_beam_on(make_scan, mocker):
     config, inst, out = make_scan({"source": {"options": {"interlock_closed": False}}})
     beam_on = mocker.spy(inst.source, "_do_beam_on")
-    with pytest.raises(InterlockError):
+    with aborted_by(InterlockError):
         run_scan(config, inst, out)
     assert not beam_on.called
     assert_safe_and_aborted(inst, out, frames_expected=0)
@@ -116,7 +125,7 @@ def test_open_interlock_at_start_never_switches_the_beam_on(make_scan, mocker):
 def test_unstable_tube_times_out_with_beam_off(make_scan):
     config, inst, out = make_scan({"source": {"options": {"ramp_kv_per_s": 0.01}},
                                    "scan": {"stable_timeout_s": 30.0}})
-    with pytest.raises(DeviceTimeoutError, match="not within"):
+    with aborted_by(DeviceTimeoutError, "not within"):
         run_scan(config, inst, out)
     assert_safe_and_aborted(inst, out, frames_expected=3)  # the darks, taken before the beam came on
 
@@ -129,8 +138,10 @@ def test_failing_beam_off_during_abort_is_reported_and_the_file_still_closes(mak
         raise CommunicationError("detector: gone")
 
     fail_on_projection(inst, mocker, source_and_detector_fail)
-    with pytest.raises(CommunicationError, match="detector: gone"):  # the scan's error, not the abort's
+    with aborted_by(CommunicationError, "detector: gone") as aborted:  # the scan's error, not the abort's
         run_scan(config, inst, out)
+    assert aborted.value.path == out and aborted.value.frames_written == 3 + 4 + FAIL_AT
+    assert f"keeps {3 + 4 + FAIL_AT} frames" in str(aborted.value)
     with h5py.File(out, "r") as f:
         assert f["entry/logs/status"][()].decode() == "aborted"
         log = [m.decode() for m in f["entry/logs/events/message"][()]]
