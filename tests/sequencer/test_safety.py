@@ -33,7 +33,7 @@ def fail_on_projection(inst, mocker, action):
 
 
 @contextlib.contextmanager
-def aborted_by(cause: type[BaseException], match: str = ""):
+def aborted_by(cause: type[BaseException], match: str | None = None):
     """Expect a ScanAborted caused by ``cause``, its message matching ``match``."""
     with pytest.raises(ScanAborted, match=match) as info:
         yield info
