@@ -26,7 +26,7 @@ import numpy as np
 
 from microct.config import ScanConfig
 from microct.devices import Frame, SourceState, TriggerMode
-from microct.errors import DeviceFaultError, DeviceTimeoutError, InterlockError, ScanAborted
+from microct.errors import DeviceFaultError, DeviceStateError, DeviceTimeoutError, InterlockError, ScanAborted
 from microct.instruments import Instruments
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
 
@@ -187,8 +187,9 @@ class Sequencer:
             source.warm_up()
             state = self._wait_for_state(SourceState.STANDBY, self.scan.warmup_timeout_s, "warm-up")
             self._event("warm-up done")
-        if state is SourceState.NOT_READY:
-            raise InterlockError(f"source: not ready ({state.value}); check the interlock and the tube")
+        if state is SourceState.NOT_READY:  # the interlock was checked closed: preheat or a board fault
+            raise DeviceStateError("source: not ready although the interlock is closed (preheating or a board "
+                                   "fault); `microct check` shows the tube's status")
         if state not in (SourceState.STANDBY, SourceState.BEAM_ON):
             raise DeviceFaultError(f"source: cannot scan in state {state.value!r}; reset the tube first")
 
@@ -292,7 +293,7 @@ class Sequencer:
         if not self._near(ua, self.scan.current_ua):
             state = source.read_state()
             if state is not SourceState.BEAM_ON:
-                error = InterlockError if state is SourceState.NOT_READY else DeviceFaultError
+                error = InterlockError if not source.read_interlock_closed() else DeviceFaultError
                 raise error(f"source: beam dropped during the scan (state {state.value!r})")
         return kv, ua
 

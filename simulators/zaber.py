@@ -1,0 +1,164 @@
+"""Wire-level Zaber daisy chain: the ASCII protocol served over a pty or TCP (see ``microct sim serve zaber``).
+
+Each device is one single-axis stage backed by a SimulatedAxis (real time) built from the driver's stage
+table (``microct.drivers.zaber.STAGES``) and converting microsteps with the driver's codec, so stage and
+protocol are modelled once. Behaviour follows Zaber's ASCII protocol manual: replies are BUSY while a move
+runs, the WR flag shows until the axis is homed, NI after a movement command interrupts another, RJ with
+BADCOMMAND, BADDATA, BADAXIS or DEVICEONLY for what the device refuses; a command with a wrong checksum
+gets no reply; replies carry a checksum when the command did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from microct.clock import Clock
+from microct.devices.base import Status
+from microct.drivers.zaber import (Command, Reply, StageModel, data_to_speed, format_reply, highest_warning,
+                                   parse_command, position_to_steps, speed_to_data, stage_model,
+                                   steps_to_position)
+from microct.errors import ProtocolError
+from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+
+_TAKES_DATA = {"set maxspeed", "move abs", "move rel"}
+
+INSTANT_ACCELERATION = 1e9
+"""unit/s², used when the stage table does not know the acceleration (moves then run at full speed)."""
+
+
+class ZaberDevice:
+    """One device of the chain: a single-axis stage answering commands addressed to it."""
+
+    def __init__(self, address: int, stage: StageModel, clock: Clock) -> None:
+        self.address = address
+        self.stage = stage
+        self.serial_number = 10000 + address  # simulated: real devices report their own
+        self.axis = SimulatedAxis(f"zaber-{address}", SimulatedAxisOptions(
+            unit=stage.unit, max_velocity=stage.max_speed, low_limit=stage.low_limit, high_limit=stage.high_limit,
+            acceleration=stage.acceleration or INSTANT_ACCELERATION), clock=clock)
+        self.axis.connect()  # in-process: nothing to open
+        self.low_steps = position_to_steps(stage.low_limit, stage)
+        self.high_steps = position_to_steps(stage.high_limit, stage)
+        self.max_speed_data = speed_to_data(stage.max_speed, stage)
+        self.speed_data = self.max_speed_data
+        self.homed = False
+        self.interrupted = False
+        self._motion: Status | None = None
+        self._homing: Status | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._motion is not None and not self._motion.done
+
+    def execute(self, command: Command) -> Reply:
+        """The reply to ``command`` (already known to be addressed to this device)."""
+        if command.axis > 1:
+            return self._reply(command, "RJ", "BADAXIS")
+        words = command.text.split()
+        name, args = (" ".join(words[:2]), words[2:]) if " ".join(words[:2]) in _TAKES_DATA else (" ".join(words), [])
+        handler = {"": self._status, "get pos": self._get_pos, "get maxspeed": self._get_maxspeed,
+                   "get system.serial": self._get_serial, "set maxspeed": self._set_maxspeed,
+                   "move abs": self._move_abs, "move rel": self._move_rel, "home": self._home,
+                   "stop": self._stop}.get(name)
+        if handler is None:
+            return self._reply(command, "RJ", "BADCOMMAND")
+        flag, data = handler(command, args)
+        return self._reply(command, flag, data)
+
+    # -- commands: each returns (flag, data) ----------------------------------------------------------
+    def _status(self, command: Command, args: list[str]) -> tuple[str, str]:
+        return "OK", "0"
+
+    def _get_pos(self, command: Command, args: list[str]) -> tuple[str, str]:
+        return "OK", str(position_to_steps(self.axis.read_position(), self.stage))
+
+    def _get_maxspeed(self, command: Command, args: list[str]) -> tuple[str, str]:
+        return "OK", str(self.speed_data)
+
+    def _get_serial(self, command: Command, args: list[str]) -> tuple[str, str]:
+        return ("RJ", "DEVICEONLY") if command.axis else ("OK", str(self.serial_number))
+
+    def _set_maxspeed(self, command: Command, args: list[str]) -> tuple[str, str]:
+        data = _integer(args)
+        if data is None or not 1 <= data <= self.max_speed_data:
+            return "RJ", "BADDATA"
+        self.speed_data = data
+        self.axis.set_velocity(min(data_to_speed(data, self.stage), self.stage.max_speed))
+        return "OK", "0"
+
+    def _move_abs(self, command: Command, args: list[str]) -> tuple[str, str]:
+        return self._move_to_steps(_integer(args))
+
+    def _move_rel(self, command: Command, args: list[str]) -> tuple[str, str]:
+        delta = _integer(args)
+        here = position_to_steps(self.axis.read_position(), self.stage)
+        return self._move_to_steps(None if delta is None else here + delta)
+
+    def _move_to_steps(self, steps: int | None) -> tuple[str, str]:
+        if steps is None or not self.low_steps <= steps <= self.high_steps:
+            return "RJ", "BADDATA"
+        self._start(steps_to_position(steps, self.stage))
+        return "OK", "0"
+
+    def _home(self, command: Command, args: list[str]) -> tuple[str, str]:
+        self._homing = self._start(0.0)  # the home sensor sets the position to 0 (limit.home.preset)
+        return "OK", "0"
+
+    def _stop(self, command: Command, args: list[str]) -> tuple[str, str]:
+        if self.busy:
+            self.interrupted = True
+            self._homing = None
+            self.axis.stop()
+        return "OK", "0"
+
+    # -- state ----------------------------------------------------------------------------------------
+    def _start(self, position: float) -> Status:
+        """Start a move; a movement command on a busy axis interrupts the running one (NI)."""
+        self.interrupted = self.busy
+        if self.busy:
+            self._homing = None
+        self._motion = self.axis.start_move_to(position)
+        return self._motion
+
+    def _reply(self, command: Command, flag: str, data: str) -> Reply:
+        if self._homing is not None and self._homing.done:
+            self.homed, self._homing = True, None
+        flags = {"WR"} if not self.homed else set()
+        if self.interrupted:
+            flags.add("NI")
+        return Reply(self.address, command.axis, flag, "BUSY" if self.busy else "IDLE",  # type: ignore[arg-type]
+                     highest_warning(flags), data, command.message_id)
+
+
+def _integer(args: list[str]) -> int | None:
+    """The single integer argument, or None."""
+    return int(args[0]) if len(args) == 1 and args[0].lstrip("-").isdigit() else None
+
+
+class ZaberResponder:
+    """A chain of Zaber devices on one line. ``stages`` names the stage model of device 1, 2, ...
+    (default: a rotary X-RSW60A as device 1, a linear X-LSM100A as device 2); ``overrides`` maps a
+    device address (int or str) to StageModel fields replacing its model's, as a driver's options do."""
+
+    request_terminators = b"\r\n"
+
+    def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
+                 clock: Clock | None = None) -> None:
+        overrides = {int(address): fields for address, fields in (overrides or {}).items()}
+        names = stages or ["X-RSW60A", "X-LSM100A"]
+        clock = clock or Clock()
+        self.devices = {address: ZaberDevice(address, stage_model(name, overrides.get(address)), clock)
+                        for address, name in enumerate(names, start=1)}
+        self.axes: dict[int, SimulatedAxis] = {address: device.axis for address, device in self.devices.items()}
+        """The inner simulated axes by device address, for tests (a stall, a position check)."""
+
+    def respond(self, line: bytes) -> list[bytes]:
+        """Replies of the addressed device (every device for address 0); none for a device not on the
+        chain, a line that is not a command, or a wrong checksum."""
+        try:
+            command = parse_command(line)
+        except ProtocolError:
+            return []
+        targets = self.devices.values() if command.device == 0 else \
+            [self.devices[command.device]] if command.device in self.devices else []
+        return [format_reply(device.execute(command), command.has_checksum) for device in targets]
