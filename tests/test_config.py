@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import pytest
 
 from microct import registry
@@ -82,3 +84,13 @@ def test_exposure_and_binning_checked_against_the_detector():
     data["scan"]["binning"] = 3
     with pytest.raises(ConfigurationError, match=r"scan.binning=3: the detector allows \[1, 2, 4\]"):
         build_instruments(parse_config(data))
+
+
+SHIPPED = sorted(p.name for p in files("microct.configs").iterdir() if p.name.endswith(".toml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_validates_and_builds_without_io(name):
+    config, _ = load_config(str(files("microct.configs").joinpath(name)))
+    instruments = build_instruments(config)
+    assert not any(device.connected for device in instruments.devices().values())

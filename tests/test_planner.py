@@ -15,7 +15,7 @@ from microct.instruments import build_instruments
 from microct.planner import plan_scan
 from microct.sequencer import run_scan
 
-SHIPPED = ["sim.toml", "sim-realtime.toml"]
+SHIPPED = sorted(p.name for p in files("microct.configs").iterdir() if p.name.endswith(".toml"))
 
 
 def shipped(name: str):
@@ -62,13 +62,14 @@ def test_wasteful_spot_mode_and_magnification_are_warned():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_match_the_formulas(name):
     config = shipped(name)
-    plan = plan_scan(config, build_instruments(config))
+    instruments = build_instruments(config)
+    plan = plan_scan(config, instruments)
     scan, g, det = config.scan, config.geometry, config.detector.options
     m = g.source_detector_distance_mm / g.source_object_distance_mm
     pitch = det.get("pixel_pitch_um", 200.0) * scan.binning
-    mode = config.source.options["spot_modes"][scan.spot_mode]
+    mode = instruments.source.capabilities.spot_modes[scan.spot_mode]  # the driver's model table
     power = scan.voltage_kv * scan.current_ua / 1000
-    spot = max(mode["spot_size_um"], mode["growth_um_per_w"] * power)
+    spot = max(mode.spot_size_um, mode.growth_um_per_w * power)
     assert plan.focal_spot_um == pytest.approx(spot)
     assert plan.voxel_size_um == pytest.approx(pitch / m)
     assert plan.effective_resolution_um == pytest.approx(math.sqrt((spot * (m - 1)) ** 2 + (2 * pitch) ** 2) / m)
