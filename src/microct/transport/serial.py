@@ -1,8 +1,11 @@
 """Serial transport on pyserial's ``serial_for_url``: a device (``/dev/ttyUSB0``, ``COM3``) or a URL
 (``socket://127.0.0.1:7001``, ``loop://``, ``rfc2217://host:port``).
 
-Replies are read in chunks of what is waiting (not byte by byte), up to the
-read terminator, within ``timeout_s`` for the whole reply. Drivers on the same
+Replies are read in chunks of what has arrived (not byte by byte, as pyserial's
+``readline`` does), up to the read terminator, within ``timeout_s`` for the
+whole reply: where the port has a file descriptor (a device, ``socket://``) it
+is put in non-blocking mode and waited on with ``select``; other ports
+(``loop://``, ``rfc2217://``) are read with pyserial's own timeout. Drivers on the same
 port share one pyserial object and one lock. Every exchange is logged at DEBUG
 on the ``microct.transport`` logger.
 """
@@ -10,6 +13,7 @@ on the ``microct.transport`` logger.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +26,7 @@ from microct.errors import CommunicationError, DeviceTimeoutError
 from microct.transport.base import Transport
 
 log = logging.getLogger("microct.transport")
+READ_CHUNK = 4096  # bytes asked for per read; a read returns what has arrived
 
 
 class SerialSettings(BaseModel):
@@ -47,6 +52,12 @@ class _Port:
         self.lock = threading.RLock()
         self.users = 0
         self.buffer = bytearray()
+        try:
+            self.fd: int | None = port.fileno()
+        except (AttributeError, OSError, ValueError, serial.SerialException):
+            self.fd = None
+        if self.fd is not None:
+            port.timeout = 0  # non-blocking: the transport waits with select()
 
 
 _PORTS: dict[str, _Port] = {}
@@ -160,8 +171,6 @@ class SerialTransport(Transport):
     def _read_line(self, port: _Port, what: str) -> bytes:
         terminator = self._read_terminator
         deadline = time.monotonic() + self.settings.timeout_s
-        # Changing pyserial's timeout reconfigures a real port (a termios call): only when needed.
-        self._set_timeout(port, self.settings.timeout_s)
         while True:
             end = port.buffer.find(terminator)
             if end >= 0:
@@ -176,16 +185,22 @@ class SerialTransport(Transport):
                 raise DeviceTimeoutError(f"{self.name}: no complete reply to {what!r} within "
                                          f"{self.settings.timeout_s:g} s{detail}")
             try:
-                if remaining < port.serial.timeout:  # a partial reply: wait no longer than the deadline
-                    self._set_timeout(port, remaining)
-                chunk = port.serial.read(max(1, port.serial.in_waiting))
+                chunk = self._receive(port, remaining)
             except (serial.SerialException, OSError, TypeError) as error:
                 # pyserial raises TypeError when the port was closed under it
                 raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.url} "
                                          f"failed: {error}") from None
             port.buffer += chunk
 
-    @staticmethod
-    def _set_timeout(port: _Port, timeout_s: float) -> None:
-        if port.serial.timeout != timeout_s:
-            port.serial.timeout = timeout_s
+    def _receive(self, port: _Port, wait_s: float) -> bytes:
+        """What arrives within ``wait_s`` (b"" if nothing does)."""
+        if port.fd is not None:
+            if not select.select([port.fd], [], [], wait_s)[0]:
+                return b""
+            return port.serial.read(READ_CHUNK)  # non-blocking: what has arrived
+        # Without a descriptor: a blocking read. Changing pyserial's timeout reconfigures a real
+        # port, so only when a partial reply leaves less time than the configured timeout.
+        timeout = min(wait_s, self.settings.timeout_s)
+        if port.serial.timeout != timeout:
+            port.serial.timeout = timeout
+        return port.serial.read(max(1, port.serial.in_waiting))
