@@ -103,3 +103,20 @@ def test_server_gone_mid_session_gives_a_clear_error():
     with pytest.raises((CommunicationError, DeviceTimeoutError), match="tube"):
         transport.query(b"ping")
     transport.close()
+
+
+def test_reconnect_after_the_device_came_back(caplog):
+    server = WireServer(Echo())
+    port = server.serve_tcp()
+    transport = SerialTransport(f"socket://127.0.0.1:{port}", FAST, "tube")
+    transport.open()
+    server.stop()
+    with pytest.raises((CommunicationError, DeviceTimeoutError)):
+        transport.query(b"ping")
+    with WireServer(Echo()) as again:
+        again.serve_tcp(port)
+        transport.reconnect()
+        with caplog.at_level("DEBUG", logger="microct.transport"):
+            assert transport.query(b"ping") == [b"ECHO ping"]
+    assert any("tube > b'ping\\r'" in m for m in caplog.messages)  # every exchange is logged at DEBUG
+    transport.close()
