@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from microct.recon import (DETECTOR, MissingDependencyError, ReconstructionError, default_grid, fdk_reconstruct,
-                           import_rtk, line_integrals, read_geometry, references)
+                           import_rtk, line_integrals, open_scan, read_geometry)
 
 FIGSIZE_IN = (15.0, 4.8)
 DPI = 100  # the PNG is FIGSIZE_IN × DPI = 1500 × 480 pixels
@@ -21,25 +21,13 @@ DPI = 100  # the PNG is FIGSIZE_IN × DPI = 1500 × 480 pixels
 def _scan_views(path: Path) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, int]:
     """(transmission of the first projection, its angle in degrees, sinogram ∫µ dl [n, cols] of the
     centre row, angles in degrees, centre row index), reading one frame at a time."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as error:
-        raise ReconstructionError(f"cannot open {path}: {error}") from None
-    with f:
-        try:
-            data, keys = f[f"{DETECTOR}/data"], f[f"{DETECTOR}/image_key"][()]
-            angles = f["entry/sample/rotation_angle"][()]
-        except KeyError as error:
-            raise ReconstructionError(f"{path}: not a microct NXtomo file ({error})") from None
-        index = np.flatnonzero(keys == 0)
-        if index.size == 0:
-            raise ReconstructionError(f"{path}: no projections (image_key 0)")
-        dark, open_beam = references(f)
+    with open_scan(path) as scan:
+        data, dark, open_beam, index = scan.data, scan.dark, scan.open_beam, scan.projections
         row = data.shape[1] // 2
         first = np.exp(-line_integrals(data[index[0]], dark, open_beam))
         sinogram = np.stack([line_integrals(data[i, row:row + 1], dark[row:row + 1], open_beam[row:row + 1])[0]
                              for i in index])
-    return first, float(angles[index[0]]), sinogram, angles[index], row
+    return first, float(scan.angles_deg[0]), sinogram, scan.angles_deg, row
 
 
 def _centre_slice(path: Path):

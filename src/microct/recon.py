@@ -30,7 +30,9 @@ phantom where it is (tests/physics/test_recon.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -126,6 +128,38 @@ def line_integrals(frame: np.ndarray, dark: np.ndarray, open_beam: np.ndarray) -
     return -np.log(signal / open_beam)
 
 
+class Scan(NamedTuple):
+    """An open scan file's frames, the indices and measured angles (degrees) of its projections,
+    and its averaged dark and flat frames (see ``references``)."""
+
+    file: h5py.File
+    data: h5py.Dataset
+    projections: np.ndarray
+    angles_deg: np.ndarray
+    dark: np.ndarray
+    open_beam: np.ndarray
+
+
+@contextlib.contextmanager
+def open_scan(path: str | Path) -> Iterator[Scan]:
+    """Open a microct NXtomo file for reading; ReconstructionError if it cannot be read or has no
+    projections or no flats."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise ReconstructionError(f"cannot open {path}: {error}") from None
+    with f:
+        try:
+            data, keys = f[f"{DETECTOR}/data"], f[f"{DETECTOR}/image_key"][()]
+            angles = f["entry/sample/rotation_angle"][()]
+        except KeyError as error:
+            raise ReconstructionError(f"{path}: not a microct NXtomo file ({error})") from None
+        index = np.flatnonzero(keys == 0)
+        if index.size == 0:
+            raise ReconstructionError(f"{path}: no projections (image_key 0)")
+        yield Scan(f, data, index, angles[index].astype(np.float64), *references(f))
+
+
 def corrected_projections(path: str | Path) -> Projections:
     """Read a microct NXtomo file and return its flat/dark-corrected projections.
 
@@ -136,25 +170,12 @@ def corrected_projections(path: str | Path) -> Projections:
     are not treated. Without darks D = 0. Raises ReconstructionError if the
     file cannot be read or has no projections or no flats.
     """
-    try:
-        f = h5py.File(path, "r")
-    except OSError as error:
-        raise ReconstructionError(f"cannot open {path}: {error}") from None
-    with f:
-        geometry, pitch_mm = read_geometry(f)
-        try:
-            data, keys = f[f"{DETECTOR}/data"], f[f"{DETECTOR}/image_key"][()]
-            angles = f["entry/sample/rotation_angle"][()]
-        except KeyError as error:
-            raise ReconstructionError(f"{path}: not a microct NXtomo file ({error})") from None
-        index = np.flatnonzero(keys == 0)
-        if index.size == 0:
-            raise ReconstructionError(f"{path}: no projections (image_key 0)")
-        dark, open_beam = references(f)
-        out = np.empty((index.size, *data.shape[1:]), np.float32)
-        for k, i in enumerate(index):
-            out[k] = line_integrals(data[i], dark, open_beam)
-    return Projections(out, angles[index].astype(np.float64), geometry, pitch_mm)
+    with open_scan(path) as scan:
+        geometry, pitch_mm = read_geometry(scan.file)
+        out = np.empty((scan.projections.size, *scan.data.shape[1:]), np.float32)
+        for k, i in enumerate(scan.projections):
+            out[k] = line_integrals(scan.data[i], scan.dark, scan.open_beam)
+    return Projections(out, scan.angles_deg, geometry, pitch_mm)
 
 
 def import_rtk():
