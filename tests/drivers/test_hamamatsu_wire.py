@@ -56,10 +56,11 @@ class _ContractOverTheWire(SourceContract):
     settle_timeout_s = 5.0
 
     @pytest.fixture(scope="class")
-    def url(self):
+    @classmethod
+    def url(cls):
         """One simulated tube per class: a server stops in up to 50 ms, per test that adds up."""
         with WireServer(HamamatsuResponder(**SIM), "hamamatsu") as server:
-            yield serve(server, self.link)
+            yield serve(server, cls.link)
 
     @pytest.fixture
     def new_device(self, url):
