@@ -35,7 +35,11 @@ class Responder(Protocol):
     """Any of these bytes ends a request line."""
 
     def respond(self, line: bytes) -> list[bytes]:
-        """Replies (with their terminators) to one request line (without its terminator)."""
+        """Replies (with their terminators) to one request line (without its terminator).
+
+        A responder may also have ``single_byte_commands`` (bytes): each of those bytes is a
+        command on its own, answered at once wherever it appears (PI's 0x05, 0x07, 0x18).
+        """
 
 
 def make_responder(name: str, **options) -> Responder:
@@ -56,8 +60,18 @@ class _LineSplitter:
 
     def feed(self, data: bytes) -> bytes:
         """Requests complete in ``data`` → the concatenated replies."""
-        self.buffer += data
         out = bytearray()
+        single = getattr(self.responder, "single_byte_commands", b"")
+        if single and any(b in single for b in data):
+            kept = bytearray()
+            for b in data:
+                if b in single:
+                    with self.lock:
+                        out += b"".join(self.responder.respond(bytes([b])))
+                else:
+                    kept.append(b)
+            data = bytes(kept)
+        self.buffer += data
         terminators = self.responder.request_terminators
         while True:
             ends = [i for i in (self.buffer.find(t) for t in (bytes([b]) for b in terminators)) if i >= 0]

@@ -2,5 +2,6 @@
 
 from microct.transport.base import Transport
 from microct.transport.serial import SerialSettings, SerialTransport
+from microct.transport.visa import VisaSettings, VisaTransport
 
-__all__ = ["SerialSettings", "SerialTransport", "Transport"]
+__all__ = ["SerialSettings", "SerialTransport", "Transport", "VisaSettings", "VisaTransport"]

@@ -1,16 +1,24 @@
-"""The transport interface a protocol driver talks through (serial, VISA, TCP)."""
+"""The transport interface a protocol driver talks through (serial, VISA), and the exchanges
+built on it once for every transport."""
 
 from __future__ import annotations
 
 import abc
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+log = logging.getLogger("microct.transport")
 
 
 class Transport(abc.ABC):
     """A message link to one device: whole messages out, whole replies back, terminators handled here.
 
-    ``query`` is atomic (one lock per physical port), so several drivers may share
-    a port, as the devices of a Zaber daisy chain do. Errors: CommunicationError
-    (port missing or lost), DeviceTimeoutError (no complete reply in time).
+    Exchanges are atomic (one lock per physical port or resource), so several
+    drivers may share a port, as the devices of a Zaber daisy chain do. Every
+    exchange is logged at DEBUG on the ``microct.transport`` logger. Errors:
+    CommunicationError (port missing or lost), DeviceTimeoutError (no
+    complete reply in time).
     """
 
     name: str
@@ -23,13 +31,53 @@ class Transport(abc.ABC):
         """Release the link; safe to call twice."""
 
     @abc.abstractmethod
+    def reconnect(self) -> None:
+        """Close and open the link again (after the device vanished and came back)."""
+
     def write(self, message: bytes) -> None:
         """Send ``message`` followed by the write terminator."""
+        with self._exchange():
+            self._send(message)
 
-    @abc.abstractmethod
     def read_reply(self, what: str) -> bytes:
         """The next reply without its terminator; ``what`` names the command in a timeout error."""
+        with self._exchange():
+            reply = self._receive(what)
+        log.debug("%s < %r", self.name, reply)
+        return reply
+
+    def query(self, message: bytes, replies: int = 1) -> list[bytes]:
+        """Discard stale input (a serial port: anything waiting; VISA: what the library holds, and
+        after a time-out the late reply), send ``message``, return the next ``replies`` replies,
+        all under the lock."""
+        return self._query(message, lambda answers: len(answers) >= replies)
+
+    def query_until(self, message: bytes, last: Callable[[bytes], bool]) -> list[bytes]:
+        """As ``query``, reading replies until ``last(reply)`` is true (multi-line answers)."""
+        return self._query(message, lambda answers: last(answers[-1]))
+
+    def _query(self, message: bytes, complete: Callable[[list[bytes]], bool]) -> list[bytes]:
+        what = message.decode(errors="replace")
+        with self._exchange():
+            self._discard_stale_input()
+            self._send(message)
+            answers = [self._receive(what)]
+            while not complete(answers):
+                answers.append(self._receive(what))
+        log.debug("%s < %r", self.name, answers)
+        return answers
 
     @abc.abstractmethod
-    def query(self, message: bytes, replies: int = 1) -> list[bytes]:
-        """Discard stale input, send ``message``, return the next ``replies`` replies, all under the port lock."""
+    def _exchange(self) -> AbstractContextManager:
+        """The lock of the physical link (re-entrant); CommunicationError if the link is not open."""
+
+    @abc.abstractmethod
+    def _discard_stale_input(self) -> None: ...
+
+    @abc.abstractmethod
+    def _send(self, message: bytes) -> None:
+        """Write ``message`` and the write terminator (logged at DEBUG)."""
+
+    @abc.abstractmethod
+    def _receive(self, what: str) -> bytes:
+        """One reply without its terminator."""

@@ -12,20 +12,18 @@ on the ``microct.transport`` logger.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import serial
 from pydantic import BaseModel, ConfigDict, Field
 
 from microct.errors import CommunicationError, DeviceTimeoutError
-from microct.transport.base import Transport
-
-log = logging.getLogger("microct.transport")
+from microct.transport.base import Transport, log
 READ_CHUNK = 4096  # bytes asked for per read; a read returns what has arrived
 
 
@@ -122,50 +120,39 @@ class SerialTransport(Transport):
                 pass
         self.open()
 
-    # -- messages ------------------------------------------------------------------------------------
-    def write(self, message: bytes) -> None:
+    # -- transport primitives -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exchange(self) -> Iterator[None]:
+        port = self._require_open()
+        with port.lock:
+            yield
+
+    def _send(self, message: bytes) -> None:
         port = self._require_open()
         data = message + self._write_terminator
         log.debug("%s > %r", self.name, data)
         try:
-            with port.lock:
-                port.serial.write(data)
+            port.serial.write(data)
         except (serial.SerialException, OSError) as error:
             raise CommunicationError(f"{self.name}: writing {message!r} to {self.url} failed: {error}") from None
 
-    def read_reply(self, what: str) -> bytes:
-        port = self._require_open()
-        with port.lock:
-            reply = self._read_line(port, what)
-        log.debug("%s < %r", self.name, reply)
-        return reply
+    def _receive(self, what: str) -> bytes:
+        return self._read_line(self._require_open(), what)
 
-    def query(self, message: bytes, replies: int = 1) -> list[bytes]:
-        port = self._require_open()
-        what = message.decode(errors="replace")
-        with port.lock:
-            self._discard_stale_input(port)
-            self.write(message)
-            answers = [self._read_line(port, what) for _ in range(replies)]
-        log.debug("%s < %r", self.name, answers)
-        return answers
-
-    # -- internals ------------------------------------------------------------------------------------
     def _require_open(self) -> _Port:
         if self._port is None:
             raise CommunicationError(f"{self.name}: serial port {self.url} is not open")
         return self._port
 
-    def _discard_stale_input(self, port: _Port) -> None:
+    def _discard_stale_input(self) -> None:
+        port = self._require_open()
         try:
             waiting = port.serial.in_waiting
-            if waiting:
-                stale = port.serial.read(waiting)
-                log.debug("%s: discarded stale input %r", self.name, bytes(port.buffer) + stale)
-            elif port.buffer:
-                log.debug("%s: discarded stale input %r", self.name, bytes(port.buffer))
+            stale = bytes(port.buffer) + (port.serial.read(waiting) if waiting else b"")
         except (serial.SerialException, OSError) as error:
             raise CommunicationError(f"{self.name}: port {self.url} failed: {error}") from None
+        if stale:
+            log.debug("%s: discarded stale input %r", self.name, stale)
         port.buffer.clear()
 
     def _read_line(self, port: _Port, what: str) -> bytes:
@@ -185,14 +172,14 @@ class SerialTransport(Transport):
                 raise DeviceTimeoutError(f"{self.name}: no complete reply to {what!r} within "
                                          f"{self.settings.timeout_s:g} s{detail}")
             try:
-                chunk = self._receive(port, remaining)
+                chunk = self._arrived(port, remaining)
             except (serial.SerialException, OSError, TypeError) as error:
                 # pyserial raises TypeError when the port was closed under it
                 raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.url} "
                                          f"failed: {error}") from None
             port.buffer += chunk
 
-    def _receive(self, port: _Port, wait_s: float) -> bytes:
+    def _arrived(self, port: _Port, wait_s: float) -> bytes:
         """What arrives within ``wait_s`` (b"" if nothing does)."""
         if port.fd is not None:
             if not select.select([port.fd], [], [], wait_s)[0]:

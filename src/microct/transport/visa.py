@@ -1,0 +1,180 @@
+"""VISA transport on pyvisa: TCPIP SOCKET, TCPIP INSTR, ASRL and GPIB resources.
+
+pyvisa-py (``@py``) is the default backend; any installed VISA library can be
+chosen (``@ivi``, or a path to one). Messages are raw bytes (``write_raw``)
+with the device's own terminators, never SCPI framing, so binary framings such
+as Spellman's STX/ETX pass unchanged; replies are read up to the read
+terminator (VISA's termination character) and decoded as latin-1 back to
+bytes. Drivers on the same resource share one session and one lock.
+pyvisa-py opens a TCPIP SOCKET resource without connecting: an unreachable
+device shows at the first exchange, as a CommunicationError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pyvisa
+from pydantic import BaseModel, ConfigDict, Field
+from pyvisa import constants
+
+from microct.errors import CommunicationError, DeviceTimeoutError
+from microct.transport.base import Transport, log
+
+ENCODING = "latin-1"  # every byte 0-255 maps to one character and back
+DRAIN_S = 0.02  # after a time-out: how long to wait for late replies before the next query
+
+
+class VisaSettings(BaseModel):
+    """Settings of a VISA link (driver options carry one of these with per-device defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: str = Field(default="@py", description="VISA library: @py (pyvisa-py), @ivi, or a path")
+    timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply")
+    write_terminator: str = "\n"
+    read_terminator: str = "\n"
+    baudrate: int | None = Field(default=None, gt=0, description="ASRL resources only")
+
+
+class _Session:
+    """One opened VISA resource, shared by every transport on the same resource string."""
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+        self.lock = threading.RLock()
+        self.users = 0
+        self.late_replies_possible = False  # after a time-out, the late reply may still come
+
+
+_SESSIONS: dict[str, _Session] = {}
+_MANAGERS: dict[str, pyvisa.ResourceManager] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def resource_manager(backend: str) -> pyvisa.ResourceManager:
+    """One ResourceManager per VISA library, opened on first use."""
+    if backend not in _MANAGERS:
+        try:
+            _MANAGERS[backend] = pyvisa.ResourceManager(backend)
+        except (OSError, ValueError, pyvisa.errors.Error) as error:
+            raise CommunicationError(f"cannot load the VISA library {backend!r}: {error}") from None
+    return _MANAGERS[backend]
+
+
+class VisaTransport(Transport):
+    """A VISA resource such as ``TCPIP::127.0.0.1::50000::SOCKET`` or ``ASRL/dev/ttyUSB0::INSTR``."""
+
+    def __init__(self, resource: str, settings: VisaSettings | None = None, name: str = "") -> None:
+        self.resource_name = resource
+        self.settings = settings or VisaSettings()
+        self.name = name or resource
+        self._session: _Session | None = None
+        self._write_terminator = self.settings.write_terminator.encode(ENCODING)
+
+    def open(self) -> None:
+        if self._session is not None:
+            return
+        with _POOL_LOCK:
+            session = _SESSIONS.get(self.resource_name)
+            if session is None:
+                session = _SESSIONS[self.resource_name] = _Session(self._open_resource())
+            session.users += 1
+        self._session = session
+        log.debug("%s: opened %s", self.name, self.resource_name)
+
+    def _open_resource(self) -> Any:
+        s = self.settings
+        options: dict[str, Any] = {"read_termination": s.read_terminator, "write_termination": "",
+                                   "timeout": s.timeout_s * 1000.0}
+        if s.baudrate is not None:
+            options["baud_rate"] = s.baudrate
+        try:
+            resource = resource_manager(s.backend).open_resource(self.resource_name, **options)
+        except (pyvisa.errors.Error, OSError, ValueError) as error:
+            raise CommunicationError(f"{self.name}: cannot open VISA resource {self.resource_name}: {error}") from None
+        resource.encoding = ENCODING
+        return resource
+
+    def close(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        with _POOL_LOCK:
+            session.users -= 1
+            if session.users == 0:
+                _SESSIONS.pop(self.resource_name, None)
+                self._close_resource(session)
+
+    def reconnect(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with _POOL_LOCK:
+                _SESSIONS.pop(self.resource_name, None)
+            self._close_resource(session)
+        self.open()
+
+    def _close_resource(self, session: _Session) -> None:
+        try:
+            session.resource.close()
+        except (pyvisa.errors.Error, OSError) as error:
+            log.warning("%s: closing %s: %s", self.name, self.resource_name, error)
+
+    # -- transport primitives -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exchange(self) -> Iterator[None]:
+        session = self._require_open()
+        with session.lock:
+            yield
+
+    def _require_open(self) -> _Session:
+        if self._session is None:
+            raise CommunicationError(f"{self.name}: VISA resource {self.resource_name} is not open")
+        return self._session
+
+    def _discard_stale_input(self) -> None:
+        """Drop what the VISA library holds (no I/O). Only after a time-out, when a late reply may be
+        on its way, read and drop whatever arrives within DRAIN_S. (pyvisa-py's discard with I/O
+        waits 0.1 s on every TCPIP SOCKET call, and loops forever on a closed socket.)"""
+        session = self._require_open()
+        resource = session.resource
+        try:
+            resource.flush(constants.BufferOperation.discard_read_buffer_no_io)
+            if session.late_replies_possible:
+                resource.timeout = DRAIN_S * 1000.0
+                try:
+                    while True:
+                        log.debug("%s: discarded stale input %r", self.name, resource.read_raw())
+                except pyvisa.errors.VisaIOError as error:
+                    if error.error_code != constants.StatusCode.error_timeout:
+                        raise
+                finally:
+                    resource.timeout = self.settings.timeout_s * 1000.0
+                session.late_replies_possible = False
+        except (pyvisa.errors.Error, OSError) as error:
+            raise CommunicationError(f"{self.name}: {self.resource_name} failed: {error}") from None
+
+    def _send(self, message: bytes) -> None:
+        data = message + self._write_terminator
+        log.debug("%s > %r", self.name, data)
+        try:
+            self._require_open().resource.write_raw(data)
+        except (pyvisa.errors.Error, OSError) as error:
+            raise CommunicationError(f"{self.name}: writing {message!r} to {self.resource_name} failed: "
+                                     f"{error}") from None
+
+    def _receive(self, what: str) -> bytes:
+        try:
+            return self._require_open().resource.read().encode(ENCODING)
+        except pyvisa.errors.VisaIOError as error:
+            if error.error_code == constants.StatusCode.error_timeout:
+                self._require_open().late_replies_possible = True
+                raise DeviceTimeoutError(f"{self.name}: no complete reply to {what!r} within "
+                                         f"{self.settings.timeout_s:g} s") from None
+            raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.resource_name} "
+                                     f"failed: {error}") from None
+        except OSError as error:
+            raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.resource_name} "
+                                     f"failed: {error}") from None
