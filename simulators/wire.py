@@ -27,6 +27,8 @@ LOOPBACK = "127.0.0.1"
 WIRE_SIMULATORS: dict[str, str] = {
     "hamamatsu": "microct.simulators.hamamatsu:HamamatsuResponder",
     "zaber": "microct.simulators.zaber:ZaberResponder",
+    "spellman": "microct.simulators.spellman:SpellmanResponder",
+    "pi": "microct.simulators.pi_gcs:PIResponder",
 }
 
 
