@@ -187,9 +187,9 @@ class Sequencer:
             source.warm_up()
             state = self._wait_for_state(SourceState.STANDBY, self.scan.warmup_timeout_s, "warm-up")
             self._event("warm-up done")
-        if state is SourceState.NOT_READY:  # the interlock was checked closed: preheat or a board fault
-            raise DeviceStateError("source: not ready although the interlock is closed (preheating or a board "
-                                   "fault); `microct check` shows the tube's status")
+        if state is SourceState.NOT_READY:  # the interlock was checked closed: the device says why
+            raise DeviceStateError("source: not ready although the interlock is closed (e.g. preheating, a "
+                                   "board fault, local mode); `microct check` shows the device's status")
         if state not in (SourceState.STANDBY, SourceState.BEAM_ON):
             raise DeviceFaultError(f"source: cannot scan in state {state.value!r}; reset the tube first")
 
