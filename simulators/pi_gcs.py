@@ -1,0 +1,261 @@
+"""Wire-level PI controller: GCS 2 served over a pty or TCP (see ``microct sim serve pi``).
+
+Each axis is a SimulatedAxis (real time) built from the driver's stage table
+(``microct.drivers.pi_gcs.STAGES``), and replies are formatted with the driver's codec, so stage and
+protocol are modelled once. Behaviour follows the fact sheet (/work/shared/protocols/pi-gcs.md):
+
+- an error register that ``ERR?`` reads and clears; it keeps the last error;
+- unknown commands set error 2, bad arguments error 1, an unknown axis error 15, an out-of-range velocity
+  error 17, a move beyond TMN?/TMX? error 7, a move or reference move with the servo off error 5, and,
+  with ``require_reference``, a move before the axis is referenced error 5; a refused command changes
+  nothing, and a refused query gets no reply;
+- ``HLT``, ``STP`` and byte 0x18 stop motion and set error 10;
+- queries without axes, or with several, answer one ``axis=value`` line per axis, all but the last
+  ending in " LF";
+- byte 0x05 answers the moving-axes mask in hex (bit 0: the first axis), byte 0x07 answers 0xB0 (busy)
+  while a reference move runs and 0xB1 (ready) otherwise.
+Axes start with the servo off and not referenced, at position 0; ``FRF`` moves to the stage's
+reference position; ``MVR`` adds to the last commanded target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from microct.clock import Clock
+from microct.devices.base import Status
+from microct.drivers.pi_gcs import (BUSY, MOVING_MASK, READY, READY_QUERY, STOP_ALL, STOPPED, StageModel,
+                                    format_line, format_moving_mask, format_number, format_values,
+                                    parse_command, stage_model)
+from microct.errors import ProtocolError
+from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+
+INSTANT_ACCELERATION = 1e9
+"""unit/s², used when the stage table does not know the acceleration (moves then run at full speed)."""
+
+IDENTIFICATION = "microct, PI GCS 2 wire simulator, 0, 1.0"
+"""The ``*IDN?`` reply: maker, model, serial number, firmware."""
+
+SYNTAX, UNKNOWN_COMMAND, NO_REFERENCE_OR_SERVO, OUT_OF_LIMITS, INVALID_AXIS, OUT_OF_RANGE = 1, 2, 5, 7, 15, 17
+
+
+class Refused(Exception):
+    """A command the controller refuses; ``code`` goes to the error register."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class ControllerAxis:
+    """One axis of the controller: servo and reference state, soft limits, and the simulated stage."""
+
+    def __init__(self, axis_id: str, stage: StageModel, clock: Clock) -> None:
+        self.id = axis_id
+        self.stage = stage
+        self.low_limit = stage.low_limit
+        """TMN?; tests may narrow it (not widen: the stage's own limits still hold) to play a controller
+        configured differently from the driver."""
+        self.high_limit = stage.high_limit
+        """TMX?"""
+        self.axis = SimulatedAxis(f"pi-{axis_id}", SimulatedAxisOptions(
+            unit=stage.unit, max_velocity=stage.max_velocity, low_limit=stage.low_limit,
+            high_limit=stage.high_limit, acceleration=stage.acceleration or INSTANT_ACCELERATION), clock=clock)
+        self.axis.connect()  # in-process: nothing to open
+        self.servo = False
+        self.target = self.axis.read_position()
+        """The last commanded target (MVR adds to it)."""
+        self._referenced = False
+        self._motion: Status | None = None
+        self._referencing: Status | None = None
+
+    @property
+    def moving(self) -> bool:
+        return self._motion is not None and not self._motion.done
+
+    @property
+    def referencing(self) -> bool:
+        return self._referencing is not None and not self._referencing.done
+
+    @property
+    def referenced(self) -> bool:
+        if self._referencing is not None and self._referencing.done:
+            self._referenced, self._referencing = True, None
+        return self._referenced
+
+    def move_to(self, position: float) -> None:
+        """Start a move; it interrupts a reference move, which then leaves the axis not referenced."""
+        self.target = position
+        self._referencing = None
+        self._motion = self.axis.start_move_to(position)
+
+    def reference(self) -> None:
+        self._referenced = False
+        self.target = self.stage.reference_position
+        self._referencing = self._motion = self.axis.start_move_to(self.target)
+
+    def halt(self) -> None:
+        """Stop where the axis is (the new target); an interrupted reference move leaves the axis not
+        referenced."""
+        if self.moving:
+            self._referencing = None
+            self.axis.stop()
+            self.target = self.axis.read_position()
+
+
+class PIResponder:
+    """A PI controller with one axis per entry of ``stages`` (axis identifiers "1", "2", ...; default: a
+    rotary U-651 as axis 1, a linear L-509.40 as axis 2). ``overrides`` maps an axis identifier (str or int)
+    to StageModel fields replacing its model's, as a driver's options do. ``require_reference``: moves
+    before a reference move are refused with error 5."""
+
+    request_terminators = b"\n"
+    single_byte_commands = MOVING_MASK + READY_QUERY + STOP_ALL
+
+    def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
+                 require_reference: bool = True, clock: Clock | None = None) -> None:
+        overrides = {str(axis): fields for axis, fields in (overrides or {}).items()}
+        clock = clock or Clock()
+        self.require_reference = require_reference
+        self.controller_axes = {str(i): ControllerAxis(str(i), stage_model(name, overrides.get(str(i))), clock)
+                                for i, name in enumerate(stages or ["U-651", "L-509.40"], start=1)}
+        """Controller state by axis identifier, for tests (soft limits, servo, reference)."""
+        self.axes: dict[str, SimulatedAxis] = {axis_id: state.axis for axis_id, state in self.controller_axes.items()}
+        """The inner simulated axes by axis identifier, for tests (a position check)."""
+        self.error = 0
+        """The error register (``ERR?`` reads and clears it)."""
+        self._commands: dict[str, Callable[[list[str]], list[bytes]]] = {
+            "*IDN?": self._identify, "ERR?": self._read_error, "MOV": self._move, "MVR": self._move_relative,
+            "POS?": self._position, "ONT?": self._on_target, "SVO": self._servo, "FRF": self._reference,
+            "FRF?": self._is_referenced, "VEL": self._set_velocity, "VEL?": self._velocity, "HLT": self._halt,
+            "STP": self._stop_all, "TMN?": self._low_limit, "TMX?": self._high_limit}
+
+    def respond(self, line: bytes) -> list[bytes]:
+        """The replies to one request line, or to one single-byte command."""
+        if line == MOVING_MASK:
+            return [format_moving_mask([state.moving for state in self.controller_axes.values()])]
+        if line == READY_QUERY:
+            busy = any(state.referencing for state in self.controller_axes.values())
+            return [(BUSY if busy else READY) + b"\n"]
+        if line == STOP_ALL:
+            return self._halt([])
+        try:
+            name, args = parse_command(line)
+        except ProtocolError:
+            self.error = SYNTAX
+            return []
+        command = self._commands.get(name)
+        if command is None:
+            self.error = UNKNOWN_COMMAND
+            return []
+        try:
+            return command(args)
+        except Refused as refused:
+            self.error = refused.code
+            return []
+
+    # -- arguments ------------------------------------------------------------------------------------
+    def _axes(self, ids: list[str]) -> list[ControllerAxis]:
+        """The axes named (every axis if none); error 15 for an unknown identifier."""
+        if not ids:
+            return list(self.controller_axes.values())
+        if any(axis_id not in self.controller_axes for axis_id in ids):
+            raise Refused(INVALID_AXIS)
+        return [self.controller_axes[axis_id] for axis_id in ids]
+
+    def _pairs(self, args: list[str]) -> list[tuple[ControllerAxis, float]]:
+        """``axis value [axis value ...]`` → (axis, value) pairs; error 1 for a bad list, 15 for an unknown axis."""
+        if not args or len(args) % 2:
+            raise Refused(SYNTAX)
+        try:
+            values = [float(value) for value in args[1::2]]
+        except ValueError:
+            raise Refused(SYNTAX) from None
+        return list(zip(self._axes(args[0::2]), values, strict=True))
+
+    @staticmethod
+    def _values(axes: list[ControllerAxis], value: Callable[[ControllerAxis], str]) -> list[bytes]:
+        return [format_values({state.id: value(state) for state in axes})]
+
+    # -- commands: each takes the arguments and returns the reply lines -----------------------------------
+    def _identify(self, args: list[str]) -> list[bytes]:
+        return [format_line(IDENTIFICATION)]
+
+    def _read_error(self, args: list[str]) -> list[bytes]:
+        code, self.error = self.error, 0
+        return [format_line(str(code))]
+
+    def _move(self, args: list[str]) -> list[bytes]:
+        self._start_moves(self._pairs(args))
+        return []
+
+    def _move_relative(self, args: list[str]) -> list[bytes]:
+        self._start_moves([(state, state.target + delta) for state, delta in self._pairs(args)])
+        return []
+
+    def _start_moves(self, moves: list[tuple[ControllerAxis, float]]) -> None:
+        """Check every move first, then start them all (a refused command moves nothing; PIPython's MOV and
+        MVR: "Axes will start moving ... if ALL given targets are within the allowed range")."""
+        for state, target in moves:
+            if not state.servo or (self.require_reference and not state.referenced):
+                raise Refused(NO_REFERENCE_OR_SERVO)
+            if not state.low_limit <= target <= state.high_limit:
+                raise Refused(OUT_OF_LIMITS)
+        for state, target in moves:
+            state.move_to(target)
+
+    def _position(self, args: list[str]) -> list[bytes]:
+        return self._values(self._axes(args), lambda state: format_number(state.axis.read_position()))
+
+    def _on_target(self, args: list[str]) -> list[bytes]:
+        return self._values(self._axes(args), lambda state: "0" if state.moving else "1")
+
+    def _servo(self, args: list[str]) -> list[bytes]:
+        pairs = self._pairs(args)
+        if any(value not in (0.0, 1.0) for _, value in pairs):
+            raise Refused(SYNTAX)
+        for state, value in pairs:
+            state.servo = value == 1.0
+            if not state.servo:
+                state.halt()
+        return []
+
+    def _reference(self, args: list[str]) -> list[bytes]:
+        axes = self._axes(args)
+        if not all(state.servo for state in axes):
+            raise Refused(NO_REFERENCE_OR_SERVO)
+        for state in axes:
+            state.reference()
+        return []
+
+    def _is_referenced(self, args: list[str]) -> list[bytes]:
+        return self._values(self._axes(args), lambda state: "1" if state.referenced else "0")
+
+    def _set_velocity(self, args: list[str]) -> list[bytes]:
+        pairs = self._pairs(args)
+        if not all(0 < value <= state.stage.max_velocity for state, value in pairs):
+            raise Refused(OUT_OF_RANGE)
+        for state, value in pairs:
+            state.axis.set_velocity(value)
+        return []
+
+    def _velocity(self, args: list[str]) -> list[bytes]:
+        return self._values(self._axes(args), lambda state: format_number(state.axis.velocity))
+
+    def _halt(self, args: list[str]) -> list[bytes]:
+        for state in self._axes(args):
+            state.halt()
+        self.error = STOPPED
+        return []
+
+    def _stop_all(self, args: list[str]) -> list[bytes]:
+        if args:
+            raise Refused(SYNTAX)
+        return self._halt([])
+
+    def _low_limit(self, args: list[str]) -> list[bytes]:
+        return self._values(self._axes(args), lambda state: format_number(state.low_limit))
+
+    def _high_limit(self, args: list[str]) -> list[bytes]:
+        return self._values(self._axes(args), lambda state: format_number(state.high_limit))
