@@ -123,7 +123,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
     with WireServer(responder, args.name) as server:
         where = server.serve_pty() if args.tcp is None else f"socket://127.0.0.1:{server.serve_tcp(args.tcp)}"
         print(where, flush=True)  # the port or URL to put in a configuration's `connection`
-        console.print(f"{args.name} simulator on {where}; Ctrl-C or SIGTERM stops it")
+        visa = f" (VISA resource TCPIP::127.0.0.1::{where.rsplit(':', 1)[1]}::SOCKET)" if args.tcp is not None else ""
+        console.print(f"{args.name} simulator on {where}{visa}; Ctrl-C or SIGTERM stops it")
         _wait_for_stop()
     return 0
 
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Serve a simulated device's protocol on a new pseudo-terminal "
                                            "(default; prints the device path) or on a TCP port of 127.0.0.1 "
                                            "(prints the socket:// URL), until Ctrl-C or SIGTERM.")
-    serve.add_argument("name", help="the device simulator, e.g. hamamatsu or zaber")
+    serve.add_argument("name", help="the device simulator: hamamatsu, zaber, spellman or pi")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
     where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: a free port)")

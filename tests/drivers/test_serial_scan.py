@@ -18,24 +18,12 @@ from microct.sequencer import run_scan
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
+from scan_helpers import Counting, in_process_twin, structure
 
 FAST_ROTATION = {"max_speed": 720.0}  # deg/s: the same override for driver and simulator, to keep tests short
 TUBE = {"warmed_up": True, "ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5, "seed": 1}
 SMALL_SCAN = {"n_projections": 12, "exposure_s": 0.01, "n_darks": 3, "n_flats": 3, "settle_s": 0.0,
               "stable_hold_s": 0.1, "sample_out_position_mm": 5.0}
-
-
-class Counting:
-    """Wraps a responder, counting the request lines it answers."""
-
-    def __init__(self, responder) -> None:
-        self.responder = responder
-        self.request_terminators = responder.request_terminators
-        self.lines: list[bytes] = []
-
-    def respond(self, line: bytes) -> list[bytes]:
-        self.lines.append(line)
-        return self.responder.respond(line)
 
 
 @pytest.fixture
@@ -58,15 +46,6 @@ def bench(request):
         server.stop()
 
 
-def structure(path) -> dict[str, tuple]:
-    """Every object of a file: its kind, dtype and attribute names (not values, not sizes)."""
-    found = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: found.__setitem__(name, (
-            type(obj).__name__, str(getattr(obj, "dtype", "")), tuple(sorted(obj.attrs)))))
-    return found
-
-
 @pytest.mark.parametrize("bench", ["tcp", "pty"], indirect=True)
 def test_full_scan_over_serial_matches_the_in_process_file(bench, tmp_path):
     config, tube, stages, _ = bench
@@ -79,16 +58,7 @@ def test_full_scan_over_serial_matches_the_in_process_file(bench, tmp_path):
     assert angles == pytest.approx([30.0 * i for i in range(12)], abs=0.001)
     assert tube.responder.source.read_state() is SourceState.STANDBY  # beam off at the end
 
-    # the same scan with the in-process simulators, in simulated time
-    data = config.model_dump(mode="json")
-    data["source"] = {"driver": "sim-source", "options": {"warmed_up": True}}
-    data["rotation"] = {"driver": "sim-axis", "options": {"unit": "deg"}}
-    data["sample_out"] = {"driver": "sim-axis", "options": {"unit": "mm"}}
-    data["scan"]["spot_mode"] = "small"
-    data["simulation"]["clock"] = "simulated"
-    in_process = parse_config(data)
-    reference = tmp_path / "in-process.nxs"
-    run_scan(in_process, build_instruments(in_process), reference)
+    reference = in_process_twin(config, tmp_path / "in-process.nxs")
     assert structure(out) == structure(reference)
 
 
