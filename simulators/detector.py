@@ -22,7 +22,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 
-from microct.clock import Clock
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
 from microct.devices.source import SourceState
 from microct.geometry import Geometry
