@@ -18,6 +18,7 @@ a primitive's bounding box can shadow is evaluated.
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 from collections.abc import Callable
@@ -59,7 +60,7 @@ def _slab(q: np.ndarray, qd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.fmin(s1, s2), np.fmax(s1, s2)
 
 
-class _Primitive:
+class _Primitive(abc.ABC):
     """A unit body mapped into the sample frame: centre + rotation · diag(half-sizes) · q."""
 
     centre_mm: Vec3
@@ -67,8 +68,8 @@ class _Primitive:
     rotation_deg: Vec3
 
     @property
-    def half_sizes_mm(self) -> np.ndarray:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def half_sizes_mm(self) -> np.ndarray: ...
 
     @cached_property
     def unit_to_sample(self) -> np.ndarray:
@@ -81,19 +82,19 @@ class _Primitive:
         return rotation_matrix(self.rotation_deg).T / self.half_sizes_mm[:, None]
 
     @staticmethod
+    @abc.abstractmethod
     def half_extents_mm(unit_to_lab: np.ndarray) -> np.ndarray:
         """Half-widths (mm) along the lab axes of the body mapped by ``unit_to_lab`` (3×3)."""
-        raise NotImplementedError
 
     @staticmethod
+    @abc.abstractmethod
     def inside(q: np.ndarray) -> np.ndarray:
         """Whether unit-frame points q (..., 3) lie in the unit body (boundary included)."""
-        raise NotImplementedError
 
     @staticmethod
+    @abc.abstractmethod
     def chord(qc: np.ndarray, qd: np.ndarray) -> np.ndarray:
         """Length, in units of the ray parameter s, of the ray qc + s·qd inside the unit body (qc, qd: (3, ...))."""
-        raise NotImplementedError
 
 
 @pydantic_dataclass(frozen=True, config=_STRICT)
