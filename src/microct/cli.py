@@ -114,6 +114,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
     from microct.simulators.wire import WireServer, make_responder
 
     options = dict(_parse_option(item) for item in args.option)
+    if args.name == "epics":
+        return _serve_epics(args, options)
     try:
         responder = make_responder(args.name, **options)
     except KeyError as error:
@@ -126,6 +128,28 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
         visa = f" (VISA resource TCPIP::127.0.0.1::{where.rsplit(':', 1)[1]}::SOCKET)" if args.tcp is not None else ""
         console.print(f"{args.name} simulator on {where}{visa}; Ctrl-C or SIGTERM stops it")
         _wait_for_stop()
+    return 0
+
+
+def _serve_epics(args: argparse.Namespace, options: dict) -> int:
+    from pydantic import ValidationError
+
+    from microct.config import validation_message
+    from microct.simulators.epics_ioc import start_ioc
+    from microct.simulators.source import SimulatedSourceOptions
+
+    try:
+        tube = SimulatedSourceOptions(**options)
+    except ValidationError as error:
+        raise ConfigurationError(f"sim serve epics: {validation_message(error, '-O ')}") from None
+    handle, _ = start_ioc(args.prefix, args.tcp or 0, tube)
+    print(f"{args.prefix} 127.0.0.1:{handle.port}", flush=True)
+    console.print(f"EPICS X-ray source IOC, PV prefix {args.prefix!r}, on 127.0.0.1:{handle.port}; clients set "
+                  f"EPICS_CA_ADDR_LIST=127.0.0.1:{handle.port} EPICS_CA_AUTO_ADDR_LIST=NO. Ctrl-C stops it")
+    try:
+        _wait_for_stop()
+    finally:
+        handle.stop()
     return 0
 
 
@@ -207,10 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Serve a simulated device's protocol on a new pseudo-terminal "
                                            "(default; prints the device path) or on a TCP port of 127.0.0.1 "
                                            "(prints the socket:// URL), until Ctrl-C or SIGTERM.")
-    serve.add_argument("name", help="the device simulator: hamamatsu, zaber, spellman or pi")
+    serve.add_argument("name", help="the device simulator: hamamatsu, zaber, spellman, pi, or epics (a "
+                                    "Channel Access IOC of the X-ray source's PVs)")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: a free port)")
+    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: a free port; for "
+                                                                "epics, the Channel Access server port)")
+    serve.add_argument("--prefix", default="CT:XRAY:", help="PV prefix of the epics IOC (default CT:XRAY:)")
     serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a simulator option (repeatable), e.g. -O model=L12161-07")
     serve.set_defaults(func=cmd_sim_serve)

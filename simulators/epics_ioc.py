@@ -1,0 +1,253 @@
+"""A Channel Access IOC (caproto) serving the default X-ray source PV scheme, driving a SimulatedSource.
+
+The tube model is ``SimulatedSource`` (real clock): puts call its public methods, and
+a 10 Hz scan copies its read-backs into the ``*_RBV`` PVs (every action also copies
+them at once, so a put-callback completes with the read-backs already updated).
+``start_ioc(prefix)`` runs it in a background thread on 127.0.0.1 and a free port;
+``serve_forever(prefix, port)`` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+from caproto import ChannelType
+from caproto.asyncio.server import Context
+from caproto.server import PVGroup, pvproperty
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+
+from microct.clock import Clock
+from microct.devices.source import SourceState, target_power_w
+
+log = logging.getLogger("microct.simulators.epics_ioc")
+
+STATE_STRINGS = ("Warm-up needed", "Warming up", "Standby", "On", "Fault", "Not ready")
+"""``State_RBV`` enum strings, in the order of the sheet's table."""
+STATE_INDEX = {SourceState.WARMUP_NEEDED: 0, SourceState.WARMING_UP: 1, SourceState.STANDBY: 2,
+               SourceState.BEAM_ON: 3, SourceState.FAULT: 4, SourceState.NOT_READY: 5}
+SCAN_PERIOD_S = 0.1
+
+
+def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
+    """A PVGroup class with ``FocusMode`` enum strings ``modes`` (the tube's spot modes)."""
+
+    def enum(value: str, strings: tuple[str, ...], read_only: bool = False, doc: str = "") -> pvproperty:
+        return pvproperty(value=value, enum_strings=strings, dtype=ChannelType.ENUM, read_only=read_only, doc=doc)
+
+    class XRaySourceIOC(PVGroup):
+        HV = pvproperty(value=0.0, units="kV", doc="voltage set-point")
+        HV_RBV = pvproperty(value=0.0, units="kV", read_only=True)
+        Current = pvproperty(value=0.0, units="uA", doc="current set-point")
+        Current_RBV = pvproperty(value=0.0, units="uA", read_only=True)
+        FocusMode = enum(modes[0], modes)
+        FocusMode_RBV = enum(modes[0], modes, read_only=True)
+        XrayOn = enum("Off", ("Off", "On"))
+        XrayOn_RBV = enum("Off", ("Off", "On"), read_only=True)
+        State_RBV = enum(STATE_STRINGS[0], STATE_STRINGS, read_only=True)
+        Interlock_RBV = enum("Closed", ("Closed", "Open"), read_only=True)
+        Power_RBV = pvproperty(value=0.0, units="W", read_only=True)
+        Fault_RBV = pvproperty(value="", dtype=ChannelType.STRING, read_only=True)
+        FaultReset = pvproperty(value=0)
+        WarmUp = pvproperty(value=0, doc="busy: put 1 starts the warm-up; the put completes when it is done")
+
+        def __init__(self, *args, source: SimulatedSource, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.source = source
+            self._fault = ""
+
+        async def refresh(self) -> None:
+            """Copy the SimulatedSource's read-backs into the *_RBV PVs."""
+            src = self.source
+            state = src.read_state()
+            kv, ua = src.read_voltage_kv(), src.read_current_ua()
+            if state is SourceState.FAULT and not self._fault:
+                self._fault = "tube overload"
+            elif state is not SourceState.FAULT:
+                self._fault = ""
+            await self.HV_RBV.write(kv)
+            await self.Current_RBV.write(ua)
+            await self.Power_RBV.write(target_power_w(kv, ua))
+            for pv, value in ((self.State_RBV, STATE_STRINGS[STATE_INDEX[state]]),
+                              (self.XrayOn_RBV, "On" if state is SourceState.BEAM_ON else "Off"),
+                              (self.Interlock_RBV, "Closed" if src.read_interlock_closed() else "Open"),
+                              (self.FocusMode_RBV, src.spot_mode), (self.Fault_RBV, self._fault)):
+                if pv.value != value:
+                    await pv.write(value)
+
+        @State_RBV.startup
+        async def State_RBV(self, instance, async_lib) -> None:
+            await self.HV.write(self.source.voltage_kv, verify_value=False)
+            await self.Current.write(self.source.current_ua, verify_value=False)
+            await self.FocusMode.write(self.source.spot_mode, verify_value=False)
+            await self.refresh()
+
+        @HV_RBV.scan(period=SCAN_PERIOD_S)
+        async def HV_RBV(self, instance, async_lib) -> None:
+            await self.refresh()
+
+        @HV.putter
+        async def HV(self, instance, value):
+            self.source.configure(voltage_kv=value)
+            await self.refresh()
+            return value
+
+        @Current.putter
+        async def Current(self, instance, value):
+            self.source.configure(current_ua=value)
+            await self.refresh()
+            return value
+
+        @FocusMode.putter
+        async def FocusMode(self, instance, value):
+            self.source.configure(spot_mode=value)
+            await self.refresh()
+            return value
+
+        @XrayOn.putter
+        async def XrayOn(self, instance, value):
+            try:
+                self.source.beam_on() if value == "On" else self.source.beam_off()
+            finally:
+                await self.refresh()
+            return value
+
+        @FaultReset.putter
+        async def FaultReset(self, instance, value):
+            if value:
+                self.source.reset()
+                await self.refresh()
+            return 0
+
+        @WarmUp.putter
+        async def WarmUp(self, instance, value):
+            if not value:
+                return 0
+            self.source.warm_up()
+            await self.refresh()
+            while self.source.read_state() is SourceState.WARMING_UP:
+                await asyncio.sleep(0.02)
+            await self.refresh()
+            return 0
+
+    return XRaySourceIOC
+
+
+class _Context(Context):
+    """caproto's asyncio server on a chosen port, TCP_NODELAY on accepted connections
+    (see shared/notes/measured-on-this-machine.md), and closing its clients on stop."""
+
+    def __init__(self, pvdb, interfaces, port: int) -> None:
+        super().__init__(pvdb, interfaces)
+        self.ca_server_port = port
+        self.client_writers: list[asyncio.StreamWriter] = []
+
+    async def tcp_handler(self, client, addr):
+        sock = client.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client_writers.append(client.writer)
+        return await super().tcp_handler(client, addr)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on ``host`` (Channel Access uses both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    udp.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no port free for both TCP and UDP")
+
+
+def _build(prefix: str, options: SimulatedSourceOptions | None) -> tuple[SimulatedSource, PVGroup]:
+    source = SimulatedSource("epics-ioc", options or SimulatedSourceOptions(), clock=Clock())
+    source.connect()
+    return source, make_ioc_class(tuple(source.capabilities.spot_modes))(prefix=prefix, source=source)
+
+
+@dataclass
+class IocHandle:
+    """A running IOC: its TCP/UDP ``port``; ``stop()`` ends it and drops its clients."""
+
+    port: int
+    prefix: str
+    _loop: asyncio.AbstractEventLoop
+    _task: asyncio.Task
+    _thread: threading.Thread
+    _context: _Context
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if not self._thread.is_alive():
+            return
+
+        def cancel() -> None:
+            for writer in self._context.client_writers:
+                writer.close()
+            self._task.cancel()
+
+        self._loop.call_soon_threadsafe(cancel)
+        self._thread.join(timeout_s)
+
+
+def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceOptions | None = None,
+              timeout_s: float = 5.0) -> tuple[IocHandle, SimulatedSource]:
+    """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one); returns (handle, tube)."""
+    source, ioc = _build(prefix, options)
+    port = port or free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    holder: dict = {}
+
+    async def main() -> None:
+        holder["task"] = asyncio.current_task()
+        holder["context"] = context = _Context(ioc.pvdb, ["127.0.0.1"], port)  # in its loop (caproto needs it)
+
+        async def hook(async_lib) -> None:
+            started.set()
+
+        await context.run(startup_hook=hook)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("EPICS IOC %r stopped on an error", prefix)
+        finally:
+            started.set()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"epics-ioc {prefix}", daemon=True)
+    thread.start()
+    if not started.wait(timeout_s) or "task" not in holder or not thread.is_alive():
+        raise RuntimeError(f"EPICS IOC {prefix!r} did not start within {timeout_s} s")
+    return IocHandle(holder["context"].port, prefix, loop, holder["task"], thread, holder["context"]), source
+
+
+def serve_forever(prefix: str = "CT:XRAY:", port: int = 5064, options: SimulatedSourceOptions | None = None) -> None:
+    """Run the IOC in the foreground on 127.0.0.1:``port`` until interrupted."""
+    _source, ioc = _build(prefix, options)
+    log.info("EPICS X-ray source IOC %r on 127.0.0.1:%d", prefix, port)
+
+    async def main() -> None:
+        await _Context(ioc.pvdb, ["127.0.0.1"], port).run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,174 @@
+"""A small Channel Access layer on pyepics: a named set of PVs, connected together.
+
+``ChannelAccess({"hv": "CT:XRAY:HV", ...})`` connects every PV with one time-out and
+names every PV that did not connect; ``get`` reads the monitored value (or asks the
+IOC), ``put(wait=True)`` waits on the put-callback (no polling), and a lost PV is a
+CommunicationError naming it. pyepics reads the EPICS environment once, when its CA
+context is created: an ``addr_list`` given here is put into the environment before
+that, and ignored (with a warning) if the context already exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from microct.errors import CommunicationError, DeviceTimeoutError
+
+log = logging.getLogger("microct.transport.epics")
+
+
+def configure_environment(addr_list: str | None = None, auto_addr_list: bool | None = None) -> None:
+    """Set ``EPICS_CA_ADDR_LIST`` / ``EPICS_CA_AUTO_ADDR_LIST`` before pyepics creates its context."""
+    wanted = {}
+    if addr_list is not None:
+        wanted["EPICS_CA_ADDR_LIST"] = addr_list
+    if auto_addr_list is not None:
+        wanted["EPICS_CA_AUTO_ADDR_LIST"] = "YES" if auto_addr_list else "NO"
+    if not wanted:
+        return
+    import epics.ca
+
+    if epics.ca.current_context() is not None and epics.ca.libca is not None:
+        if any(os.environ.get(key) != value for key, value in wanted.items()):
+            log.warning("Channel Access already started with EPICS_CA_ADDR_LIST=%r; %s not applied",
+                        os.environ.get("EPICS_CA_ADDR_LIST"), wanted)
+        return
+    os.environ.update(wanted)
+
+
+class ChannelAccess:
+    """PVs by key (``{"hv": "CT:XRAY:HV"}``); ``who`` starts every error message."""
+
+    def __init__(self, names: Mapping[str, str], *, who: str = "epics", timeout_s: float = 2.0,
+                 put_timeout_s: float = 5.0, monitored: tuple[str, ...] = ()) -> None:
+        self.names = dict(names)
+        self.who = who
+        self.timeout_s = timeout_s
+        self.put_timeout_s = put_timeout_s
+        self.monitored = set(monitored)
+        self._pvs: dict[str, Any] = {}
+        self._changed = threading.Condition()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Connect every PV; CommunicationError naming each one that did not connect in time."""
+        import epics
+
+        self.close()
+        all_up = threading.Event()
+        pending = set(self.names.values())
+        lock = threading.Lock()
+
+        def on_connection(pvname: str | None = None, conn: bool = False, **_: Any) -> None:
+            if conn:
+                with lock:
+                    pending.discard(pvname)
+                    if not pending:
+                        all_up.set()
+            else:
+                log.warning("%s: PV %s disconnected", self.who, pvname)
+            with self._changed:
+                self._changed.notify_all()
+
+        self._pvs = {key: epics.PV(name, auto_monitor=key in self.monitored, connection_callback=on_connection,
+                                   callback=self._notify if key in self.monitored else None,
+                                   connection_timeout=self.timeout_s)
+                     for key, name in self.names.items()}
+        if not pending or all_up.wait(self.timeout_s):
+            return
+        missing = sorted(name for key, name in self.names.items() if not self._pvs[key].connected)
+        if not missing:
+            return
+        self.close()
+        raise CommunicationError(f"{self.who}: {len(missing)} PV(s) did not connect within {self.timeout_s:g} s: "
+                                 f"{', '.join(missing)} (check the names, the IOC and EPICS_CA_ADDR_LIST="
+                                 f"{os.environ.get('EPICS_CA_ADDR_LIST', '')!r})")
+
+    def close(self) -> None:
+        pvs, self._pvs = self._pvs, {}
+        for pv in pvs.values():
+            try:
+                pv.clear_callbacks()
+                pv.disconnect()
+            except Exception as error:  # noqa: BLE001 - closing must not fail
+                log.debug("%s: disconnecting %s: %s", self.who, pv.pvname, error)
+
+    def _notify(self, **_: Any) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _pv(self, key: str) -> Any:
+        pv = self._pvs.get(key)
+        if pv is None:
+            raise CommunicationError(f"{self.who}: PV {self.names.get(key, key)} is not connected (connect() first)")
+        if not pv.connected:
+            raise CommunicationError(f"{self.who}: PV {pv.pvname} is disconnected (IOC down or unreachable)")
+        return pv
+
+    # -- access ----------------------------------------------------------------------------------
+    def get(self, key: str, *, as_string: bool = False, fresh: bool = False) -> Any:
+        """The PV's value: the last monitor update if monitored (unless ``fresh``), else a read from the IOC."""
+        import epics.ca
+
+        pv = self._pv(key)
+        use_monitor = key in self.monitored and not fresh
+        try:
+            value = pv.get(as_string=as_string, use_monitor=use_monitor, timeout=self.timeout_s)
+        except (epics.ca.ChannelAccessException, epics.ca.ChannelAccessGetFailure) as error:  # lost mid-read
+            raise CommunicationError(f"{self.who}: reading PV {pv.pvname} failed: {error}") from None
+        if value is None:
+            if not pv.connected:
+                raise CommunicationError(f"{self.who}: PV {pv.pvname} disconnected while reading it")
+            raise DeviceTimeoutError(f"{self.who}: reading PV {pv.pvname}: no reply within {self.timeout_s:g} s")
+        return value
+
+    def put(self, key: str, value: Any, *, wait: bool = True, timeout_s: float | None = None,
+            callback: Callable[[], None] | None = None) -> None:
+        """Write; with ``wait`` block until the IOC's put-callback (DeviceTimeoutError naming the PV).
+
+        Without ``wait`` but with ``callback``: a put-callback write that returns at once and calls
+        ``callback()`` when the IOC completes it (e.g. a long busy record).
+        """
+        import epics.ca
+
+        pv = self._pv(key)
+        if not wait and callback is None:
+            try:
+                pv.put(value, wait=False)
+            except epics.ca.ChannelAccessException as error:
+                raise CommunicationError(f"{self.who}: writing {value!r} to PV {pv.pvname} failed: {error}") from None
+            return
+        done = threading.Event()
+
+        def completed(**_: Any) -> None:
+            done.set()
+            if callback is not None:
+                callback()
+
+        try:
+            pv.put(value, wait=False, callback=completed, use_complete=True)
+        except epics.ca.ChannelAccessException as error:
+            raise CommunicationError(f"{self.who}: writing {value!r} to PV {pv.pvname} failed: {error}") from None
+        if not wait:
+            return
+        timeout = self.put_timeout_s if timeout_s is None else timeout_s
+        if not done.wait(timeout):
+            if not pv.connected:
+                raise CommunicationError(f"{self.who}: PV {pv.pvname} disconnected while writing {value!r} to it")
+            raise DeviceTimeoutError(f"{self.who}: writing {value!r} to PV {pv.pvname}: no put-completion "
+                                     f"within {timeout:g} s")
+
+    def wait_until(self, key: str, predicate: Callable[[Any], bool], timeout_s: float) -> Any:
+        """Block (on monitor updates, not polling) until ``predicate(value)``; DeviceTimeoutError otherwise."""
+        if key not in self.monitored:
+            raise ValueError(f"{key!r} is not monitored")
+        with self._changed:
+            ok = self._changed.wait_for(lambda: predicate(self.get(key)), timeout_s)
+        if not ok:
+            raise DeviceTimeoutError(f"{self.who}: PV {self.names[key]} is {self.get(key)!r}, still not the "
+                                     f"awaited value after {timeout_s:g} s")
+        return self.get(key)

@@ -1,0 +1,156 @@
+"""EpicsSource over real Channel Access (pyepics) to the caproto IOC driving a SimulatedSource:
+the source contract, interlock, overload, warm-up, a missing PV, and the IOC going away."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from microct.drivers.epics_source import EpicsSource, EpicsSourceOptions
+from microct.simulators.epics_ioc import start_ioc
+from microct.simulators.source import SimulatedSourceOptions
+
+from microct.devices.source import SourceState
+from microct.errors import CommunicationError, DeviceStateError, InterlockError
+from microct.registry import DriverContext
+from microct.testing.contracts import SourceContract
+
+# the two IOC ports that conftest.py put into the CA address list before pyepics started
+MAIN_PORT, SPARE_PORT = (int(entry.rsplit(":", 1)[1]) for entry in os.environ["EPICS_CA_ADDR_LIST"].split())
+
+PREFIX = "CT:XRAY:"
+SIM = SimulatedSourceOptions(warmed_up=True, warmup_s=0.3, ramp_kv_per_s=1e5, ramp_ua_per_s=1e5)
+OPTIONS = {"voltage_range_kv": SIM.voltage_range_kv, "current_range_ua": SIM.current_range_ua,
+           "spot_modes": {name: mode.model_dump() for name, mode in SIM.spot_modes.items()},
+           "connect_timeout_s": 1.0, "put_timeout_s": 2.0}
+
+
+def build(prefix: str = PREFIX, **changes) -> EpicsSource:
+    return EpicsSource.from_config("tube", EpicsSourceOptions(**{**OPTIONS, **changes}), prefix, DriverContext())
+
+
+def wait_for(source: EpicsSource, state: SourceState, timeout_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (now := source.read_state()) is not state:
+        assert time.monotonic() < deadline, f"state {now.value!r}, not {state.value!r}, after {timeout_s} s"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def ioc():
+    handle, tube = start_ioc(PREFIX, MAIN_PORT, SIM)
+    yield handle, tube
+    handle.stop()
+
+
+@pytest.fixture
+def tube(ioc):
+    tube = ioc[1]
+    yield tube
+    tube.set_interlock(True)
+    tube.beam_off()
+    tube._fault = False
+    tube._warmed_up = True
+
+
+class TestContract(SourceContract):
+    poll_interval_s = 0.02
+    settle_timeout_s = 3.0
+
+    @pytest.fixture
+    def new_device(self, ioc):
+        return build
+
+    @pytest.fixture
+    def source(self, new_device, tube):
+        source = new_device()
+        source.connect()
+        source.beam_off()
+        yield source
+        source.close()
+
+
+@pytest.fixture
+def source(tube):
+    source = build()
+    source.connect()
+    source.beam_off()
+    yield source
+    source.close()
+
+
+def test_interlock_open_is_not_ready_and_refuses_beam(source, tube):
+    source.configure(voltage_kv=50, current_ua=50, spot_mode="middle")
+    source.beam_on()
+    tube.set_interlock(False)
+    wait_for(source, SourceState.NOT_READY)
+    assert not source.read_interlock_closed()
+    assert source.read_voltage_kv() < 1.0
+    with pytest.raises(InterlockError, match="tube"):
+        source.beam_on()
+    tube.set_interlock(True)
+    wait_for(source, SourceState.STANDBY)
+    source.beam_on()
+    assert source.read_state() is SourceState.BEAM_ON
+
+
+def test_overload_is_fault_until_reset(source, tube):
+    source.configure(voltage_kv=50, current_ua=50, spot_mode="middle")
+    source.beam_on()
+    tube.trigger_overload()
+    wait_for(source, SourceState.FAULT)
+    assert "overload" in source.describe()["fault"]
+    with pytest.raises(DeviceStateError):
+        source.beam_on()
+    source.reset()
+    assert source.read_state() is SourceState.STANDBY
+    source.beam_on()
+    assert source.read_state() is SourceState.BEAM_ON
+
+
+def test_warm_up_returns_at_once_and_reports_warming_up(source, tube):
+    tube._warmed_up = False
+    wait_for(source, SourceState.WARMUP_NEEDED)
+    start = time.monotonic()
+    source.warm_up()
+    assert time.monotonic() - start < SIM.warmup_s
+    assert source.read_state() is SourceState.WARMING_UP
+    wait_for(source, SourceState.STANDBY)
+
+
+def test_missing_pv_named_at_connect(ioc):
+    source = build(pvs={"power": "NoSuchPower_RBV", "fault": "NoSuchFault_RBV"})
+    start = time.monotonic()
+    with pytest.raises(CommunicationError) as info:
+        source.connect()
+    assert time.monotonic() - start < 3
+    assert f"{PREFIX}NoSuchPower_RBV" in str(info.value) and f"{PREFIX}NoSuchFault_RBV" in str(info.value)
+    assert f"{PREFIX}HV_RBV" not in str(info.value)
+    assert not source.connected
+
+
+def test_ioc_stopped_mid_session_names_the_pv():
+    handle, _ = start_ioc("CT:DOOMED:", SPARE_PORT, SIM)
+    source = build("CT:DOOMED:")
+    try:
+        source.connect()
+        assert source.read_state() is SourceState.STANDBY
+        handle.stop()
+        deadline = time.monotonic() + 3
+        with pytest.raises(CommunicationError) as info:
+            while time.monotonic() < deadline:  # the client notices the closed circuit within ms
+                source.read_state()
+                time.sleep(0.01)
+        assert "CT:DOOMED:State_RBV" in str(info.value)
+        with pytest.raises(CommunicationError, match="CT:DOOMED:HV"):
+            source.set_voltage_kv(40)
+        with pytest.raises(CommunicationError, match="CT:DOOMED:XrayOn"):
+            source.close()  # beam off cannot be confirmed over a dead link: said so, and released anyway
+        assert not source.connected
+    finally:
+        handle.stop()
+        try:
+            source.close()
+        except CommunicationError:
+            pass
