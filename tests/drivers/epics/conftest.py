@@ -1,16 +1,20 @@
 """Channel Access on loopback only: the environment pyepics reads once is set here, at import,
-before anything imports epics. Two IOC ports: the shared IOC, and one that a test stops."""
+before anything imports epics. Every IOC a test starts uses one of these ports (all are in the CA
+address list): per device kind, the shared IOC's port and a spare one that a test may stop."""
 
 import os
 
 from microct.simulators.epics_ioc import free_port
 
-MAIN_PORT = free_port()
-SPARE_PORT = free_port()
-while SPARE_PORT == MAIN_PORT:
-    SPARE_PORT = free_port()
-
-os.environ["EPICS_CA_ADDR_LIST"] = f"127.0.0.1:{MAIN_PORT} 127.0.0.1:{SPARE_PORT}"
+ROLES = ("source", "source_spare", "motor", "motor_spare")
+ports: list[int] = []
+while len(ports) < len(ROLES):
+    port = free_port()
+    if port not in ports:
+        ports.append(port)
+os.environ["MICROCT_TEST_IOC_PORTS"] = " ".join(f"{role}={port}" for role, port in zip(ROLES, ports))
+os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{port}" for port in ports)
 os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
-os.environ["EPICS_CA_SERVER_PORT"] = str(MAIN_PORT)
+os.environ["EPICS_CA_SERVER_PORT"] = str(ports[0])
 os.environ.setdefault("CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC", "0.001")
+

@@ -16,8 +16,9 @@ from microct.errors import CommunicationError, DeviceStateError, InterlockError
 from microct.registry import DriverContext
 from microct.testing.contracts import SourceContract
 
-# the two IOC ports that conftest.py put into the CA address list before pyepics started
-MAIN_PORT, SPARE_PORT = (int(entry.rsplit(":", 1)[1]) for entry in os.environ["EPICS_CA_ADDR_LIST"].split())
+# the IOC ports that conftest.py put into the CA address list before pyepics started
+MAIN_PORT, SPARE_PORT = (int(dict(item.split("=") for item in os.environ["MICROCT_TEST_IOC_PORTS"].split())[role])
+                         for role in ("source", "source_spare"))
 
 PREFIX = "CT:XRAY:"
 SIM = SimulatedSourceOptions(warmed_up=True, warmup_s=0.3, ramp_kv_per_s=1e5, ramp_ua_per_s=1e5)
