@@ -1,0 +1,156 @@
+"""EpicsMotorAxis over real Channel Access (pyepics) to the caproto motor-record IOC driving a
+SimulatedAxis: the axis contract, a set-point refused by the record (LVIO), a hardware limit
+switch, stop mid-move, and the IOC going away mid-move."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from microct.drivers.epics_motor import EpicsMotorAxis, EpicsMotorOptions
+from microct.simulators.axis import SimulatedAxisOptions
+from microct.simulators.epics_motor_ioc import start_motor_ioc
+
+from microct.errors import CommunicationError, DeviceFaultError, DeviceStateError, LimitError
+from microct.registry import DriverContext
+from microct.testing.contracts import AxisContract
+
+# the IOC ports that conftest.py put into the CA address list before pyepics started
+MAIN_PORT, SPARE_PORT = (int(dict(item.split("=") for item in os.environ["MICROCT_TEST_IOC_PORTS"].split())[role])
+                         for role in ("motor", "motor_spare"))
+
+RECORD = "CT:ROT:m1"
+HLM, LLM = 100.0, -100.0
+SIM = SimulatedAxisOptions(unit="deg", max_velocity=2000.0, acceleration=1e5)
+OPTIONS = {"unit": "deg", "max_velocity": SIM.max_velocity, "connect_timeout_s": 1.0, "put_timeout_s": 2.0,
+           "move_timeout_s": 5.0}
+
+
+def build(record: str = RECORD, **changes) -> EpicsMotorAxis:
+    return EpicsMotorAxis.from_config("rot", EpicsMotorOptions(**{**OPTIONS, **changes}), record, DriverContext())
+
+
+@pytest.fixture(scope="module")
+def ioc():
+    handle, stage = start_motor_ioc(RECORD, MAIN_PORT, SIM, high_limit=HLM, low_limit=LLM)
+    yield handle, stage
+    handle.stop()
+
+
+class TestContract(AxisContract):
+    home_position = SIM.home_position
+
+    @pytest.fixture
+    def new_device(self, ioc):
+        return build
+
+
+@pytest.fixture
+def axis(ioc):
+    axis = build()
+    axis.connect()
+    yield axis
+    axis.close()
+
+
+def test_record_limits_narrow_the_configured_ones(ioc):
+    axis = build(low_limit=-50.0, high_limit=500.0)
+    with axis:
+        assert (axis.capabilities.low_limit, axis.capabilities.high_limit) == (-50.0, HLM)
+        with pytest.raises(LimitError, match="150"):
+            axis.start_move_to(150.0)
+
+
+def test_set_point_refused_by_the_record_is_a_limit_error_naming_lvio(ioc):
+    handle, _stage = ioc
+    axis = build(use_record_limits=False, low_limit=-200.0, high_limit=200.0)
+    with axis:
+        axis.move_to(10.0)
+        moves = handle.ioc.moves
+        with pytest.raises(LimitError, match=rf"{RECORD}\.LVIO"):
+            axis.move_to(150.0, timeout_s=2.0)
+        assert handle.ioc.moves == moves, "the record must not start a refused move"
+        assert axis.read_position() == pytest.approx(10.0, abs=1e-6)
+        assert float(axis._ca.get("val", fresh=True)) == pytest.approx(10.0)
+        axis.move_to(20.0)  # a valid set-point clears LVIO
+        assert int(axis._ca.get("lvio")) == 0
+
+
+def test_hardware_limit_switch_is_a_device_fault(ioc):
+    handle, _stage = ioc
+    axis = build()
+    with axis:
+        axis.move_to(0.0)
+        handle.ioc.hls_position = 40.0
+        try:
+            with pytest.raises(DeviceFaultError, match=rf"{RECORD}\.HLS"):
+                axis.move_to(80.0, timeout_s=2.0)
+            assert 40.0 <= axis.read_position() < 80.0
+        finally:
+            handle.ioc.hls_position = None
+        axis.move_to(0.0)
+        assert int(axis._ca.get("hls")) == 0
+
+
+def test_stop_mid_move_ends_the_status_and_resets_val(axis):
+    axis.move_to(-90.0)
+    axis.set_velocity(200.0)  # 180 deg: about 0.9 s
+    status = axis.start_move_to(90.0)
+    time.sleep(0.15)
+    assert int(axis._ca.get("movn")) == 1 and int(axis._ca.get("dmov")) == 0
+    start = time.monotonic()
+    axis.stop()
+    with pytest.raises(DeviceStateError, match="stopped"):
+        status.wait(1.0)
+    assert time.monotonic() - start < 0.3
+    here = axis.read_position()
+    assert -90.0 < here < 90.0
+    assert int(axis._ca.get("dmov")) == 1 and int(axis._ca.get("movn")) == 0
+    assert float(axis._ca.get("val", fresh=True)) == pytest.approx(here, abs=1e-6)
+
+
+def test_dmov_pulses_even_for_a_zero_length_move(axis):
+    axis.move_to(5.0)
+    seen: list[int] = []
+    back_to_1 = threading.Event()
+
+    def on_dmov(value=None, **_):
+        seen.append(int(value))
+        if seen[-2:] == [0, 1]:
+            back_to_1.set()
+
+    pv = axis._ca._pvs["dmov"]
+    index = pv.add_callback(on_dmov)
+    try:
+        start = time.monotonic()
+        axis.move_to(5.0)
+        took = time.monotonic() - start
+        assert back_to_1.wait(1.0), seen
+    finally:
+        pv.remove_callback(index)
+    assert 0.004 < took < 0.1, took
+
+
+def test_ioc_stopped_mid_move_fails_the_status_naming_the_pv():
+    record = "CT:DOOMED:m1"
+    handle, _ = start_motor_ioc(record, SPARE_PORT, SIM, high_limit=HLM, low_limit=LLM)
+    axis = build(record)
+    try:
+        axis.connect()
+        axis.set_velocity(50.0)  # 100 deg: 2 s
+        status = axis.start_move_to(100.0)
+        time.sleep(0.1)
+        handle.stop()
+        start = time.monotonic()
+        with pytest.raises(CommunicationError) as info:
+            status.wait(3.0)
+        assert time.monotonic() - start < 1.0
+        assert f"{record}." in str(info.value) and "rot" in str(info.value)
+    finally:
+        handle.stop()
+        try:
+            axis.close()
+        except CommunicationError:
+            pass
