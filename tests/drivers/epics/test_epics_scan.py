@@ -24,11 +24,11 @@ PORTS = {role: int(port) for role, port in (item.split("=") for item in os.envir
 
 @pytest.fixture
 def iocs():
-    tube_ioc, tube = start_ioc("CT:XRAY:", PORTS["scan_source"], SimulatedSourceOptions(
+    tube_ioc, tube = start_ioc("SCAN:XRAY:", PORTS["scan_source"], SimulatedSourceOptions(
         warmed_up=True, ramp_kv_per_s=1e4, ramp_ua_per_s=1e5))
-    rotation_ioc, _ = start_motor_ioc("CT:ROT:m1", PORTS["scan_rotation"], SimulatedAxisOptions(
+    rotation_ioc, _ = start_motor_ioc("SCAN:ROT:m1", PORTS["scan_rotation"], SimulatedAxisOptions(
         unit="deg", max_velocity=720.0, acceleration=1e5))
-    sample_ioc, _ = start_motor_ioc("CT:SMP:m2", PORTS["scan_sample_out"], SimulatedAxisOptions(
+    sample_ioc, _ = start_motor_ioc("SCAN:SMP:m2", PORTS["scan_sample_out"], SimulatedAxisOptions(
         unit="mm", max_velocity=100.0, acceleration=1e4), high_limit=100.0, low_limit=-100.0)
     yield tube
     for handle in (tube_ioc, rotation_ioc, sample_ioc):
@@ -37,6 +37,9 @@ def iocs():
 
 def test_full_scan_over_channel_access(iocs, tmp_path):
     data = tomllib.loads(files("microct.configs").joinpath("sim-epics.toml").read_text())
+    # names no other test's IOC serves: pyepics keeps one channel per PV name for the whole session
+    data["source"]["connection"] = "SCAN:XRAY:"
+    data["rotation"]["connection"], data["sample_out"]["connection"] = "SCAN:ROT:m1", "SCAN:SMP:m2"
     data["scan"].update(n_projections=12, exposure_s=0.01, n_darks=3, n_flats=3, settle_s=0.0, stable_hold_s=0.1,
                         sample_out_position_mm=5.0)
     config = parse_config(data)
