@@ -198,10 +198,9 @@ class IocHandle:
         self._thread.join(timeout_s)
 
 
-def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceOptions | None = None,
-              timeout_s: float = 5.0) -> tuple[IocHandle, SimulatedSource]:
-    """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one); returns (handle, tube)."""
-    source, ioc = _build(prefix, options)
+def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5.0) -> IocHandle:
+    """Serve ``pvdb`` on 127.0.0.1:``port`` (0: a free one) from a daemon thread; RuntimeError naming
+    ``name`` if it has not started within ``timeout_s``."""
     port = port or free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -209,7 +208,7 @@ def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceO
 
     async def main() -> None:
         holder["task"] = asyncio.current_task()
-        holder["context"] = context = _Context(ioc.pvdb, ["127.0.0.1"], port)  # in its loop (caproto needs it)
+        holder["context"] = context = _Context(pvdb, ["127.0.0.1"], port)  # in its loop (caproto needs it)
 
         async def hook(async_lib) -> None:
             started.set()
@@ -223,7 +222,7 @@ def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceO
         except asyncio.CancelledError:
             pass
         except Exception:
-            log.exception("EPICS IOC %r stopped on an error", prefix)
+            log.exception("EPICS IOC %r stopped on an error", name)
         finally:
             started.set()
             pending = asyncio.all_tasks(loop)
@@ -232,11 +231,18 @@ def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceO
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
-    thread = threading.Thread(target=run, name=f"epics-ioc {prefix}", daemon=True)
+    thread = threading.Thread(target=run, name=f"epics-ioc {name}", daemon=True)
     thread.start()
     if not started.wait(timeout_s) or "task" not in holder or not thread.is_alive():
-        raise RuntimeError(f"EPICS IOC {prefix!r} did not start within {timeout_s} s")
-    return IocHandle(holder["context"].port, prefix, loop, holder["task"], thread, holder["context"]), source
+        raise RuntimeError(f"EPICS IOC {name!r} did not start within {timeout_s} s")
+    return IocHandle(holder["context"].port, name, loop, holder["task"], thread, holder["context"])
+
+
+def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceOptions | None = None,
+              timeout_s: float = 5.0) -> tuple[IocHandle, SimulatedSource]:
+    """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one); returns (handle, tube)."""
+    source, ioc = _build(prefix, options)
+    return run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s), source
 
 
 def serve_forever(prefix: str = "CT:XRAY:", port: int = 5064, options: SimulatedSourceOptions | None = None) -> None:

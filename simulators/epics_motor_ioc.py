@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
-from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
-from microct.simulators.epics_ioc import IocHandle, _Context, free_port
 
 from microct.clock import Clock
 from microct.devices.axis import move_duration_s
+from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.epics_ioc import IocHandle, run_ioc_in_thread
 
 log = logging.getLogger("microct.simulators.epics_motor_ioc")
 
@@ -244,40 +243,6 @@ def start_motor_ioc(record: str = "CT:ROT:m1", port: int = 0, options: Simulated
     ``lls_position`` place simulated hardware limit switches (None: none).
     """
     axis, ioc = _build(record, options, high_limit, low_limit, hls_position, lls_position)
-    port = port or free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder: dict = {}
-
-    async def main() -> None:
-        holder["task"] = asyncio.current_task()
-        holder["context"] = context = _Context(ioc.pvdb, ["127.0.0.1"], port)
-
-        async def hook(async_lib) -> None:
-            started.set()
-
-        await context.run(startup_hook=hook)
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(main())
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("EPICS motor IOC %r stopped on an error", record)
-        finally:
-            started.set()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"epics-motor-ioc {record}", daemon=True)
-    thread.start()
-    if not started.wait(timeout_s) or "task" not in holder or not thread.is_alive():
-        raise RuntimeError(f"EPICS motor IOC {record!r} did not start within {timeout_s} s")
-    handle = IocHandle(holder["context"].port, record, loop, holder["task"], thread, holder["context"])
+    handle = run_ioc_in_thread(ioc.pvdb, record, port, timeout_s)
     handle.ioc = ioc  # type: ignore[attr-defined]  # for tests: move counter, switch positions
     return handle, axis
