@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microct.clock import Clock
-from microct.config import validation_message
+from microct.config import model_from_table, validation_message
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import ConfigurationError, LimitError, ProtocolError
 from microct.registry import DriverContext
@@ -326,23 +326,10 @@ MODELS: dict[str, TubeModel] = {
 }
 
 
-def _merged(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) \
-            else value
-    return out
-
-
 def tube_model(model: str, overrides: Mapping[str, Any] | None = None) -> TubeModel:
     """The table entry ``model`` with ``overrides`` replacing its fields one by one (focus modes by
     name, field by field). ConfigurationError naming the key and value for an unknown model or bad field."""
-    if model not in MODELS:
-        raise ConfigurationError(f"model={model!r} is not in the model table; known: {', '.join(MODELS)}")
-    try:
-        return TubeModel.model_validate(_merged(MODELS[model].model_dump(), overrides or {}))
-    except ValidationError as error:
-        raise ConfigurationError(f"model {model!r}: {validation_message(error, 'overrides.')}") from None
+    return model_from_table(MODELS, "model", model, overrides)
 
 
 # =====================================================================================================

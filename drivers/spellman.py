@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microct.clock import Clock
-from microct.config import validation_message
+from microct.config import model_from_table, validation_message
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import ConfigurationError, DeviceStateError, LimitError, ProtocolError
 from microct.registry import DriverContext
@@ -507,23 +507,10 @@ MODELS: dict[str, GeneratorModel] = {
 }
 
 
-def _merged(base: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) \
-            else value
-    return out
-
-
 def generator_model(model: str, overrides: Mapping[str, Any] | None = None) -> GeneratorModel:
     """The table entry ``model`` with ``overrides`` replacing its fields one by one (spot modes by name,
     field by field). ConfigurationError naming the key and value for an unknown model or a bad field."""
-    if model not in MODELS:
-        raise ConfigurationError(f"model={model!r} is not in the model table; known: {', '.join(MODELS)}")
-    try:
-        return GeneratorModel.model_validate(_merged(MODELS[model].model_dump(), overrides or {}))
-    except ValidationError as error:
-        raise ConfigurationError(f"model {model!r}: {validation_message(error, 'overrides.')}") from None
+    return model_from_table(MODELS, "model", model, overrides)
 
 
 def checksum_default(resource: str) -> bool:

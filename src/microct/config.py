@@ -13,7 +13,8 @@ from __future__ import annotations
 import tomllib
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,6 +22,7 @@ from microct.errors import ConfigurationError
 from microct.geometry import Geometry
 
 DEFAULT_CONFIG = "sim.toml"
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -111,6 +113,28 @@ def parse_config(data: dict[str, Any], origin: str = "config") -> ScanConfig:
         return ScanConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigurationError(f"{origin}: {validation_message(error)}") from None
+
+
+def deep_merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` applied key by key, nested tables merged rather than replaced."""
+    out = dict(base)
+    for key, value in changes.items():
+        nested = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = deep_merged(out[key], value) if nested else value
+    return out
+
+
+def model_from_table(table: Mapping[str, M], key: str, name: str, overrides: Mapping[str, Any] | None = None) -> M:
+    """The entry ``name`` of a driver's model table (``key`` names the option, e.g. "model" or "stage")
+    with ``overrides`` replacing its fields one by one; ConfigurationError naming the key and value for an
+    unknown name or a bad field."""
+    if name not in table:
+        raise ConfigurationError(f"{key}={name!r} is not in the model table; known: {', '.join(table)}")
+    entry = table[name]
+    try:
+        return type(entry).model_validate(deep_merged(entry.model_dump(), overrides or {}))
+    except ValidationError as error:
+        raise ConfigurationError(f"{key} {name!r}: {validation_message(error, 'overrides.')}") from None
 
 
 def load_config(path: str | Path | None = None) -> tuple[ScanConfig, str]:
