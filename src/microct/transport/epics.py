@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from microct.errors import CommunicationError, DeviceTimeoutError
@@ -109,17 +110,28 @@ class ChannelAccess:
             raise CommunicationError(f"{self.who}: PV {pv.pvname} is disconnected (IOC down or unreachable)")
         return pv
 
+    @contextmanager
+    def _channel_call(self, pv: Any, action: str) -> Iterator[None]:
+        """Turn pyepics' failures on a channel lost under our feet into a CommunicationError naming the PV.
+
+        A channel that drops between the ``connected`` check and the call makes pyepics raise its own
+        ChannelAccessException, or a bare KeyError (field type -1 looked up in its type map).
+        """
+        import epics.ca
+
+        try:
+            yield
+        except (epics.ca.ChannelAccessException, epics.ca.ChannelAccessGetFailure, KeyError) as error:
+            state = "connected" if pv.connected else "disconnected"
+            raise CommunicationError(f"{self.who}: {action} PV {pv.pvname} failed ({state}): {error!r}") from None
+
     # -- access ----------------------------------------------------------------------------------
     def get(self, key: str, *, as_string: bool = False, fresh: bool = False) -> Any:
         """The PV's value: the last monitor update if monitored (unless ``fresh``), else a read from the IOC."""
-        import epics.ca
-
         pv = self._pv(key)
         use_monitor = key in self.monitored and not fresh
-        try:
+        with self._channel_call(pv, "reading"):
             value = pv.get(as_string=as_string, use_monitor=use_monitor, timeout=self.timeout_s)
-        except (epics.ca.ChannelAccessException, epics.ca.ChannelAccessGetFailure) as error:  # lost mid-read
-            raise CommunicationError(f"{self.who}: reading PV {pv.pvname} failed: {error}") from None
         if value is None:
             if not pv.connected:
                 raise CommunicationError(f"{self.who}: PV {pv.pvname} disconnected while reading it")
@@ -133,14 +145,10 @@ class ChannelAccess:
         Without ``wait`` but with ``callback``: a put-callback write that returns at once and calls
         ``callback()`` when the IOC completes it (e.g. a long busy record).
         """
-        import epics.ca
-
         pv = self._pv(key)
         if not wait and callback is None:
-            try:
+            with self._channel_call(pv, f"writing {value!r} to"):
                 pv.put(value, wait=False)
-            except epics.ca.ChannelAccessException as error:
-                raise CommunicationError(f"{self.who}: writing {value!r} to PV {pv.pvname} failed: {error}") from None
             return
         done = threading.Event()
 
@@ -149,10 +157,8 @@ class ChannelAccess:
             if callback is not None:
                 callback()
 
-        try:
+        with self._channel_call(pv, f"writing {value!r} to"):
             pv.put(value, wait=False, callback=completed, use_complete=True)
-        except epics.ca.ChannelAccessException as error:
-            raise CommunicationError(f"{self.who}: writing {value!r} to PV {pv.pvname} failed: {error}") from None
         if not wait:
             return
         timeout = self.put_timeout_s if timeout_s is None else timeout_s

@@ -1,0 +1,43 @@
+"""ChannelAccess error mapping for a channel lost between the ``connected`` check and the CA call.
+
+The race was seen in CI: the IOC stopped, pyepics still reported the channel connected, and its
+``ca.put`` raised a bare ``KeyError: -1`` (field type of a dead channel) out of ``axis.close()``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from microct.errors import CommunicationError
+from microct.transport.epics import ChannelAccess
+
+
+class DyingPV:
+    """A pyepics-like PV that still says ``connected`` but whose CA calls fail as a dropped channel does."""
+
+    pvname = "CT:GONE:m1.STOP"
+    connected = True
+
+    def put(self, *_, **__):
+        raise KeyError(-1)
+
+    def get(self, *_, **__):
+        raise KeyError(-1)
+
+
+@pytest.fixture
+def channels():
+    ca = ChannelAccess({"stop": DyingPV.pvname}, who="axis 'rot'")
+    ca._pvs = {"stop": DyingPV()}
+    return ca
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_put_on_a_channel_dropped_mid_call_is_a_communication_error_naming_the_pv(channels, wait):
+    with pytest.raises(CommunicationError, match=r"axis 'rot'.*CT:GONE:m1\.STOP"):
+        channels.put("stop", 1, wait=wait)
+
+
+def test_get_on_a_channel_dropped_mid_call_is_a_communication_error_naming_the_pv(channels):
+    with pytest.raises(CommunicationError, match=r"reading PV CT:GONE:m1\.STOP"):
+        channels.get("stop")
