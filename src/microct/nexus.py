@@ -252,6 +252,16 @@ class NXtomoWriter:
             self.flush()
         return index
 
+    def set_pixel_mask(self, mask: np.ndarray) -> None:
+        """Write (or replace) ``instrument/detector/pixel_mask``: NeXus bits, bit 0 gap, bit 1 dead."""
+        mask = np.asarray(mask, dtype=np.uint32)
+        if mask.shape != self.header.frame_shape:
+            raise MicroCTError(f"pixel_mask: shape {mask.shape} differs from the file's {self.header.frame_shape}")
+        detector = self._file["entry/instrument/detector"]
+        if "pixel_mask" in detector:
+            del detector["pixel_mask"]
+        detector.create_dataset("pixel_mask", data=mask, compression="gzip")
+
     def log_reading(self, epoch_s: float, voltage_kv: float, current_ua: float, rotation_angle_deg: float) -> None:
         """Record tube and stage read-backs at a time (epoch s)."""
         for name, value in (("time", epoch_s - self.header.start_time), ("voltage", voltage_kv),

@@ -117,6 +117,7 @@ class Sequencer:
                 self._darks()
             if scan.return_to_start:
                 inst.rotation.move_to(scan.start_deg, scan.move_timeout_s)
+            self._record_pixel_mask()
             self.writer.close("complete", self.clock.time())
         except BaseException as error:
             with signals_deferred():
@@ -153,6 +154,10 @@ class Sequencer:
         if self.writer is not None:
             self._event(f"scan aborted: {reason}")
             try:
+                self._record_pixel_mask()
+            except Exception as failure:
+                log.critical("during abort, recording the pixel mask failed: %s", failure)
+            try:
                 self.writer.close("aborted", self.clock.time())
             except Exception as failure:
                 log.critical("during abort, closing %s failed: %s", self.output, failure)
@@ -174,6 +179,12 @@ class Sequencer:
             configuration_toml=self.config_text, source_name=source.name)
         self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
         self._event(f"scan started: {self.total} frames planned")
+
+    def _record_pixel_mask(self) -> None:
+        """The detector's mask of unusable pixels, as known at the end (it may learn them from frames)."""
+        mask = self.instruments.detector.pixel_mask
+        if mask is not None and mask.shape == self.instruments.detector.shape:
+            self.writer.set_pixel_mask(mask)
 
     def _check_interlock(self) -> None:
         if not self.instruments.source.read_interlock_closed():

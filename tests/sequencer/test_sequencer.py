@@ -135,3 +135,20 @@ def test_tube_is_left_off_and_stage_returned(make_scan, mocker):
     mocker.patch.object(inst.rotation, "close", side_effect=lambda: states.append(inst.rotation.read_position()))
     run_scan(config, inst, out)
     assert states == [SourceState.STANDBY, pytest.approx(0.0)]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_detectors_pixel_mask_is_written_also_when_the_scan_aborts(make_scan, mocker, fail):
+    config, instruments, out = make_scan()
+    mask = np.zeros(instruments.detector.capabilities.shape, np.uint32)
+    mask[5, :] = 1  # a module gap row
+    mask[10, 20] = 2  # a dead pixel
+    instruments.detector._pixel_mask = mask  # as a driver that learns its mask from the frames sets it
+    if fail:
+        mocker.patch.object(instruments.rotation, "start_move_to", side_effect=RuntimeError("stage lost"))
+        with pytest.raises(Exception, match="stage lost"):
+            run_scan(config, instruments, out)
+    else:
+        run_scan(config, instruments, out)
+    np.testing.assert_array_equal(read(out, "entry/instrument/detector/pixel_mask"), mask)
+    assert read(out, "entry/logs/status") == ("aborted" if fail else "complete")

@@ -84,6 +84,13 @@ class Detector(Device):
         self._exposure_s = capabilities.exposure_range_s[0]
         self._binning = 1
         self._trigger_mode = capabilities.trigger_modes[0]
+        self._pixel_mask: np.ndarray | None = None
+
+    @property
+    def pixel_mask(self) -> np.ndarray | None:
+        """Pixels the detector reports unusable, as NeXus ``NXdetector/pixel_mask`` (uint32, frame
+        shape; bit 0 gap, bit 1 dead); None if the detector reports none."""
+        return self._pixel_mask
 
     @property
     def exposure_s(self) -> float:

@@ -6,7 +6,8 @@ import os
 
 from microct.simulators.epics_ioc import free_port
 
-ROLES = ("source", "source_spare", "motor", "motor_spare", "scan_source", "scan_rotation", "scan_sample_out")
+ROLES = ("source", "source_spare", "motor", "motor_spare", "scan_source", "scan_rotation", "scan_sample_out",
+         "fidelity", "ad", "ad_spare", "beamline")
 ports: list[int] = []
 while len(ports) < len(ROLES):
     port = free_port()
