@@ -3,8 +3,7 @@
 The tube model is ``SimulatedSource`` (real clock): puts call its public methods, and
 a 10 Hz scan copies its read-backs into the ``*_RBV`` PVs (every action also copies
 them at once, so a put-callback completes with the read-backs already updated).
-``start_ioc(prefix)`` runs it in a background thread on 127.0.0.1 and a free port;
-``serve_forever(prefix, port)`` runs it in the foreground.
+``start_ioc(prefix)`` runs it in a background thread on 127.0.0.1 and a free port.
 """
 
 from __future__ import annotations
@@ -168,7 +167,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError("no port free for both TCP and UDP")
 
 
-def _build(prefix: str, options: SimulatedSourceOptions | None) -> tuple[SimulatedSource, PVGroup]:
+def build(prefix: str, options: SimulatedSourceOptions | None = None) -> tuple[SimulatedSource, PVGroup]:
+    """The tube model and its PV group (not served yet)."""
     source = SimulatedSource("epics-ioc", options or SimulatedSourceOptions(), clock=Clock())
     source.connect()
     return source, make_ioc_class(tuple(source.capabilities.spot_modes))(prefix=prefix, source=source)
@@ -241,19 +241,5 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
 def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceOptions | None = None,
               timeout_s: float = 5.0) -> tuple[IocHandle, SimulatedSource]:
     """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one); returns (handle, tube)."""
-    source, ioc = _build(prefix, options)
+    source, ioc = build(prefix, options)
     return run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s), source
-
-
-def serve_forever(prefix: str = "CT:XRAY:", port: int = 5064, options: SimulatedSourceOptions | None = None) -> None:
-    """Run the IOC in the foreground on 127.0.0.1:``port`` until interrupted."""
-    _source, ioc = _build(prefix, options)
-    log.info("EPICS X-ray source IOC %r on 127.0.0.1:%d", prefix, port)
-
-    async def main() -> None:
-        await _Context(ioc.pvdb, ["127.0.0.1"], port).run()
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

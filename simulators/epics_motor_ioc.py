@@ -1,7 +1,10 @@
 """A Channel Access IOC (caproto) serving a subset of the EPICS motor record, driving a SimulatedAxis.
 
 Fields of the record ``RECORD`` (e.g. ``CT:ROT:m1``), as in shared/protocols/epics-motor-record.md:
-``.VAL .RBV .DMOV .MOVN .VELO .VMAX .ACCL .HLM .LLM .STOP .HOMF .HOMR .MSTA .LVIO .HLS .LLS .EGU``.
+``.VAL .RBV .DMOV .MOVN .VELO .VMAX .ACCL .HLM .LLM .STOP .HOMF .HOMR .MSTA .LVIO .HLS .LLS .EGU .TDIR``,
+and, so that ophyd's ``EpicsMotor`` and pyepics' ``epics.Motor`` connect, ``.RTYP`` (``motor``),
+``.DESC``, ``.PREC`` and the user/dial calibration fields ``.OFF .DIR .FOFF .SET`` at the record's
+defaults (user = dial: read-only here, a write is refused with a Channel Access error).
 
 Behaviour copied from the real record (what ophyd / pyepics clients rely on):
 
@@ -12,6 +15,13 @@ Behaviour copied from the real record (what ophyd / pyepics clients rely on):
 - a set-point outside ``LLM``..``HLM`` (checked only when ``HLM`` > ``LLM``) is refused: ``LVIO``
   becomes 1, nothing moves, ``VAL`` keeps its old value, ``DMOV`` still pulses; a valid set-point
   clears ``LVIO``;
+- ``VAL`` and ``RBV`` report ``LLM``/``HLM`` as their control and display limits (the record's
+  ``get_control_double``; ophyd's ``EpicsMotor`` takes its soft limits from them), updated when
+  ``HLM``/``LLM`` change; they never refuse a value (an out-of-range set-point is answered by
+  ``LVIO``, not by a Channel Access error);
+- ``TDIR`` is the direction of the last move (1 positive), which ophyd reads to pick the limit switch;
+- ``ACCL`` (seconds to reach ``VELO``) is kept when ``VELO`` changes: the stage's acceleration
+  becomes ``VELO / ACCL``;
 - ``STOP`` = 1 halts the axis; the pending ``VAL`` put completes with ``VAL`` reset to ``RBV``;
 - ``HOMF`` / ``HOMR`` = 1 runs the axis' homing move; the field is cleared and its put completes
   when it is done;
@@ -19,16 +29,19 @@ Behaviour copied from the real record (what ophyd / pyepics clients rely on):
   there and sets ``HLS`` / ``LLS`` (and the MSTA bits).
 
 The stage model is ``SimulatedAxis`` (real Clock); its own soft limits are not used (the record's
-``HLM``/``LLM`` are). ``start_motor_ioc(record)`` runs the IOC in a background thread on 127.0.0.1.
+``HLM``/``LLM`` are). ``start_motor_ioc(record)`` runs the IOC in a background thread on 127.0.0.1;
+``start_motor_iocs(records)`` serves several records, each with its own stage, from one IOC.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
+import caproto.server.common as caproto_server_common
 from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import PVGroup, PvpropertyDouble, PvpropertyInteger, pvproperty
 
 from microct.clock import Clock
 from microct.devices.axis import move_duration_s
@@ -42,9 +55,7 @@ RBV_PERIOD_S = 0.05
 MIN_MOVE_S = 0.005
 """Shortest move: DMOV always pulses 1→0→1 over a visible time (see shared/notes, ophyd race)."""
 
-FLUSH_S = 0.002
-"""Pause before a put completes, so that the monitor updates go out first, as from the real record
-(caproto queues monitor updates but sends the put-completion at once)."""
+FLUSH_MARGIN_S = 0.002
 
 # MSTA bits (shared/protocols/epics-motor-record.md)
 MSTA_DIRECTION, MSTA_DONE, MSTA_PLUS_LS, MSTA_HOMELS = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -53,26 +64,69 @@ MSTA_PROBLEM, MSTA_MOVING, MSTA_GAIN_SUPPORT, MSTA_COMM_ERR = 1 << 9, 1 << 10, 1
 MSTA_MINUS_LS, MSTA_HOMED = 1 << 13, 1 << 14
 
 
+class _FlushedPut:
+    """A client's put completes only after the monitor updates it caused have gone out, as from the
+    real record. caproto sends the put-completion at once but holds monitor updates for up to its
+    batching window (``CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC``, default 10 ms, read when caproto is
+    imported); pyepics' ``epics.Motor`` reads ``LVIO``/``HLS``/``VAL``/``HLM`` from its monitors as
+    soon as a put-callback completes."""
+
+    async def auth_write(self, *args, **kwargs):
+        result = await super().auth_write(*args, **kwargs)
+        await asyncio.sleep(caproto_server_common.HIGH_LOAD_TIMEOUT + FLUSH_MARGIN_S)
+        return result
+
+
+class FieldDouble(_FlushedPut, PvpropertyDouble):
+    """A writable DOUBLE field of the record."""
+
+
+class FieldInteger(_FlushedPut, PvpropertyInteger):
+    """A writable LONG field of the record."""
+
+
+class PositionData(FieldDouble):
+    """``VAL`` / ``RBV``: control limits are reported (``HLM``/``LLM``) but, as on the record, not
+    enforced by the Channel Access server."""
+
+    async def verify_value(self, value):
+        return await self.putter(self, value) if self.putter is not None else value
+
+
+def _constant_enum(field: str, strings: tuple[str, ...]) -> pvproperty:
+    """A read-only enum field fixed at its first string (the record's default)."""
+    return pvproperty(name=field, value=strings[0], enum_strings=strings, dtype=ChannelType.ENUM, read_only=True)
+
+
 class MotorRecordIOC(PVGroup):
     """The motor-record subset; ``prefix`` is the record name (fields are ``prefix + '.FIELD'``)."""
 
-    VAL = pvproperty(name=".VAL", value=0.0, precision=4, doc="user set-point; put-callback completes at move end")
-    RBV = pvproperty(name=".RBV", value=0.0, precision=4, read_only=True)
+    VAL = pvproperty(name=".VAL", value=0.0, precision=4, dtype=PositionData,
+                     doc="user set-point; put-callback completes at move end")
+    RBV = pvproperty(name=".RBV", value=0.0, precision=4, dtype=PositionData, read_only=True)
     DMOV = pvproperty(name=".DMOV", value=1, read_only=True)
     MOVN = pvproperty(name=".MOVN", value=0, read_only=True)
-    VELO = pvproperty(name=".VELO", value=1.0, precision=4)
-    VMAX = pvproperty(name=".VMAX", value=1.0, precision=4)
-    ACCL = pvproperty(name=".ACCL", value=0.1, precision=4, doc="seconds to reach VELO")
-    HLM = pvproperty(name=".HLM", value=0.0, precision=4)
-    LLM = pvproperty(name=".LLM", value=0.0, precision=4)
-    STOP = pvproperty(name=".STOP", value=0)
-    HOMF = pvproperty(name=".HOMF", value=0)
-    HOMR = pvproperty(name=".HOMR", value=0)
+    VELO = pvproperty(name=".VELO", value=1.0, precision=4, dtype=FieldDouble)
+    VMAX = pvproperty(name=".VMAX", value=1.0, precision=4, dtype=FieldDouble)
+    ACCL = pvproperty(name=".ACCL", value=0.1, precision=4, dtype=FieldDouble, doc="seconds to reach VELO")
+    HLM = pvproperty(name=".HLM", value=0.0, precision=4, dtype=FieldDouble)
+    LLM = pvproperty(name=".LLM", value=0.0, precision=4, dtype=FieldDouble)
+    STOP = pvproperty(name=".STOP", value=0, dtype=FieldInteger)
+    HOMF = pvproperty(name=".HOMF", value=0, dtype=FieldInteger)
+    HOMR = pvproperty(name=".HOMR", value=0, dtype=FieldInteger)
     MSTA = pvproperty(name=".MSTA", value=MSTA_DONE | MSTA_PRESENT, read_only=True)
     LVIO = pvproperty(name=".LVIO", value=0, read_only=True)
     HLS = pvproperty(name=".HLS", value=0, read_only=True)
     LLS = pvproperty(name=".LLS", value=0, read_only=True)
     EGU = pvproperty(name=".EGU", value="deg", dtype=ChannelType.STRING, read_only=True)
+    TDIR = pvproperty(name=".TDIR", value=0, read_only=True, doc="direction of the last move: 1 positive")
+    RTYP = pvproperty(name=".RTYP", value="motor", dtype=ChannelType.STRING, read_only=True)
+    DESC = pvproperty(name=".DESC", value="simulated stage", dtype=ChannelType.STRING, read_only=True)
+    PREC = pvproperty(name=".PREC", value=4, read_only=True)
+    OFF = pvproperty(name=".OFF", value=0.0, precision=4, read_only=True)
+    DIR = _constant_enum(".DIR", ("Pos", "Neg"))
+    FOFF = _constant_enum(".FOFF", ("Variable", "Frozen"))
+    SET = _constant_enum(".SET", ("Use", "Set"))
 
     def __init__(self, *args, axis: SimulatedAxis, high_limit: float, low_limit: float,
                  hls_position: float | None = None, lls_position: float | None = None, **kwargs) -> None:
@@ -99,7 +153,7 @@ class MotorRecordIOC(PVGroup):
         msta |= (MSTA_PLUS_LS if hls else 0) | (MSTA_MINUS_LS if lls else 0)
         msta |= (MSTA_HOMED if self._homed else 0) | (MSTA_PROBLEM if problem else 0)
         await self.RBV.write(here)
-        for pv, value in ((self.HLS, hls), (self.LLS, lls), (self.MSTA, msta)):
+        for pv, value in ((self.HLS, hls), (self.LLS, lls), (self.MSTA, msta), (self.TDIR, int(self._direction > 0))):
             if pv.value != value:
                 await pv.write(value)
 
@@ -107,8 +161,9 @@ class MotorRecordIOC(PVGroup):
         return ((self._direction > 0 and self.hls_position is not None and here >= self.hls_position)
                 or (self._direction < 0 and self.lls_position is not None and here <= self.lls_position))
 
-    async def _run_move(self, target: float | None) -> float:
-        """Move to ``target`` (None: home) with the DMOV/MOVN/RBV sequence; returns the end position."""
+    async def _run_move(self, target: float | None) -> None:
+        """Move to ``target`` (None: home) with the DMOV/MOVN/RBV sequence; homed or stopped, ``VAL``
+        becomes the end position (before ``DMOV`` = 1, as the record posts it)."""
         self._generation += 1
         generation = self._generation
         if self._wake is not None:
@@ -146,17 +201,24 @@ class MotorRecordIOC(PVGroup):
         if loop.time() < began + MIN_MOVE_S:  # keep DMOV low for a visible time
             await asyncio.sleep(MIN_MOVE_S)
         if generation != self._generation:
-            return axis.read_position()  # superseded: the newer move owns DMOV
+            return  # superseded: the newer move owns DMOV and VAL
         if target is None and not self._stopped:
             self._homed = True
+        if target is None or self._stopped:
+            await self.VAL.write(axis.read_position(), verify_value=False)
         await self.MOVN.write(0)
         await self._post_status(moving=False)
         await self.DMOV.write(1)
-        await asyncio.sleep(FLUSH_S)
-        return axis.read_position()
 
     def _limits_enabled(self) -> bool:
         return self.HLM.value > self.LLM.value
+
+    async def _post_limits(self, low: float, high: float) -> None:
+        """Report the soft limits as ``VAL``/``RBV`` control and display limits (before the new
+        ``HLM``/``LLM`` value is posted, so a client re-reading them on that monitor sees them)."""
+        for pv in (self.VAL, self.RBV):
+            await pv.write_metadata(lower_ctrl_limit=low, upper_ctrl_limit=high, lower_disp_limit=low,
+                                    upper_disp_limit=high)
 
     # -- fields --------------------------------------------------------------------------------------
     @DMOV.startup
@@ -178,12 +240,12 @@ class MotorRecordIOC(PVGroup):
             await self.DMOV.write(0)  # the record still processes: DMOV pulses
             await asyncio.sleep(MIN_MOVE_S)
             await self.DMOV.write(1)
-            await asyncio.sleep(FLUSH_S)
             return instance.value  # refused: VAL keeps its old value
         if self.LVIO.value:
             await self.LVIO.write(0)
-        here = await self._run_move(float(value))
-        return here if self._stopped else value  # stopped: the record resets VAL to RBV
+        await self.VAL.write(float(value), verify_value=False)  # posted as the move starts, as by the record
+        await self._run_move(float(value))
+        return self.VAL.value  # the set-point; RBV if stopped; a newer move's set-point if superseded
 
     @STOP.putter
     async def STOP(self, instance, value):
@@ -198,8 +260,7 @@ class MotorRecordIOC(PVGroup):
         if value:
             if self.LVIO.value:
                 await self.LVIO.write(0)
-            here = await self._run_move(None)
-            await self.VAL.write(here, verify_value=False)
+            await self._run_move(None)
         return 0
 
     @HOMF.putter
@@ -210,39 +271,63 @@ class MotorRecordIOC(PVGroup):
     async def HOMR(self, instance, value):
         return await self._home(instance, value)
 
+    @HLM.putter
+    async def HLM(self, instance, value):
+        await self._post_limits(self.LLM.value, value)
+        return value
+
+    @LLM.putter
+    async def LLM(self, instance, value):
+        await self._post_limits(value, self.HLM.value)
+        return value
+
     @VELO.putter
     async def VELO(self, instance, value):
         top = self.axis.capabilities.max_velocity
         value = min(max(float(value), top * 1e-6), top)  # VBAS ≤ VELO ≤ VMAX: clamped, as the record does
         self.axis.set_velocity(value)
-        await self.ACCL.write(value / self.axis.options.acceleration, verify_value=False)
+        self.axis.options.acceleration = value / self.ACCL.value  # the record keeps ACCL (s to reach VELO)
         return value
 
     @ACCL.putter
     async def ACCL(self, instance, value):
-        if value > 0:
-            self.axis.options.acceleration = self.axis.velocity / float(value)
+        value = float(value) if value > 0 else 0.1  # the record replaces ACCL <= 0 by 0.1
+        self.axis.options.acceleration = self.axis.velocity / value
         return value
 
 
-def _build(record: str, options: SimulatedAxisOptions | None, high_limit: float, low_limit: float,
-           hls_position: float | None, lls_position: float | None) -> tuple[SimulatedAxis, MotorRecordIOC]:
+def build(record: str, options: SimulatedAxisOptions | None = None, *, high_limit: float = 360.0,
+          low_limit: float = -360.0, hls_position: float | None = None,
+          lls_position: float | None = None) -> MotorRecordIOC:
+    """A motor-record PV group driving a new SimulatedAxis (``ioc.axis``); not served yet."""
     opts = (options or SimulatedAxisOptions()).model_copy(update={"low_limit": None, "high_limit": None})
     axis = SimulatedAxis("epics-motor-ioc", opts, clock=Clock())
     axis.connect()
-    return axis, MotorRecordIOC(prefix=record, axis=axis, high_limit=high_limit, low_limit=low_limit,
-                                hls_position=hls_position, lls_position=lls_position)
+    return MotorRecordIOC(prefix=record, axis=axis, high_limit=high_limit, low_limit=low_limit,
+                          hls_position=hls_position, lls_position=lls_position)
+
+
+def start_motor_iocs(records: Sequence[str], port: int = 0, options: SimulatedAxisOptions | None = None, *,
+                     high_limit: float = 360.0, low_limit: float = -360.0, hls_position: float | None = None,
+                     lls_position: float | None = None, timeout_s: float = 5.0
+                     ) -> tuple[IocHandle, dict[str, MotorRecordIOC]]:
+    """Serve several motor records from one IOC (a daemon thread on 127.0.0.1, ``port`` 0: a free one),
+    each driving its own SimulatedAxis (``ioc.axis``); returns (handle, {record: ioc}).
+
+    ``high_limit``/``low_limit`` are each record's initial ``HLM``/``LLM``; ``hls_position`` /
+    ``lls_position`` place simulated hardware limit switches (None: none).
+    """
+    iocs = {record: build(record, options, high_limit=high_limit, low_limit=low_limit, hls_position=hls_position,
+                          lls_position=lls_position) for record in records}
+    pvdb = {name: pv for ioc in iocs.values() for name, pv in ioc.pvdb.items()}
+    return run_ioc_in_thread(pvdb, " ".join(records), port, timeout_s), iocs
 
 
 def start_motor_ioc(record: str = "CT:ROT:m1", port: int = 0, options: SimulatedAxisOptions | None = None, *,
                     high_limit: float = 360.0, low_limit: float = -360.0, hls_position: float | None = None,
                     lls_position: float | None = None, timeout_s: float = 5.0) -> tuple[IocHandle, SimulatedAxis]:
-    """Run the motor IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one); returns (handle, axis).
-
-    ``high_limit``/``low_limit`` are the record's initial ``HLM``/``LLM``; ``hls_position`` /
-    ``lls_position`` place simulated hardware limit switches (None: none).
-    """
-    axis, ioc = _build(record, options, high_limit, low_limit, hls_position, lls_position)
-    handle = run_ioc_in_thread(ioc.pvdb, record, port, timeout_s)
-    handle.ioc = ioc  # type: ignore[attr-defined]  # for tests: move counter, switch positions
-    return handle, axis
+    """One motor record (``start_motor_iocs``); returns (handle, axis), the record's IOC as ``handle.ioc``."""
+    handle, iocs = start_motor_iocs([record], port, options, high_limit=high_limit, low_limit=low_limit,
+                                    hls_position=hls_position, lls_position=lls_position, timeout_s=timeout_s)
+    handle.ioc = iocs[record]  # type: ignore[attr-defined]  # for tests: move counter, switch positions
+    return handle, handle.ioc.axis

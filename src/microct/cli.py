@@ -135,21 +135,23 @@ def _serve_epics(args: argparse.Namespace, options: dict) -> int:
     from pydantic import ValidationError
 
     from microct.config import validation_message
-    from microct.simulators.epics_ioc import start_ioc
+    from microct.simulators.epics_beamline import DETECTOR, ROTATION, SAMPLE_OUT, SOURCE, start_beamline
     from microct.simulators.source import SimulatedSourceOptions
 
     try:
         tube = SimulatedSourceOptions(**options)
     except ValidationError as error:
         raise ConfigurationError(f"sim serve epics: {validation_message(error, '-O ')}") from None
-    handle, _ = start_ioc(args.prefix, args.tcp or 0, tube)
-    print(f"{args.prefix} 127.0.0.1:{handle.port}", flush=True)
-    console.print(f"EPICS X-ray source IOC, PV prefix {args.prefix!r}, on 127.0.0.1:{handle.port}; clients set "
-                  f"EPICS_CA_ADDR_LIST=127.0.0.1:{handle.port} EPICS_CA_AUTO_ADDR_LIST=NO. Ctrl-C stops it")
+    beamline = start_beamline(args.prefix, args.tcp or 0, source=tube)
+    port = beamline.handle.port
+    print(f"{args.prefix} 127.0.0.1:{port}", flush=True)
+    names = ", ".join(args.prefix + name for name in (SOURCE, ROTATION, SAMPLE_OUT, DETECTOR))
+    console.print(f"EPICS CT simulator ({names}) on 127.0.0.1:{port}; clients set EPICS_CA_ADDR_LIST=127.0.0.1:"
+                  f"{port} EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_MAX_ARRAY_BYTES=10000000. Ctrl-C stops it")
     try:
         _wait_for_stop()
     finally:
-        handle.stop()
+        beamline.stop()
     return 0
 
 
@@ -231,13 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Serve a simulated device's protocol on a new pseudo-terminal "
                                            "(default; prints the device path) or on a TCP port of 127.0.0.1 "
                                            "(prints the socket:// URL), until Ctrl-C or SIGTERM.")
-    serve.add_argument("name", help="the device simulator: hamamatsu, zaber, spellman, pi, or epics (a "
-                                    "Channel Access IOC of the X-ray source's PVs)")
+    serve.add_argument("name", help="the device simulator: hamamatsu, zaber, spellman, pi, camserver, dexela, "
+                                    "or epics (one Channel Access IOC serving a whole simulated CT: tube, two "
+                                    "motor records, areaDetector; -O options go to its tube)")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
     where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: a free port; for "
                                                                 "epics, the Channel Access server port)")
-    serve.add_argument("--prefix", default="CT:XRAY:", help="PV prefix of the epics IOC (default CT:XRAY:)")
+    serve.add_argument("--prefix", default="CT:", help="PV prefix of the epics simulator: it serves PREFIX+XRAY: (tube), "
+                                                       "PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
+                                                       "PREFIX+DET1: (areaDetector); default CT:")
     serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a simulator option (repeatable), e.g. -O model=L12161-07")
     serve.set_defaults(func=cmd_sim_serve)

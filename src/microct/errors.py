@@ -29,6 +29,10 @@ class ProtocolError(MicroCTError):
     """A device answered something the protocol does not allow (a bad or error reply)."""
 
 
+class FrameLostError(ProtocolError):
+    """A detector made a frame that never reached us (dropped by a plugin, a queue, the network)."""
+
+
 class DeviceStateError(MicroCTError):
     """The device is not in a state that allows the request (not connected, warm-up needed)."""
 

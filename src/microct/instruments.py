@@ -94,6 +94,10 @@ def check_scan(config: ScanConfig, instruments: Instruments) -> None:
         instruments.detector.capabilities.check_exposure(scan.exposure_s, who="scan")
     except LimitError as error:
         raise ConfigurationError(str(error)) from None
+    if instruments.detector.writes_own_files and scan.frames_averaged > 1:
+        raise ConfigurationError(f"scan.frames_averaged={scan.frames_averaged}: detector "
+                                 f"{instruments.detector.name!r} writes its frames to its own file, so they "
+                                 f"cannot be averaged here; allowed: 1 (or let the driver pull the pixels)")
     if scan.binning not in instruments.detector.capabilities.binnings:
         raise ConfigurationError(f"scan.binning={scan.binning}: the detector allows "
                                  f"{list(instruments.detector.capabilities.binnings)}")

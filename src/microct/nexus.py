@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from microct import __version__
+from microct.devices.detector import FrameFile
 from microct.errors import MicroCTError
 from microct.geometry import CONVENTIONS, Geometry
 
@@ -63,6 +64,8 @@ class ScanHeader:
     focal_spot_size_um: float
     configuration_toml: str
     source_name: str = "source"
+    frames_linked: bool = False
+    """Frames stay in the detector's own HDF5 file; ``data`` is an external link to it."""
 
 
 @dataclass(frozen=True)
@@ -160,9 +163,14 @@ class NXtomoWriter:
 
         detector = _group(instrument, "detector", "NXdetector")
         rows, cols = h.frame_shape
-        self._data = detector.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
-                                             dtype=np.uint16, chunks=(1, rows, cols))
-        self._data.attrs["interpretation"] = "image"
+        self._detector = detector
+        self._linked_to: tuple[str, str] | None = None
+        if h.frames_linked:
+            self._data = None  # an external link, made at the first frame
+        else:
+            self._data = detector.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
+                                                 dtype=np.uint16, chunks=(1, rows, cols))
+            self._data.attrs["interpretation"] = "image"
         self._capacity = 0
         _field(detector, "x_pixel_size", h.pixel_pitch_um * 1e-6, "m")
         _field(detector, "y_pixel_size", h.pixel_pitch_um * 1e-6, "m")
@@ -219,9 +227,10 @@ class NXtomoWriter:
         }
         self._event_series["time"].dataset.attrs["start"] = start_iso
 
-        nxdata = _group(entry, "data", "NXdata")
+        self._nxdata = nxdata = _group(entry, "data", "NXdata")
         nxdata.attrs.update({"signal": "data", "axes": [".", ".", "."]})
-        nxdata["data"] = self._data
+        if self._data is not None:
+            nxdata["data"] = self._data
         nxdata["rotation_angle"] = self._frame_series["rotation_angle"].dataset
         nxdata["image_key"] = self._frame_series["image_key"].dataset
 
@@ -239,6 +248,29 @@ class NXtomoWriter:
             self._data.id.write_direct_chunk((index, 0, 0), frame)
         except OSError as error:
             raise MicroCTError(f"writing frame {index} to {self.path} failed: {error}") from None
+        return self._record(index, info)
+
+    def append_linked(self, file: FrameFile, info: FrameInfo) -> int:
+        """Record a frame the detector wrote to its own HDF5 file (``header.frames_linked``).
+
+        Frame i of this file must be frame i of one detector file: ``data`` (and ``/entry/data/data``)
+        is an HDF5 external link to that file's dataset. MicroCTError if the frames do not line up.
+        """
+        index = self.frames_written
+        if not self.header.frames_linked:
+            raise MicroCTError(f"frame {index}: this file stores pixels; it was not opened for linked frames")
+        target = (str(file.path), file.dataset)
+        if self._linked_to is None:
+            self._detector["data"] = h5py.ExternalLink(*target)
+            self._nxdata["data"] = h5py.ExternalLink(*target)
+            self._detector.attrs["data_file"] = target[0]
+            self._linked_to = target
+        if target != self._linked_to or file.index != index:
+            raise MicroCTError(f"frame {index}: the detector wrote it as frame {file.index} of {target[0]}:"
+                               f"{target[1]}, expected frame {index} of {self._linked_to[0]}:{self._linked_to[1]}")
+        return self._record(index, info)
+
+    def _record(self, index: int, info: FrameInfo) -> int:
         relative_t = info.start_time - self.header.start_time
         values = {"image_key": info.image_key, "image_key_control": info.image_key,
                   "count_time": info.count_time_s, "sequence_number": index, "start_time": relative_t,
@@ -278,7 +310,7 @@ class NXtomoWriter:
         for series in (*self._frame_series.values(), *self._reading_series.values(),
                        *self._event_series.values()):
             series.flush()
-        if self._capacity != self.frames_written:
+        if self._data is not None and self._capacity != self.frames_written:
             self._capacity = self.frames_written
             self._data.resize(self._capacity, axis=0)
         self._file.flush()

@@ -176,7 +176,8 @@ class Sequencer:
             geometry=self.config.geometry, voltage_kv=scan.voltage_kv, current_ua=scan.current_ua,
             focal_spot_mode=scan.spot_mode,
             focal_spot_size_um=spot.spot_size_at_um(scan.voltage_kv * scan.current_ua / 1000.0),
-            configuration_toml=self.config_text, source_name=source.name)
+            configuration_toml=self.config_text, source_name=source.name,
+            frames_linked=detector.writes_own_files)
         self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
         self._event(f"scan started: {self.total} frames planned")
 
@@ -248,8 +249,8 @@ class Sequencer:
         self.instruments.source.beam_off()
         angle = self.instruments.rotation.read_position()
         for _ in range(self.scan.n_darks):
-            frame, start = self._take()
-            self._write(frame, "dark", angle, start, 0.0, 0.0)
+            frame = self._take()
+            self._write(frame, "dark", angle, 0.0, 0.0)
 
     def _flats(self) -> None:
         sample_out, scan = self.instruments.sample_out, self.scan
@@ -264,8 +265,8 @@ class Sequencer:
         self._skip()
         angle = self.instruments.rotation.read_position()
         for _ in range(scan.n_flats):
-            frame, start = self._take()
-            self._write(frame, "flat", angle, start, *self._tube_readbacks(), x_mm=scan.sample_out_position_mm)
+            frame = self._take()
+            self._write(frame, "flat", angle, *self._tube_readbacks(), x_mm=scan.sample_out_position_mm)
         sample_out.move_to(sample_in, scan.move_timeout_s)
 
     def _projections(self) -> None:
@@ -278,24 +279,24 @@ class Sequencer:
             self.clock.sleep(scan.settle_s)
             self._skip()
             angle = rotation.read_position()
-            frame, start = self._take()
+            frame = self._take()
             kv, ua = self._tube_readbacks()
             if i + 1 < len(angles):
                 move = rotation.start_move_to(angles[i + 1])  # moves while the frame is written
-            self._write(frame, "projection", angle, start, kv, ua)
+            self._write(frame, "projection", angle, kv, ua)
 
     # -- frames -------------------------------------------------------------------------------------
     def _skip(self) -> None:
         if self.scan.frames_skipped:
-            self.instruments.detector.acquire(self.scan.frames_skipped)
+            self.instruments.detector.skip(self.scan.frames_skipped)
 
-    def _take(self) -> tuple[np.ndarray, float]:
-        """One (averaged) frame and its start time (epoch s)."""
+    def _take(self) -> Frame:
+        """One frame, or the mean of ``frames_averaged`` (timestamp: the first one's start, epoch s)."""
         frames: list[Frame] = self.instruments.detector.acquire(self.scan.frames_averaged)
         if len(frames) == 1:
-            return frames[0].data, frames[0].timestamp
+            return frames[0]
         mean = np.mean([f.data for f in frames], axis=0, dtype=np.float64)
-        return np.rint(mean).astype(np.uint16), frames[0].timestamp
+        return Frame(np.rint(mean).astype(np.uint16), frames[0].frame_number, frames[0].timestamp)
 
     def _tube_readbacks(self) -> tuple[float, float]:
         """Measured (kV, µA); DeviceFaultError if the beam has dropped (arc, interlock)."""
@@ -308,18 +309,23 @@ class Sequencer:
                 raise error(f"source: beam dropped during the scan (state {state.value!r})")
         return kv, ua
 
-    def _write(self, frame: np.ndarray, kind: str, angle: float, start: float, kv: float, ua: float,
-               x_mm: float = 0.0) -> None:
-        index = self.writer.append(frame, FrameInfo(IMAGE_KEYS[kind], angle, self.scan.exposure_s, start, kv, ua,
-                                                    x_mm))
+    def _write(self, frame: Frame, kind: str, angle: float, kv: float, ua: float, x_mm: float = 0.0) -> None:
+        info = FrameInfo(IMAGE_KEYS[kind], angle, self.scan.exposure_s, frame.timestamp, kv, ua, x_mm)
+        if frame.data is None:  # in the detector's own file: linked, not inspected
+            self.writer.append_linked(frame.file, info)
+        else:
+            self._write_pixels(frame.data, kind, info)
+        self.counts[kind] += 1
+        if self.progress is not None:
+            self.progress(self.writer.frames_written, self.total, kind)
+
+    def _write_pixels(self, frame: np.ndarray, kind: str, info: FrameInfo) -> None:
+        index = self.writer.append(frame, info)
         if frame.max() >= self.instruments.detector.saturation_value:
             self._saturated_frames += 1
             if self._saturated_frames == 1:
                 self._event(f"saturated pixels in {kind} frame {index}: lower µA or exposure",
                             level=logging.WARNING, frame=index)
-        self.counts[kind] += 1
-        if self.progress is not None:
-            self.progress(self.writer.frames_written, self.total, kind)
 
     def _event(self, message: str, level: int = logging.INFO, frame: int = -1) -> None:
         log.log(level, message)

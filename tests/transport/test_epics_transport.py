@@ -6,6 +6,8 @@ The race was seen in CI: the IOC stopped, pyepics still reported the channel con
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from microct.errors import CommunicationError
@@ -41,3 +43,18 @@ def test_put_on_a_channel_dropped_mid_call_is_a_communication_error_naming_the_p
 def test_get_on_a_channel_dropped_mid_call_is_a_communication_error_naming_the_pv(channels):
     with pytest.raises(CommunicationError, match=r"reading PV CT:GONE:m1\.STOP"):
         channels.get("stop")
+
+
+def test_max_array_bytes_is_raised_for_large_frames_but_never_lowered(monkeypatch):
+    import epics.ca
+
+    from microct.transport.epics import configure_environment
+
+    monkeypatch.setattr(epics.ca, "libca", None)  # Channel Access not started in this process yet
+    monkeypatch.delenv("EPICS_CA_MAX_ARRAY_BYTES", raising=False)
+    configure_environment(max_array_bytes=540_672)  # 512 × 512 × 2 + headroom: pyepics' 16 MiB is enough
+    assert "EPICS_CA_MAX_ARRAY_BYTES" not in os.environ
+    configure_environment(max_array_bytes=50_000_000)  # a 5k × 5k panel
+    assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == "50000000"
+    configure_environment(max_array_bytes=1_000)
+    assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == "50000000"

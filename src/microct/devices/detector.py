@@ -33,12 +33,27 @@ class TriggerMode(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One detector image: pixels (rows × columns), the detector's frame number, epoch timestamp (s)."""
+class FrameFile:
+    """Where a detector that writes its own HDF5 files put a frame: the file (as this computer
+    reads it), the dataset (frames × rows × columns) and the frame's index in it."""
 
-    data: np.ndarray
+    path: str
+    dataset: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One detector image: pixels (rows × columns), the detector's frame number, epoch timestamp (s).
+
+    ``data`` is None when the detector wrote the frame to its own file (``file``) instead of
+    sending the pixels (see ``Detector.writes_own_files``).
+    """
+
+    data: np.ndarray | None
     frame_number: int
     timestamp: float
+    file: FrameFile | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,12 @@ class Detector(Device):
         return self.capabilities.pixel_pitch_um * self._binning
 
     @property
+    def writes_own_files(self) -> bool:
+        """True if frames come back as ``Frame.file`` locations, without pixels (e.g. an areaDetector
+        HDF5 file plugin writing at full speed): nothing can average or inspect them here."""
+        return False
+
+    @property
     def saturation_value(self) -> int:
         """Largest count a pixel can hold (2**bit_depth − 1)."""
         return 2 ** self.capabilities.bit_depth - 1
@@ -157,10 +178,26 @@ class Detector(Device):
         if len(frames) != n:
             raise self._error(ProtocolError, f"asked for {n} frames, got {len(frames)}")
         for frame in frames:
-            if frame.data.shape != self.shape:
+            if frame.data is None:
+                if frame.file is None:
+                    raise self._error(ProtocolError, f"frame {frame.frame_number} has neither pixels nor a file")
+            elif frame.data.shape != self.shape:
                 raise self._error(ProtocolError, f"frame {frame.frame_number} has shape {frame.data.shape}, "
                                                  f"expected {self.shape}")
         return frames
+
+    def skip(self, n: int) -> None:
+        """Take ``n`` frames and throw them away (e.g. panel lag after a move); they are not recorded."""
+        count = _whole_number(n)
+        if count is None or count < 0:
+            raise self._error(LimitError, f"n={n!r}: the number of frames to skip must be an integer >= 0")
+        self._require_connected()
+        if count:
+            self._do_skip(count)
+
+    def _do_skip(self, n: int) -> None:
+        """Frames not to record; a detector writing its own files must keep them out of its file."""
+        self._do_acquire(n)
 
     def _after_connect(self) -> None:
         """Send the held settings (binning, trigger mode, exposure)."""

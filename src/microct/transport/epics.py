@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -21,22 +22,33 @@ from microct.errors import CommunicationError, DeviceTimeoutError
 
 log = logging.getLogger("microct.transport.epics")
 
+PYEPICS_MAX_ARRAY_BYTES = 2**24
+"""What pyepics sets EPICS_CA_MAX_ARRAY_BYTES to when it starts libca, if the environment has none."""
+LINK_CHECK_S = 0.1
+"""While waiting for a put-callback, how often to check that the channel is still connected (s)."""
 
-def configure_environment(addr_list: str | None = None, auto_addr_list: bool | None = None) -> None:
-    """Set ``EPICS_CA_ADDR_LIST`` / ``EPICS_CA_AUTO_ADDR_LIST`` before pyepics creates its context."""
+
+def configure_environment(addr_list: str | None = None, auto_addr_list: bool | None = None,
+                          max_array_bytes: int | None = None) -> None:
+    """Set ``EPICS_CA_ADDR_LIST`` / ``EPICS_CA_AUTO_ADDR_LIST`` and raise ``EPICS_CA_MAX_ARRAY_BYTES``
+    to at least ``max_array_bytes``, before pyepics creates its context (warns if it already has)."""
     wanted = {}
     if addr_list is not None:
         wanted["EPICS_CA_ADDR_LIST"] = addr_list
     if auto_addr_list is not None:
         wanted["EPICS_CA_AUTO_ADDR_LIST"] = "YES" if auto_addr_list else "NO"
+    current = int(os.environ.get("EPICS_CA_MAX_ARRAY_BYTES", PYEPICS_MAX_ARRAY_BYTES))
+    if max_array_bytes is not None and current < max_array_bytes:
+        wanted["EPICS_CA_MAX_ARRAY_BYTES"] = str(max_array_bytes)
     if not wanted:
         return
     import epics.ca
 
-    if epics.ca.current_context() is not None and epics.ca.libca is not None:
+    if epics.ca.libca is not None and epics.ca.current_context() is not None:  # (current_context() starts libca)
         if any(os.environ.get(key) != value for key, value in wanted.items()):
-            log.warning("Channel Access already started with EPICS_CA_ADDR_LIST=%r; %s not applied",
-                        os.environ.get("EPICS_CA_ADDR_LIST"), wanted)
+            log.warning("Channel Access already started with EPICS_CA_ADDR_LIST=%r, EPICS_CA_MAX_ARRAY_BYTES=%r; "
+                        "%s not applied", os.environ.get("EPICS_CA_ADDR_LIST"),
+                        os.environ.get("EPICS_CA_MAX_ARRAY_BYTES"), wanted)
         return
     os.environ.update(wanted)
 
@@ -97,6 +109,12 @@ class ChannelAccess:
                 pv.disconnect()
             except Exception as error:  # noqa: BLE001 - closing must not fail
                 log.debug("%s: disconnecting %s: %s", self.who, pv.pvname, error)
+
+    def subscribe(self, key: str, callback: Callable[[Any, float], None]) -> None:
+        """Call ``callback(value, timestamp)`` (in the CA thread) on every monitor update of a monitored PV."""
+        if key not in self.monitored:
+            raise ValueError(f"{key!r} is not monitored")
+        self._pv(key).add_callback(lambda value=None, timestamp=None, **_: callback(value, timestamp))
 
     def _notify(self, **_: Any) -> None:
         with self._changed:
@@ -162,9 +180,12 @@ class ChannelAccess:
         if not wait:
             return
         timeout = self.put_timeout_s if timeout_s is None else timeout_s
-        if not done.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not done.wait(min(max(deadline - time.monotonic(), 0.0), LINK_CHECK_S)):
             if not pv.connected:
                 raise CommunicationError(f"{self.who}: PV {pv.pvname} disconnected while writing {value!r} to it")
+            if time.monotonic() < deadline:
+                continue
             raise DeviceTimeoutError(f"{self.who}: writing {value!r} to PV {pv.pvname}: no put-completion "
                                      f"within {timeout:g} s")
 

@@ -6,8 +6,8 @@ import os
 
 from microct.simulators.epics_ioc import free_port
 
-ROLES = ("source", "source_spare", "motor", "motor_spare", "scan_source", "scan_rotation", "scan_sample_out",
-         "fidelity", "ad", "ad_spare", "beamline")
+ROLES = ("source", "source_spare", "motor", "motor_spare", "fidelity", "ad", "ad_spare", "beamline", "kill_rest",
+         "kill_detector")
 ports: list[int] = []
 while len(ports) < len(ROLES):
     port = free_port()
@@ -18,4 +18,5 @@ os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{port}" for port in port
 os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
 os.environ["EPICS_CA_SERVER_PORT"] = str(ports[0])
 os.environ.setdefault("CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC", "0.001")
+os.environ["EPICS_CA_MAX_ARRAY_BYTES"] = str(16 * 2**20)  # whole frames (areadetector.md)
 

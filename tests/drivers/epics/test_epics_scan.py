@@ -1,5 +1,5 @@
-"""A whole CT scan over Channel Access (configs/sim-epics.toml): the PV-mapped source and two motor
-records, each served by its own simulated IOC."""
+"""Whole CT scans over Channel Access (configs/sim-epics.toml): the PV-mapped tube, two motor records
+and the areaDetector panel, against the simulated CT IOC; and an IOC lost in the middle of a scan."""
 
 from __future__ import annotations
 
@@ -8,49 +8,123 @@ import tomllib
 from importlib.resources import files
 
 import h5py
+import numpy as np
 import pytest
+from nxtomo.application.nxtomo import NXtomo
 
+from microct.clock import Clock
 from microct.config import parse_config
 from microct.devices import SourceState
+from microct.errors import CommunicationError, ScanAborted
+from microct.geometry import Geometry
 from microct.instruments import build_instruments
+from microct.registry import DriverContext
 from microct.sequencer import run_scan
-from microct.simulators.axis import SimulatedAxisOptions
-from microct.simulators.epics_ioc import start_ioc
-from microct.simulators.epics_motor_ioc import start_motor_ioc
+from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.epics_ad_ioc import start_ad_ioc
+from microct.simulators.epics_beamline import DEFAULT_ROTATION, DEFAULT_SAMPLE_OUT, start_beamline
+from microct.simulators.epics_ioc import build as build_tube, run_ioc_in_thread
+from microct.simulators.epics_motor_ioc import build as build_motor
 from microct.simulators.source import SimulatedSourceOptions
 
 PORTS = {role: int(port) for role, port in (item.split("=") for item in os.environ["MICROCT_TEST_IOC_PORTS"].split())}
+FAST_TUBE = SimulatedSourceOptions(warmed_up=True, ramp_kv_per_s=1e4, ramp_ua_per_s=1e5)
+SCAN = {"n_projections": 12, "exposure_s": 0.01, "n_darks": 3, "n_flats": 3, "settle_s": 0.0, "stable_hold_s": 0.1,
+        "sample_out_position_mm": 5.0}
 
 
-@pytest.fixture
-def iocs():
-    tube_ioc, tube = start_ioc("SCAN:XRAY:", PORTS["scan_source"], SimulatedSourceOptions(
-        warmed_up=True, ramp_kv_per_s=1e4, ramp_ua_per_s=1e5))
-    rotation_ioc, _ = start_motor_ioc("SCAN:ROT:m1", PORTS["scan_rotation"], SimulatedAxisOptions(
-        unit="deg", max_velocity=720.0, acceleration=1e5))
-    sample_ioc, _ = start_motor_ioc("SCAN:SMP:m2", PORTS["scan_sample_out"], SimulatedAxisOptions(
-        unit="mm", max_velocity=100.0, acceleration=1e4), high_limit=100.0, low_limit=-100.0)
-    yield tube
-    for handle in (tube_ioc, rotation_ioc, sample_ioc):
-        handle.stop()
-
-
-def test_full_scan_over_channel_access(iocs, tmp_path):
+def config_for(prefix: str, tmp_path, scan=None, detector=None):
+    """sim-epics.toml with PV names under ``prefix`` (pyepics keeps one channel per name per session)."""
     data = tomllib.loads(files("microct.configs").joinpath("sim-epics.toml").read_text())
-    # names no other test's IOC serves: pyepics keeps one channel per PV name for the whole session
-    data["source"]["connection"] = "SCAN:XRAY:"
-    data["rotation"]["connection"], data["sample_out"]["connection"] = "SCAN:ROT:m1", "SCAN:SMP:m2"
-    data["scan"].update(n_projections=12, exposure_s=0.01, n_darks=3, n_flats=3, settle_s=0.0, stable_hold_s=0.1,
-                        sample_out_position_mm=5.0)
-    config = parse_config(data)
-    out = tmp_path / "epics.nxs"
-    result = run_scan(config, build_instruments(config), out)
+    for role in ("source", "rotation", "sample_out", "detector"):
+        data[role]["connection"] = data[role]["connection"].replace("CT:", prefix, 1)
+    data["scan"].update(SCAN, **(scan or {}))
+    data["detector"]["options"].update(detector or {})
+    return parse_config(data)
+
+
+def read(path, name):
+    with h5py.File(path, "r") as f:
+        return f[name][()]
+
+
+def test_full_scan_over_channel_access(tmp_path):
+    beamline = start_beamline("SCAN:", PORTS["beamline"], source=FAST_TUBE, seed=1)
+    try:
+        config = config_for("SCAN:", tmp_path)
+        out = tmp_path / "epics.nxs"
+        result = run_scan(config, build_instruments(config), out)
+        assert beamline.source.read_state() is SourceState.STANDBY  # the beam went off at the end
+    finally:
+        beamline.stop()
     assert (result.darks, result.flats, result.projections) == (3, 3, 12)
-    with h5py.File(out, "r") as f:
-        assert f["entry/logs/status"][()].decode() == "complete"
-        keys = f["entry/instrument/detector/image_key"][()]
-        angles = f["entry/sample/rotation_angle"][()][keys == 0]
-        current = f["entry/control/data"][()][keys == 0]
+    assert read(out, "entry/logs/status").decode() == "complete"
+    keys = read(out, "entry/instrument/detector/image_key")
+    data = read(out, "entry/instrument/detector/data")
+    angles = read(out, "entry/sample/rotation_angle")[keys == 0]
+    current = read(out, "entry/control/data")[keys == 0]
+    assert data.shape == (18, 128, 128)  # binning 4 of the 512² panel
     assert angles == pytest.approx([30.0 * i for i in range(12)], abs=0.01)
     assert current == pytest.approx(100.0, abs=1.0)
-    assert iocs.read_state() is SourceState.STANDBY  # the beam went off at the end
+    dark, flat, projections = data[keys == 2].mean(), data[keys == 1].mean(), data[keys == 0].astype(float)
+    assert dark < 150 < projections.mean() < flat  # beam off, sample in the beam, sample out
+    assert np.abs(projections[0] - projections[3]).mean() > 20  # 0° and 90°: the panel saw the stage turn
+
+
+def test_scan_with_the_iocs_hdf5_plugin_links_its_file(tmp_path):
+    beamline = start_beamline("SCANF:", PORTS["beamline"], source=FAST_TUBE, seed=2)
+    try:
+        config = config_for("SCANF:", tmp_path, scan={"frames_skipped": 1},
+                            detector={"frames": "hdf5-file", "ioc_file_path": str(tmp_path), "file_name": "det"})
+        out = tmp_path / "epics-file.nxs"
+        run_scan(config, build_instruments(config), out)
+    finally:
+        beamline.stop()
+    with h5py.File(out, "r") as f:
+        link = f["entry/instrument/detector"].get("data", getlink=True)
+        assert isinstance(link, h5py.ExternalLink) and link.filename == str(tmp_path / "det_000001.h5")
+        keys = f["entry/instrument/detector/image_key"][()]
+        data = f["entry/data/data"][()]  # through the link, as a reader sees it
+    assert data.shape == (len(keys), 128, 128) == (18, 128, 128)  # skipped frames stayed out of the IOC's file
+    assert data[keys == 2].mean() < 150 < data[keys == 1].mean()
+    scan = NXtomo().load(str(out), "entry")  # the nxtomo reader follows the link to the IOC's dataset
+    assert len(scan.instrument.detector.image_key) == 18
+    assert scan.instrument.detector.data[0].data_path() == "entry/instrument/detector/data"
+
+
+def test_frames_averaged_in_file_mode_is_refused_before_anything_moves(tmp_path):
+    config = config_for("UNUSED:", tmp_path, scan={"frames_averaged": 4},
+                        detector={"frames": "hdf5-file", "ioc_file_path": str(tmp_path)})
+    with pytest.raises(ValueError, match=r"scan.frames_averaged=4: detector 'detector' writes its frames to its own"):
+        build_instruments(config)
+
+
+def test_detector_ioc_killed_mid_scan_aborts_naming_the_pv_beam_off_frames_kept(tmp_path):
+    tube, tube_ioc = build_tube("KILL:XRAY:", FAST_TUBE)
+    rotation, sample = (build_motor(name, options, high_limit=0.0, low_limit=0.0) for name, options in (
+        ("KILL:ROT:m1", DEFAULT_ROTATION), ("KILL:SMP:m2", DEFAULT_SAMPLE_OUT)))
+    rest = run_ioc_in_thread({**tube_ioc.pvdb, **rotation.pvdb, **sample.pvdb}, "kill tube+stages", PORTS["kill_rest"])
+    panel = SimulatedDetector("panel", SimulatedDetectorOptions(rows=512, columns=512, pixel_pitch_um=200.0,
+                                                                phantom="bga", binnings=(1, 2, 4)),
+                              DriverContext(clock=Clock(), geometry=Geometry(50.0, 500.0),
+                                            devices={"source": tube, "rotation": rotation.axis,
+                                                     "sample_out": sample.axis}))
+    detector_ioc = start_ad_ioc("KILL:DET1:", panel, PORTS["kill_detector"])
+    config = config_for("KILL:", tmp_path)
+    out = tmp_path / "killed.nxs"
+
+    def progress(written, total, kind):
+        if kind == "projection" and written == 9:  # 3 darks, 3 flats, 3 projections
+            detector_ioc.stop()
+
+    try:
+        with pytest.raises(ScanAborted) as info:
+            run_scan(config, build_instruments(config), out, progress=progress)
+        assert tube.read_state() is SourceState.STANDBY  # the beam went off over the tube's own IOC
+    finally:
+        detector_ioc.stop()
+        rest.stop()
+    assert isinstance(info.value.__cause__, CommunicationError)
+    assert "KILL:DET1:" in str(info.value) and info.value.frames_written == 9
+    assert read(out, "entry/logs/status").decode() == "aborted"
+    assert read(out, "entry/instrument/detector/data").shape == (9, 128, 128)

@@ -1,0 +1,65 @@
+"""A whole simulated CT over Channel Access: tube, two motor records and an areaDetector, one IOC.
+
+Under a ``prefix`` (default ``CT:``) it serves ``XRAY:`` (the tube PVs of epics_ioc), the motor
+records ``ROT:m1`` (rotation, deg) and ``SMP:m2`` (sample out, mm), and the areaDetector ``DET1:``
+(``cam1:``, ``image1:``, ``HDF1:``). They share one physical model, as the instruments of a real
+CT share one beam: the panel images its phantom through the simulated tube and at the pose of the
+simulated stages behind the PVs, so a scan driven over Channel Access sees the sample rotate.
+The defaults match ``configs/sim-epics.toml`` (magnification 10, 512 × 512 panel of 200 µm, the
+BGA phantom).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from microct.clock import Clock
+from microct.geometry import Geometry
+from microct.registry import DriverContext
+from microct.simulators import epics_ad_ioc, epics_ioc, epics_motor_ioc
+from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.epics_ioc import IocHandle, run_ioc_in_thread
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+
+SOURCE, ROTATION, SAMPLE_OUT, DETECTOR = "XRAY:", "ROT:m1", "SMP:m2", "DET1:"
+"""PV prefixes (records) under the beamline prefix."""
+
+DEFAULT_GEOMETRY = Geometry(source_object_distance_mm=50.0, source_detector_distance_mm=500.0)
+DEFAULT_PANEL = SimulatedDetectorOptions(rows=512, columns=512, pixel_pitch_um=200.0, phantom="bga")
+DEFAULT_ROTATION = SimulatedAxisOptions(unit="deg", max_velocity=720.0, acceleration=1e4)
+DEFAULT_SAMPLE_OUT = SimulatedAxisOptions(unit="mm", max_velocity=100.0, acceleration=1e3)
+
+
+@dataclass
+class Beamline:
+    """The shared models behind the PVs (for tests: fault a tube, read a stage) and the IOC handle."""
+
+    source: SimulatedSource
+    rotation: SimulatedAxis
+    sample_out: SimulatedAxis
+    panel: SimulatedDetector
+    handle: IocHandle
+
+    def stop(self) -> None:
+        self.handle.stop()
+
+
+def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourceOptions | None = None,
+                   panel: SimulatedDetectorOptions | None = None, geometry: Geometry | None = None,
+                   rotation: SimulatedAxisOptions | None = None, sample_out: SimulatedAxisOptions | None = None,
+                   seed: int | None = None, timeout_s: float = 5.0) -> Beamline:
+    """Serve the beamline's PVs on 127.0.0.1:``port`` (0: a free one) from a daemon thread."""
+    tube, tube_ioc = epics_ioc.build(prefix + SOURCE, source)
+    rotation_ioc = epics_motor_ioc.build(prefix + ROTATION, rotation or DEFAULT_ROTATION,
+                                         high_limit=0.0, low_limit=0.0)  # HLM = LLM: no soft limits
+    sample_ioc = epics_motor_ioc.build(prefix + SAMPLE_OUT, sample_out or DEFAULT_SAMPLE_OUT,
+                                       high_limit=100.0, low_limit=-100.0)
+    rotation_axis, sample_axis = rotation_ioc.axis, sample_ioc.axis
+    context = DriverContext(clock=Clock(), geometry=geometry or DEFAULT_GEOMETRY, seed=seed,
+                            devices={"source": tube, "rotation": rotation_axis, "sample_out": sample_axis})
+    detector = SimulatedDetector("epics panel", panel or DEFAULT_PANEL, context)
+    ad_ioc = epics_ad_ioc.build(prefix + DETECTOR, detector)
+    pvdb = {**tube_ioc.pvdb, **rotation_ioc.pvdb, **sample_ioc.pvdb, **ad_ioc.pvdb}
+    handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s)
+    return Beamline(tube, rotation_axis, sample_axis, detector, handle)
