@@ -5,6 +5,11 @@ one request line into the device's replies; it drives the same in-process
 simulator the in-process tests use, so there is one model per device. The
 server splits the byte stream on any of the request terminators, skips empty
 lines, and runs in daemon threads, so it ends with the process.
+
+A responder that must tell its clients apart or push replies later (a camserver
+answering ``7 OK`` when an exposure series ends, control for the first client
+only) defines ``connect(connection)``: it is called for each new client with a
+``Connection`` and returns that client's handler, which answers its lines.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ WIRE_SIMULATORS: dict[str, str] = {
     "zaber": "microct.simulators.zaber:ZaberResponder",
     "spellman": "microct.simulators.spellman:SpellmanResponder",
     "pi": "microct.simulators.pi_gcs:PIResponder",
+    "camserver": "microct.simulators.camserver:CamserverResponder",
+    "dexela": "microct.simulators.dexela:DexelaResponder",
 }
 
 
@@ -42,6 +49,57 @@ class Responder(Protocol):
         A responder may also have ``single_byte_commands`` (bytes): each of those bytes is a
         command on its own, answered at once wherever it appears (PI's 0x05, 0x07, 0x18).
         """
+
+    # Optional: ``connect(connection: Connection) -> handler``, called once per client; the handler
+    # (``request_terminators``, ``respond(line)``, optionally ``disconnected()``, called when the client
+    # hangs up or the server stops) answers that client's lines in place of the responder.
+
+
+class Connection:
+    """One client of a WireServer (a TCP connection, or the pty), for responders with ``connect``.
+
+    ``send(data)`` may be called from any thread, at any time (replies pushed later); after the
+    client hung up it drops the data. ``alive`` is False once the client hung up or ``close()`` ran
+    (checked on the socket itself, so a hang-up shows before the server's thread has seen it).
+    ``close()`` drops the link from the server's side (fault injection).
+    """
+
+    def __init__(self, write: Callable[[bytes], None], sock: socket.socket | None = None) -> None:
+        self._write = write
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._write(data)
+            except OSError:  # the client is gone
+                self._closed = True
+
+    @property
+    def alive(self) -> bool:
+        if self._closed:
+            return False
+        if self._sock is not None:
+            try:
+                readable, _, _ = select.select([self._sock], [], [], 0)
+                if readable and self._sock.recv(1, socket.MSG_PEEK) == b"":
+                    self._closed = True  # end of stream: the client hung up
+            except (OSError, ValueError):  # reset, or closed under us
+                self._closed = True
+        return not self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)  # the client loop sees the end and closes it
+                except OSError:
+                    pass
 
 
 def make_responder(name: str, **options) -> Responder:
@@ -144,19 +202,38 @@ class WireServer:
         self._threads.append(thread)
         thread.start()
 
+    def _handler(self, connection: Connection):
+        """What answers this client's lines: the responder, or its per-connection handler."""
+        connect = getattr(self.responder, "connect", None)
+        if connect is None:
+            return self.responder
+        with self._lock:
+            return connect(connection)
+
+    def _hung_up(self, handler) -> None:
+        disconnected = getattr(handler, "disconnected", None)
+        if disconnected is not None:
+            with self._lock:
+                disconnected()
+
     def _pty_loop(self, master: int) -> None:
-        splitter = _LineSplitter(self.responder, self._lock)
-        while not self._stop.is_set():
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                data = os.read(master, 4096)
-            except OSError:  # the pty was closed
-                return
-            replies = splitter.feed(data)
-            if replies:
-                os.write(master, replies)
+        connection = Connection(lambda data: os.write(master, data))
+        handler = self._handler(connection)
+        splitter = _LineSplitter(handler, self._lock)
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([master], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(master, 4096)
+                except OSError:  # the pty was closed
+                    return
+                replies = splitter.feed(data)
+                if replies:
+                    connection.send(replies)
+        finally:
+            self._hung_up(handler)
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stop.is_set():
@@ -171,19 +248,25 @@ class WireServer:
             self._closers.append(connection.close)
             self._start(self._client_loop, connection)
 
-    def _client_loop(self, connection: socket.socket) -> None:
-        splitter = _LineSplitter(self.responder, self._lock)
-        while not self._stop.is_set():
-            ready, _, _ = select.select([connection], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                data = connection.recv(4096)
-            except OSError:
-                return
-            if not data:  # the client hung up
-                connection.close()
-                return
-            replies = splitter.feed(data)
-            if replies:
-                connection.sendall(replies)
+    def _client_loop(self, sock: socket.socket) -> None:
+        connection = Connection(sock.sendall, sock)
+        handler = self._handler(connection)
+        splitter = _LineSplitter(handler, self._lock)
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([sock], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    return
+                if not data:  # the client hung up (or close() shut the link)
+                    sock.close()
+                    return
+                replies = splitter.feed(data)
+                if replies:
+                    connection.send(replies)
+        finally:
+            connection.close()
+            self._hung_up(handler)

@@ -64,9 +64,9 @@ def test_shipped_configs_match_the_formulas(name):
     config = shipped(name)
     instruments = build_instruments(config)
     plan = plan_scan(config, instruments)
-    scan, g, det = config.scan, config.geometry, config.detector.options
+    scan, g = config.scan, config.geometry
     m = g.source_detector_distance_mm / g.source_object_distance_mm
-    pitch = det.get("pixel_pitch_um", 200.0) * scan.binning
+    pitch = instruments.detector.capabilities.pixel_pitch_um * scan.binning  # the driver's own figure
     mode = instruments.source.capabilities.spot_modes[scan.spot_mode]  # the driver's model table
     power = scan.voltage_kv * scan.current_ua / 1000
     spot = max(mode.spot_size_um, mode.growth_um_per_w * power)

@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
                                                        "PREFIX+DET1: (areaDetector); default CT:")
     serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="a simulator option (repeatable), e.g. -O model=L12161-07")
+                       help="a simulator option (repeatable), e.g. -O model=L12161-07, -O image_root=/tmp/camserver")
     serve.set_defaults(func=cmd_sim_serve)
 
     drivers = sub.add_parser("drivers", help="list the registered drivers and simulators",

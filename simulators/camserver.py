@@ -1,0 +1,337 @@
+"""Wire-level simulator of a DECTRIS PILATUS detector's camserver: commands over TCP, images as files.
+
+``CamserverResponder`` speaks the protocol of the fact sheet shared/protocols/dectris-camserver.md with
+the driver's codec (``microct.drivers.camserver_codec``) and writes camserver-layout TIFF files (int32
+after a 4096-byte header) into its ImgPath on the real schedule: image i at delay + i × period +
+exposure after the exposure starts. The pixels come from a ``SimulatedDetector`` of the model's size
+with a photon counter's character (no dark offset, dark current or read noise; a small gain spread),
+plus a few bad pixels (−2) and the module gaps (−1: 7 columns and 17 rows between 487 × 195 modules,
+the grid every size of the sheet fits). Serve it with
+``microct sim serve camserver --tcp PORT -O image_root=FOLDER``.
+
+Paths: camserver's paths are absolute; the simulator keeps every one under ``image_root``
+(ImgPath /ramdisk/x is the folder image_root/ramdisk/x), so a test can map them as a real
+installation maps an NFS export.
+
+The panel sees the instruments in ``devices`` ("source", "rotation", "sample_out", as in
+DriverContext.devices), so in a test it images the scan's tube and stage; standalone it builds its own
+tube, warmed up with the beam on at ``voltage_kv`` / ``current_ua``, so frames show the phantom.
+
+From the sheet: the reply codes and texts, any control character ending a command, case-insensitive
+unambiguous abbreviations, control for the first client only (``1 ERR access denied`` to the others'
+state changes), ``13 ERR kill`` then ``7 OK <last file>`` when K stops a series. Inferred [I] (the
+sheet is silent): the texts of refused arguments (``15 ERR ERROR: ...``); an exposure, or a change of
+settings, while a series runs is refused with ``15 ERR ERROR: an exposure series is running (K stops
+it)``; a command without its argument reports the current value; K with no series running answers
+``13 OK kill``; the final ``7 OK`` names the last file written (the first name if none was); when the
+controlling client hangs up, the next client to change something gets control. Commands of the sheet
+the simulator does not implement (thresholds, corrections, ...) are answered
+``15 ERR ERROR: <name> is not simulated``; only TIFF files are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from microct.clock import SimulatedClock
+from microct.devices.base import Device
+from microct.drivers import camserver_codec as codec
+from microct.drivers.camserver_codec import Reply
+from microct.errors import MicroCTError
+from microct.geometry import Geometry
+from microct.registry import DriverContext
+from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+
+log = logging.getLogger("microct.simulators.camserver")
+
+BUSY = "ERROR: an exposure series is running (K stops it)"
+READ_ONLY = {"Version", "THread"}
+"""Commands a read-only client may send (and any command without an argument, which only reports)."""
+EXPOSURE_LIMITS_S = (1e-7, 1e6)
+
+
+@dataclass
+class Faults:
+    """Fault injection for tests. Frame numbers count every image file the simulator has started since
+    it was made, from 0."""
+
+    missing_frame: int | None = None
+    """This file is never written; the series goes on."""
+    truncated_frame: int | None = None
+    """This file is written with half its bytes only."""
+    drop_at_frame: int | None = None
+    """Instead of writing this file, the controlling client's connection is dropped and the series ends."""
+    error_replies: dict[str, str] = field(default_factory=dict)
+    """Command name (as in the codec's COMMANDS) → the text of the ERR reply it gets instead."""
+
+
+@dataclass
+class _Series:
+    session: _Session
+    names: list[str]
+    exposure_s: float
+    period_s: float
+    delay_s: float
+    start: float
+    last: str
+    kill: threading.Event = field(default_factory=threading.Event)
+
+
+class _Session:
+    """One client: answers its lines through the responder; replies later through its connection."""
+
+    request_terminators = codec.CONTROL_CHARACTERS
+
+    def __init__(self, server: CamserverResponder, connection) -> None:
+        self.server = server
+        self.connection = connection
+
+    def respond(self, line: bytes) -> list[bytes]:
+        """Sends the replies itself (nothing returned), so that they keep their order with the
+        replies the series pushes."""
+        for reply in self.server.answer(self, line):
+            self.send(reply)
+        return []
+
+    def send(self, reply: Reply) -> None:
+        self.connection.send(codec.format_reply(reply))
+
+    def disconnected(self) -> None:
+        self.server.disconnected(self)
+
+
+class CamserverResponder:
+    """camserver and its detector. Options: ``image_root`` (folder holding every camserver path),
+    ``model`` (a size of the sheet), ``image_path`` (the ImgPath at start), ``devices``, ``geometry``,
+    ``phantom``, ``seed``, ``bad_pixels`` (how many), ``gain_spread``, ``counts_per_ua_s``, and for the
+    standalone tube ``voltage_kv`` and ``current_ua``. ``faults`` (a ``Faults``) is for tests."""
+
+    def __init__(self, image_root: str | Path, model: str = "300K", image_path: str = "/ramdisk/",
+                 devices: MutableMapping[str, Device] | None = None, geometry: Geometry | None = None,
+                 phantom: str = "spheres", seed: int | None = None, bad_pixels: int = 5, gain_spread: float = 0.01,
+                 counts_per_ua_s: float = 600.0, voltage_kv: float = 50.0, current_ua: float = 100.0) -> None:
+        if model not in codec.SIZES:
+            raise ValueError(f"model={model!r}: known models {', '.join(codec.SIZES)}")
+        self.image_root = Path(image_root)
+        self.model = model
+        self.faults = Faults()
+        self.lines: list[bytes] = []
+        """Every command line received, from any client (for tests)."""
+        self.frames_started = 0
+        self.n_images, self.exposure_s, self.period_s, self.delay_s = 1, 1.0, 1.05, 0.0  # sheet defaults
+        self.image_path = codec.image_path_text(image_path)
+        self._folder(self.image_path).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._controller: _Session | None = None
+        self._series: _Series | None = None
+        if devices is None:
+            devices = {"source": _standalone_tube(voltage_kv, current_ua, seed)}
+        width, height = codec.SIZES[model]
+        self.panel = SimulatedDetector("camserver panel", SimulatedDetectorOptions(
+            rows=height, columns=width, pixel_pitch_um=172.0, bit_depth=16, binnings=(1,),
+            exposure_range_s=EXPOSURE_LIMITS_S, counts_per_ua_s=counts_per_ua_s, gain_spread=gain_spread,
+            dark_offset=0.0, dark_offset_spread=0.0, dark_current_per_s=0.0, read_noise=0.0, phantom=phantom),
+            DriverContext(clock=SimulatedClock(), geometry=geometry, seed=seed, devices=devices))
+        self.panel.connect()
+        self.gaps = codec.gap_mask(width, height)
+        candidates = np.flatnonzero(~self.gaps)
+        self.bad = np.random.default_rng(seed).choice(candidates, size=bad_pixels, replace=False)
+        self._handlers: dict[str, Callable[[_Session, str], Reply | None]] = {
+            "NImages": self._n_images, "ExpTime": self._exposure_time, "ExpPeriod": self._exposure_period,
+            "Delay": self._delay, "ImgPath": self._image_path, "Exposure": self._exposure, "K": self._kill,
+            "Version": lambda session, argument: Reply(24, True, codec.VERSION),
+            "THread": lambda session, argument: Reply(215, True, self._thread_text())}
+
+    # -- connections ----------------------------------------------------------------------------------
+    def connect(self, connection) -> _Session:
+        """A new client (called by the WireServer); the first one gets control."""
+        session = _Session(self, connection)
+        with self._lock:
+            if self._controller is None:
+                self._controller = session
+        return session
+
+    def disconnected(self, session: _Session) -> None:
+        with self._lock:
+            if self._controller is session:
+                self._controller = None
+
+    def _has_control(self, session: _Session) -> bool:
+        """The controller, or the next client to ask once the controller has hung up."""
+        if self._controller is not session and (self._controller is None or not self._controller.connection.alive):
+            self._controller = session
+        return self._controller is session
+
+    # -- commands -------------------------------------------------------------------------------------
+    def answer(self, session: _Session, line: bytes) -> list[Reply]:
+        """The immediate replies to one command line (replies pushed later go through the session)."""
+        self.lines.append(line)
+        word, _, argument = line.decode("latin-1").strip().partition(" ")
+        argument = argument.strip()
+        name = codec.resolve_command(word)
+        if name is None:
+            return [Reply(codec.UNRECOGNIZED_CODE, False, codec.unrecognized_text(word))]
+        code = codec.reply_code(name)
+        with self._lock:
+            if name in self.faults.error_replies:
+                return [Reply(code, False, self.faults.error_replies[name])]
+            handler = self._handlers.get(name)
+            if handler is None:
+                return [Reply(code, False, f"ERROR: {name} is not simulated")]
+            changes = name in ("Exposure", "K") or (name not in READ_ONLY and argument)
+            if changes and not self._has_control(session):
+                return [Reply(codec.UNRECOGNIZED_CODE, False, codec.ACCESS_DENIED)]
+            if changes and name != "K" and self._series is not None:
+                return [Reply(codec.GENERIC, False, BUSY)]
+            try:
+                reply = handler(session, argument)
+            except _Refused as refused:
+                reply = Reply(code, False, str(refused))
+        return [] if reply is None else [reply]
+
+    def _setting(self, argument: str, parse: Callable[[str], float], valid: Callable[[float], bool],
+                 what: str) -> float | None:
+        """The argument parsed and valid, or None (the caller answers with the current value)."""
+        if not argument:
+            return None
+        try:
+            value = parse(argument)
+        except ValueError:
+            raise _Refused(f"ERROR: invalid {what}: {argument}") from None
+        if not valid(value):
+            raise _Refused(f"ERROR: {what} out of range: {argument}")
+        return value
+
+    def _n_images(self, session: _Session, argument: str) -> Reply:
+        value = self._setting(argument, int, lambda n: 1 <= n <= codec.MAX_IMAGES, "number of images")
+        self.n_images = self.n_images if value is None else int(value)
+        return Reply(codec.GENERIC, True, codec.n_images_text(self.n_images))
+
+    def _exposure_time(self, session: _Session, argument: str) -> Reply:
+        value = self._setting(argument, float, lambda s: EXPOSURE_LIMITS_S[0] <= s <= EXPOSURE_LIMITS_S[1],
+                              "exposure time")
+        self.exposure_s = self.exposure_s if value is None else value
+        return Reply(codec.GENERIC, True, codec.exposure_time_text(self.exposure_s))
+
+    def _exposure_period(self, session: _Session, argument: str) -> Reply:
+        value = self._setting(argument, float, lambda s: codec.MIN_PERIOD_S <= s <= EXPOSURE_LIMITS_S[1],
+                              "exposure period")
+        self.period_s = self.period_s if value is None else value
+        return Reply(codec.GENERIC, True, codec.exposure_period_text(self.period_s))
+
+    def _delay(self, session: _Session, argument: str) -> Reply:
+        value = self._setting(argument, float, lambda s: 0 <= s < codec.MAX_DELAY_S, "delay")
+        self.delay_s = self.delay_s if value is None else value
+        return Reply(codec.GENERIC, True, codec.delay_text(self.delay_s))
+
+    def _image_path(self, session: _Session, argument: str) -> Reply:
+        if argument:
+            path = codec.image_path_text(posixpath.join(self.image_path, argument))
+            self._folder(path).mkdir(parents=True, exist_ok=True)
+            self.image_path = path
+        return Reply(codec.reply_code("ImgPath"), True, self.image_path)
+
+    def _exposure(self, session: _Session, argument: str) -> Reply | None:
+        if not argument:
+            return Reply(codec.GENERIC, False, "ERROR: no file name")
+        if not argument.lower().endswith((".tif", ".tiff")):
+            return Reply(codec.GENERIC, False, f"ERROR: only TIFF files are simulated: {argument}")
+        if self.period_s < self.exposure_s + codec.MIN_READOUT_S - 5e-8:  # half the 7th decimal
+            return Reply(codec.GENERIC, False, f"ERROR: exposure period {codec.format_seconds(self.period_s)} s is "
+                                               f"shorter than the exposure time + {codec.MIN_READOUT_S * 1e3:g} ms")
+        names = [posixpath.join(self.image_path, name) for name in codec.series_names(argument, self.n_images)]
+        self.panel.set_exposure_s(self.exposure_s)
+        series = _Series(session, names, self.exposure_s, self.period_s, self.delay_s, time.monotonic(), names[0])
+        session.send(Reply(codec.GENERIC, True, codec.starting_text(self.exposure_s, datetime.now())))
+        self._series = series
+        threading.Thread(target=self._run, args=(series,), name="camserver-series", daemon=True).start()
+        return None  # sent above: before the series' own replies
+
+    def _kill(self, session: _Session, argument: str) -> Reply | None:
+        if self._series is None:
+            return Reply(codec.reply_code("K"), True, codec.KILL)
+        session.send(Reply(codec.reply_code("K"), False, codec.KILL))
+        self._series.kill.set()
+        return None
+
+    def _thread_text(self) -> str:
+        across, down = codec.module_grid(*codec.SIZES[self.model])
+        return "".join(f"Channel {i}: Temperature = {31.4 + 0.3 * i:.1f}C, Rel. Humidity = 22.1%;"
+                       for i in range(min(across * down, 3)))
+
+    # -- the series -----------------------------------------------------------------------------------
+    def _run(self, series: _Series) -> None:
+        """Write the series' files on schedule, then ``7 OK <last file>`` (not after a dropped link). If
+        the panel cannot read its instruments (closed), the series ends there."""
+        dropped = False
+        try:
+            for i, name in enumerate(series.names):
+                due = series.start + series.delay_s + i * series.period_s + series.exposure_s
+                if series.kill.wait(max(0.0, due - time.monotonic())):
+                    break
+                with self._lock:
+                    index = self.frames_started
+                    self.frames_started += 1
+                    faults = self.faults
+                if index == faults.drop_at_frame:
+                    dropped = True
+                    series.session.connection.close()
+                    break
+                if index == faults.missing_frame:
+                    continue
+                try:
+                    counts = self.counts()
+                except MicroCTError as error:  # e.g. the scan closed the tube the panel reads
+                    log.warning("camserver simulator: series ended early, the panel cannot image: %s", error)
+                    break
+                data = codec.encode_tiff(counts, self._description(series))
+                if index == faults.truncated_frame:
+                    data = data[:len(data) // 2]
+                self._folder(name).write_bytes(data)
+                series.last = name
+        finally:
+            with self._lock:
+                self._series = None
+        if not dropped:
+            series.session.send(Reply(codec.reply_code("Exposure"), True, series.last))
+
+    def counts(self) -> np.ndarray:
+        """One image as camserver writes it: int32 counts, −1 in the module gaps, −2 on the bad pixels."""
+        counts = self.panel.acquire(1)[0].data.astype(np.int32)
+        counts[self.gaps] = codec.GAP_VALUE
+        counts.flat[self.bad] = codec.BAD_VALUE
+        return counts
+
+    def _description(self, series: _Series) -> str:
+        """The header text of a PILATUS TIFF (its ImageDescription)."""
+        return (f"# Detector: PILATUS {self.model} (microct simulator)\r\n# {datetime.now().isoformat()}\r\n"
+                f"# Pixel_size 172e-6 m x 172e-6 m\r\n# Exposure_time {codec.format_seconds(series.exposure_s)} s\r\n"
+                f"# Exposure_period {codec.format_seconds(series.period_s)} s\r\n")
+
+    def _folder(self, path: str) -> Path:
+        """Where camserver path ``path`` lies on this machine: under image_root."""
+        return self.image_root / posixpath.normpath(path).lstrip("/")
+
+
+class _Refused(Exception):
+    """A bad argument: answered with ERR and this text."""
+
+
+def _standalone_tube(voltage_kv: float, current_ua: float, seed: int | None) -> SimulatedSource:
+    """A warmed-up tube with the beam on (large spot: up to 75 W), for a simulator serving on its own."""
+    tube = SimulatedSource("camserver tube", SimulatedSourceOptions(warmed_up=True, ramp_kv_per_s=1e6,
+                                                                    ramp_ua_per_s=1e8), seed=seed)
+    tube.connect()
+    tube.configure(voltage_kv=voltage_kv, current_ua=current_ua, spot_mode="large")
+    tube.beam_on()
+    return tube

@@ -1,0 +1,235 @@
+"""DexelaDetector talking to the wire-level DexelaResponder: registers over a pty or TCP, frames from a
+folder or the TCP frame stream."""
+
+from __future__ import annotations
+
+import re
+import select
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from microct.devices.detector import TriggerMode
+from microct.drivers.dexela import DexelaDetector, DexelaOptions
+from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
+from microct.simulators.dexela import DexelaResponder
+from microct.simulators.wire import WireServer
+from microct.testing.contracts import DetectorContract
+
+SIZE = {"rows": 32, "columns": 48}
+
+
+class Bench:
+    """A served simulator and a factory of drivers for it; ``channel`` is "tcp" or "folder"."""
+
+    def __init__(self, channel: str, folder, link: str = "tcp", **simulator) -> None:
+        self.channel = channel
+        self.folder = str(folder)
+        self.responder = DexelaResponder(**({"frame_port": 0} if channel == "tcp" else {"frame_folder": self.folder}),
+                                         **{**SIZE, "seed": 1, **simulator})
+        self.server = WireServer(self.responder, "dexela")
+        self.url = self.server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{self.server.serve_tcp()}"
+
+    def detector(self, name: str = "panel", **fields) -> DexelaDetector:
+        options = {**SIZE, "frame_channel": self.channel, "frame_folder": self.folder, "readout_margin_s": 0.3,
+                   "frame_address": f"127.0.0.1:{self.responder.frame_port}", "serial": {"timeout_s": 0.3}, **fields}
+        return DexelaDetector(name, DexelaOptions(**options), connection=self.url)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.responder.stop()
+
+
+@pytest.fixture(params=["tcp", "folder"])
+def bench(request, tmp_path):
+    bench = Bench(request.param, tmp_path)
+    yield bench
+    bench.stop()
+
+
+# -- the detector contract, over each link and frame channel -----------------------------------------------
+class TestOverPtyWithFrameFolder(DetectorContract):
+    bright_exposure_s = 0.05
+
+    @pytest.fixture
+    def new_device(self, tmp_path):
+        bench = Bench("folder", tmp_path, link="pty")
+        yield bench.detector
+        bench.stop()
+
+
+class TestOverTcpWithFrameStream(DetectorContract):
+    bright_exposure_s = 0.05
+
+    @pytest.fixture
+    def new_device(self, tmp_path):
+        bench = Bench("tcp", tmp_path)
+        yield bench.detector
+        bench.stop()
+
+
+# -- settings reach the registers, frames follow them --------------------------------------------------------
+def test_settings_land_in_the_simulated_registers(bench):
+    with bench.detector(full_well="high-range") as detector:
+        detector.set_exposure_s(1.23456)
+        detector.set_trigger_mode(TriggerMode.EXTERNAL)
+        registers = bench.responder.registers
+        assert registers[3] == 4
+        assert (registers[11], registers[12]) == (123456 & 0xFFFF, 123456 >> 16)
+        assert bench.responder.exposure_s == pytest.approx(1.23456)
+        assert bench.responder.trigger_mode == "edge"
+
+
+def test_frames_follow_the_exposure_in_the_registers(bench):
+    offset = bench.responder.panel.options.dark_offset
+    with bench.detector() as detector:
+        detector.set_exposure_s(0.01)
+        short = np.mean([frame.data.mean() for frame in detector.acquire(2)]) - offset
+        detector.set_exposure_s(0.04)
+        long = np.mean([frame.data.mean() for frame in detector.acquire(2)]) - offset
+    assert long / short == pytest.approx(4.0, rel=0.1)
+
+
+def test_the_driver_does_not_rely_on_read_back(tmp_path):
+    bench = Bench("tcp", tmp_path, reads_return_zeros=True)
+    try:
+        with bench.detector(full_well="high-range") as detector:
+            detector.set_exposure_s(0.02)
+            assert len(detector.acquire(2)) == 2
+        assert bench.responder.registers[11] == 2000
+        with pytest.raises(ProtocolError, match=r"register 3 \(full-well mode\) reads back 0 after writing 4"):
+            bench.detector(full_well="high-range", verify_writes=True).connect()
+        bench.responder.reads_return_zeros = False
+        with bench.detector(full_well="high-range", verify_writes=True) as detector:
+            detector.set_exposure_s(0.03)
+            assert bench.responder.registers[11] == 3000
+    finally:
+        bench.stop()
+
+
+def test_external_trigger_frames_come_when_the_input_fires(bench):
+    with bench.detector(external_timeout_s=0.3) as detector:
+        detector.set_exposure_s(0.01)
+        detector.acquire(1)  # frame 0, software-triggered
+        assert bench.responder.external_trigger() is None  # ignored in software mode
+        detector.set_trigger_mode(TriggerMode.EXTERNAL)
+        with pytest.raises(DeviceTimeoutError, match="frame 1 did not come"):
+            detector.acquire(1)  # a software trigger would be ignored, and the input did not fire
+        assert [bench.responder.external_trigger() for _ in range(2)] == [1, 2]  # numbered on by the grabber
+        frames = detector.acquire(2)
+        assert [frame.frame_number for frame in frames] == [1, 2]
+        assert all(frame.data.mean() > 200 for frame in frames)  # exposed with the beam on
+        detector.set_trigger_mode(TriggerMode.SOFTWARE)
+        assert [frame.frame_number for frame in detector.acquire(1)] == [3]
+
+
+def test_the_simulator_wants_waking_and_can_read_back_zeros(tmp_path):
+    responder = DexelaResponder(frame_folder=str(tmp_path), **SIZE)
+    try:
+        assert responder.respond(b"W000300004") == [b"E\r"]  # inferred: asleep until WC1
+        assert responder.respond(b"WC1") == [b"X\r"]
+        assert responder.respond(b"W000300004") == [b"X\r"]
+        assert responder.respond(b"R1003") == [b"S00004\r"]
+        assert responder.respond(b"W000399999") == [b"E\r"]  # above 16 bits
+        responder.reads_return_zeros = True
+        assert responder.respond(b"R1003") == [b"S00000\r"]
+    finally:
+        responder.stop()
+
+
+# -- faults ------------------------------------------------------------------------------------------------
+def test_a_refused_write_names_register_and_value_and_the_link_still_works(bench):
+    with bench.detector() as detector:
+        bench.responder.refused_registers.add(12)
+        with pytest.raises(ProtocolError, match=r"Dexela refused 'W001200001': register 12 \(exposure, high word\)"
+                                                r" = 1 \(reply E\)"):
+            detector.set_exposure_s(1.0)
+        bench.responder.refused_registers.clear()
+        detector.set_exposure_s(1.0)
+        assert bench.responder.registers[12] == 1
+
+
+def test_a_frame_that_never_comes_is_a_timeout_naming_frame_and_channel(bench):
+    bench.responder.missing_frames.add(1)
+    channel = "frame stream 127.0.0.1:" if bench.channel == "tcp" else "frame folder "
+    with bench.detector() as detector:
+        detector.set_exposure_s(0.01)
+        with pytest.raises(DeviceTimeoutError, match=rf"detector 'panel': frame 1 did not come on the {channel}"
+                                                     r".* within 0.31 s"):
+            detector.acquire(3)
+        assert [frame.frame_number for frame in detector.acquire(2)] == [2, 3]  # the next frames come
+
+
+def test_a_frame_arriving_after_its_time_out_is_never_taken_for_the_next(bench):
+    with bench.detector() as detector:
+        detector.set_exposure_s(0.01)
+        bench.responder.panel.options.readout_s = 0.45  # beyond the driver's 0.3 s margin
+        with pytest.raises(DeviceTimeoutError, match="frame 0 did not come"):
+            detector.acquire(1)
+        bench.responder.panel.options.readout_s = 0.0
+        (frame,) = detector.acquire(1)
+    assert frame.frame_number == 1
+
+
+def test_the_register_link_dropping_names_the_command_and_close_still_works(bench):
+    detector = bench.detector()
+    detector.connect()
+    bench.server.stop()
+    with pytest.raises((CommunicationError, DeviceTimeoutError), match=r"detector 'panel': Dexela 'W001100200' "
+                                                                       r"\(register 11 .*\) failed"):
+        detector.set_exposure_s(0.002)
+    detector.close()
+    assert not detector.connected
+
+
+def test_the_grabber_going_away_mid_series_names_the_channel(bench):
+    with bench.detector() as detector:
+        detector.set_exposure_s(0.05)
+        stopper = threading.Timer(0.12, bench.responder.stop)
+        stopper.start()
+        if bench.channel == "tcp":  # the connection closes
+            expected = pytest.raises(CommunicationError, match=r"detector 'panel': frame stream 127.0.0.1:\d+: "
+                                                               r"(the grabber closed the connection|sending the)")
+        else:  # nobody answers the trigger files any more
+            expected = pytest.raises(DeviceTimeoutError, match=r"detector 'panel': frame \d+ did not come on the "
+                                                               r"frame folder")
+        with expected:
+            detector.acquire(20)
+        stopper.join()
+
+
+def test_frames_of_another_size_are_protocol_errors(bench):
+    message = (r"frame 0 is 32 × 48, expected 16 × 48" if bench.channel == "tcp" else
+               r"frame_000000.raw has 3072 bytes, expected 1536 \(16 × 48")
+    with bench.detector(rows=16) as detector, pytest.raises(ProtocolError, match=message):
+        detector.acquire(1)
+
+
+# -- the command line ------------------------------------------------------------------------------------
+def test_sim_serve_with_a_frame_folder_serves_a_working_detector(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "dexela", "--tcp", "0",
+                                "-O", f"frame_folder={tmp_path}", "-O", "rows=32", "-O", "columns=48"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 20.0)
+        assert ready, "no URL printed within 20 s"
+        url = process.stdout.readline().strip()
+        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
+        options = DexelaOptions(**SIZE, frame_folder=str(tmp_path), readout_margin_s=1.0)
+        with DexelaDetector("panel", options, connection=url) as detector:
+            detector.set_exposure_s(0.05)
+            (frame,) = detector.acquire(1)
+        assert frame.data.mean() > 200  # its own tube: beam on
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_sim_serve_without_a_frame_channel_is_a_configuration_error():
+    done = subprocess.run([sys.executable, "-m", "microct", "sim", "serve", "dexela", "--tcp", "0"],
+                          check=False, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done
+    assert "frame_folder=PATH or frame_port=PORT" in done.stdout + done.stderr
