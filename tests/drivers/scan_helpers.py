@@ -1,6 +1,13 @@
-"""Helpers for the whole-scan tests of the real drivers against the wire simulators."""
+"""Helpers for the tests of the real drivers against the wire simulators."""
 
 from __future__ import annotations
+
+import contextlib
+import re
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import h5py
 
@@ -43,3 +50,22 @@ def in_process_twin(config: ScanConfig, out):
     twin = parse_config(data)
     run_scan(twin, build_instruments(twin), out)
     return out
+
+
+@contextlib.contextmanager
+def sim_serve(name: str, *options: str, timeout_s: float = 30.0) -> Iterator[int]:
+    """Run ``microct sim serve NAME --tcp 0 -O OPTION ...`` in its own process; yield the port of the
+    ``socket://127.0.0.1:PORT`` URL it prints (checked), and stop it afterwards."""
+    arguments = [item for option in options for item in ("-O", option)]
+    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", name, "--tcp", "0", *arguments],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        assert ready, f"sim serve {name}: no URL printed within {timeout_s:g} s"
+        url = process.stdout.readline().strip()
+        match = re.fullmatch(r"socket://127\.0\.0\.1:(\d+)", url)
+        assert match, url
+        yield int(match[1])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

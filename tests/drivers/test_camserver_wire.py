@@ -9,8 +9,6 @@ import contextlib
 import re
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from scan_helpers import sim_serve
 from microct.devices.detector import Detector
 from microct.drivers import camserver_codec as codec
 from microct.drivers.camserver import CamserverDetector, CamserverOptions, ErrorReply
@@ -296,19 +295,8 @@ def test_stop_when_idle_does_nothing(rig):
 
 # -- the command line -----------------------------------------------------------------------------------------
 def test_sim_serve_camserver_serves_images_a_driver_reads(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "camserver", "--tcp", "0",
-                                "-O", f"image_root={tmp_path}", "-O", "model=100K"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 30.0)
-        assert ready, "no URL printed within 30 s"
-        url = process.stdout.readline().strip()
-        match = re.fullmatch(r"socket://127\.0\.0\.1:(\d+)", url)
-        assert match, url
-        with build(f"TCPIP::127.0.0.1::{match[1]}::SOCKET", tmp_path, reply_timeout_s=2.0) as detector:
+    with sim_serve("camserver", f"image_root={tmp_path}", "model=100K") as port:
+        with build(f"TCPIP::127.0.0.1::{port}::SOCKET", tmp_path, reply_timeout_s=2.0) as detector:
             detector.set_exposure_s(0.02)
             (frame,) = detector.acquire(1)
-        assert frame.data.mean() > 50  # the simulator's own tube is on
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    assert frame.data.mean() > 50  # the simulator's own tube is on

@@ -3,8 +3,6 @@ folder or the TCP frame stream."""
 
 from __future__ import annotations
 
-import re
-import select
 import subprocess
 import sys
 import threading
@@ -12,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 
+from scan_helpers import sim_serve
 from microct.devices.detector import TriggerMode
 from microct.drivers.dexela import DexelaDetector, DexelaOptions
 from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
@@ -210,22 +209,12 @@ def test_frames_of_another_size_are_protocol_errors(bench):
 
 # -- the command line ------------------------------------------------------------------------------------
 def test_sim_serve_with_a_frame_folder_serves_a_working_detector(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "dexela", "--tcp", "0",
-                                "-O", f"frame_folder={tmp_path}", "-O", "rows=32", "-O", "columns=48"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 20.0)
-        assert ready, "no URL printed within 20 s"
-        url = process.stdout.readline().strip()
-        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
+    with sim_serve("dexela", f"frame_folder={tmp_path}", "rows=32", "columns=48") as port:
         options = DexelaOptions(**SIZE, frame_folder=str(tmp_path), readout_margin_s=1.0)
-        with DexelaDetector("panel", options, connection=url) as detector:
+        with DexelaDetector("panel", options, connection=f"socket://127.0.0.1:{port}") as detector:
             detector.set_exposure_s(0.05)
             (frame,) = detector.acquire(1)
-        assert frame.data.mean() > 200  # its own tube: beam on
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    assert frame.data.mean() > 200  # its own tube: beam on
 
 
 def test_sim_serve_without_a_frame_channel_is_a_configuration_error():

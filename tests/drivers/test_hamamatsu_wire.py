@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import select
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
 
+from scan_helpers import sim_serve
 from microct.devices.source import SourceState
 from microct.drivers.hamamatsu import HamamatsuOptions, HamamatsuSource
 from microct.errors import (CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError, MicroCTError,
@@ -254,18 +251,9 @@ def test_server_gone_mid_session_is_a_clear_error_naming_the_device(rig):
 
 # -- the command line --------------------------------------------------------------------------------------------
 def test_sim_serve_prints_a_tcp_url_a_driver_can_use():
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "hamamatsu", "--tcp", "0",
-                                "-O", "model=L9181-02"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 20.0)
-        assert ready, "no URL printed within 20 s"
-        url = process.stdout.readline().strip()
-        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
-        source = HamamatsuSource.from_config("tube", HamamatsuOptions(model="L9181-02", timeout_s=2.0), url,
-                                             DriverContext())
+    with sim_serve("hamamatsu", "model=L9181-02") as port:
+        source = HamamatsuSource.from_config("tube", HamamatsuOptions(model="L9181-02", timeout_s=2.0),
+                                             f"socket://127.0.0.1:{port}", DriverContext())
         with source:
             assert source.identity == "L9181-02"
             assert source.read_state() is SourceState.WARMUP_NEEDED
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -7,16 +7,13 @@ Stages run at fast speeds (overrides given to both simulator and driver) so that
 
 from __future__ import annotations
 
-import re
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
+from scan_helpers import sim_serve
 from microct.drivers.pi_gcs import PIAxis, PIOptions, is_last_line, parse_axis_values
 from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, LimitError, ProtocolError
 from microct.simulators.pi_gcs import PIResponder
@@ -310,19 +307,8 @@ def test_the_server_stopping_mid_move_fails_the_move_naming_the_device():
 
 # -- the command line ------------------------------------------------------------------------------------
 def test_sim_serve_prints_a_tcp_url_whose_port_a_driver_can_use():
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "pi", "--tcp", "0",
-                                "-O", "require_reference=false"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 20.0)
-        assert ready, "no URL printed within 20 s"
-        url = process.stdout.readline().strip()
-        match = re.fullmatch(r"socket://127\.0\.0\.1:(\d+)", url)
-        assert match, url
+    with sim_serve("pi", "require_reference=false") as port:
         options = PIOptions(reference_on_connect=False, visa={"timeout_s": 2.0})
-        with PIAxis("rotation", options, connection=f"TCPIP::127.0.0.1::{match.group(1)}::SOCKET") as axis:
+        with PIAxis("rotation", options, connection=f"TCPIP::127.0.0.1::{port}::SOCKET") as axis:
             assert axis.read_position() == 0.0
             assert axis.describe()["identification"] == "microct, PI GCS 2 wire simulator, 0, 1.0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import select
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
 
+from scan_helpers import sim_serve
 from microct.devices.source import SourceState
 from microct.drivers.spellman import ErrorReply, SpellmanOptions, SpellmanSource
 from microct.errors import (CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError, MicroCTError,
@@ -315,17 +312,7 @@ def test_nothing_listening_shows_at_the_first_exchange():
 
 # -- the command line --------------------------------------------------------------------------------------------
 def test_sim_serve_prints_a_url_whose_port_a_visa_resource_can_use():
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "spellman", "--tcp", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 20.0)
-        assert ready, "no URL printed within 20 s"
-        url = process.stdout.readline().strip()
-        match = re.fullmatch(r"socket://127\.0\.0\.1:(\d+)", url)
-        assert match, url
-        with build(f"TCPIP::127.0.0.1::{match[1]}::SOCKET", timeout_s=2.0) as source:
+    with sim_serve("spellman") as port:
+        with build(f"TCPIP::127.0.0.1::{port}::SOCKET", timeout_s=2.0) as source:
             assert source.describe()["model"] == "XRV160"
             assert source.read_state() is SourceState.STANDBY
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -5,14 +5,11 @@ Stages run at fast speeds (overrides given to both simulator and driver) so that
 
 from __future__ import annotations
 
-import re
-import select
-import subprocess
-import sys
 import threading
 
 import pytest
 
+from scan_helpers import sim_serve
 from microct.drivers.zaber import ZaberAxis, ZaberOptions
 from microct.errors import CommunicationError, DeviceTimeoutError, LimitError, ProtocolError
 from microct.simulators.wire import WireServer
@@ -145,15 +142,6 @@ def test_the_server_stopping_mid_move_fails_the_move_naming_the_device():
 
 # -- the command line ------------------------------------------------------------------------------------
 def test_sim_serve_prints_a_tcp_url_that_a_driver_can_use():
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "zaber", "--tcp", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 20.0)
-        assert ready, "no URL printed within 20 s"
-        url = process.stdout.readline().strip()
-        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
-        with ZaberAxis("rotation", ZaberOptions(), connection=url) as axis:
+    with sim_serve("zaber") as port:
+        with ZaberAxis("rotation", ZaberOptions(), connection=f"socket://127.0.0.1:{port}") as axis:
             assert axis.read_position() == 0.0
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
