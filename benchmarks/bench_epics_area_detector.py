@@ -19,7 +19,7 @@ from microct.simulators.epics_ioc import free_port
 
 PORT = free_port()
 os.environ.update(EPICS_CA_ADDR_LIST=f"127.0.0.1:{PORT}", EPICS_CA_AUTO_ADDR_LIST="NO",
-                  EPICS_CA_MAX_ARRAY_BYTES=str(8 * 2**20), CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC="0.001")
+                  EPICS_CA_MAX_ARRAY_BYTES=str(8 * 2**20))
 
 import epics  # noqa: E402  (after the environment above)
 

@@ -182,8 +182,8 @@ class EpicsMotorAxis(Axis):
         """Read LVIO, HLS/LLS and RBV from the IOC (not the monitors: caproto may send the
         put-completion before the last monitor updates)."""
         try:
-            lvio, hls, lls = (int(self._ca.get(name, fresh=True)) for name in ("lvio", "hls", "lls"))
-            here = float(self._ca.get("rbv", fresh=True))
+            lvio, hls, lls, rbv = self._ca.get_fresh("lvio", "hls", "lls", "rbv")
+            lvio, hls, lls, here = int(lvio), int(hls), int(lls), float(rbv)
         except CommunicationError as error:
             return self._error(CommunicationError, f"{move.what}: link lost as PV {self.pv(key)} completed ({error})")
         except DeviceTimeoutError as error:

@@ -58,3 +58,12 @@ def test_max_array_bytes_is_raised_for_large_frames_but_never_lowered(monkeypatc
     assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == "50000000"
     configure_environment(max_array_bytes=1_000)
     assert os.environ["EPICS_CA_MAX_ARRAY_BYTES"] == "50000000"
+
+
+def test_get_fresh_names_the_pv_whose_channel_dropped(channels, monkeypatch):
+    import epics.ca
+
+    monkeypatch.setattr(DyingPV, "chid", 1, raising=False)
+    monkeypatch.setattr(epics.ca, "get", lambda *a, **k: (_ for _ in ()).throw(KeyError(-1)))
+    with pytest.raises(CommunicationError, match=r"reading PV CT:GONE:m1\.STOP"):
+        channels.get_fresh("stop")

@@ -156,6 +156,26 @@ class ChannelAccess:
             raise DeviceTimeoutError(f"{self.who}: reading PV {pv.pvname}: no reply within {self.timeout_s:g} s")
         return value
 
+    def get_fresh(self, *keys: str) -> list[Any]:
+        """Read several PVs from the IOC in one round trip: every request is sent, then every reply
+        awaited (CommunicationError / DeviceTimeoutError naming the PV, as ``get``)."""
+        import epics.ca
+
+        pvs = [self._pv(key) for key in keys]
+        for pv in pvs:
+            with self._channel_call(pv, "reading"):
+                epics.ca.get(pv.chid, wait=False)
+        values = []
+        for pv in pvs:
+            with self._channel_call(pv, "reading"):
+                value = epics.ca.get_complete(pv.chid, timeout=self.timeout_s)
+            if value is None:
+                if not pv.connected:
+                    raise CommunicationError(f"{self.who}: PV {pv.pvname} disconnected while reading it")
+                raise DeviceTimeoutError(f"{self.who}: reading PV {pv.pvname}: no reply within {self.timeout_s:g} s")
+            values.append(value)
+        return values
+
     def put(self, key: str, value: Any, *, wait: bool = True, timeout_s: float | None = None,
             callback: Callable[[], None] | None = None) -> None:
         """Write; with ``wait`` block until the IOC's put-callback (DeviceTimeoutError naming the PV).

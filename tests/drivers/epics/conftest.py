@@ -17,6 +17,5 @@ os.environ["MICROCT_TEST_IOC_PORTS"] = " ".join(f"{role}={port}" for role, port 
 os.environ["EPICS_CA_ADDR_LIST"] = " ".join(f"127.0.0.1:{port}" for port in ports)
 os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
 os.environ["EPICS_CA_SERVER_PORT"] = str(ports[0])
-os.environ.setdefault("CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC", "0.001")
 os.environ["EPICS_CA_MAX_ARRAY_BYTES"] = str(16 * 2**20)  # whole frames (areadetector.md)
 
