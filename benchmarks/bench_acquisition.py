@@ -155,10 +155,10 @@ class ProfiledSequencer(Sequencer):
         super().__init__(*args, **kwargs)
         self.profiler = cProfile.Profile()
 
-    def _projections(self) -> None:
+    def _projections(self, n: int) -> None:
         self.profiler.enable()
         try:
-            super()._projections()
+            super()._projections(n)
         finally:
             self.profiler.disable()
 

@@ -20,10 +20,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from microct import __version__
-from microct.config import load_config
+from microct.config import load_config, parse_config
 from microct.errors import ConfigurationError, MicroCTError
 from microct.instruments import build_instruments
+from microct.journal import journal_path
 from microct.planner import FORMULA, plan_scan
+from microct.recovery import stored_configuration
 from microct.registry import driver_entry_points
 from microct.sequencer import run_scan
 
@@ -37,12 +39,23 @@ def _terminate(signum, frame) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    config, text = load_config(args.config)
-    output = Path(args.output or config.scan.output)
-    if output.exists():
-        if not args.force:
-            raise ConfigurationError(f"output file {output} exists; choose another with -o or pass --force")
-        output.unlink()
+    if args.resume:
+        output = Path(args.resume)
+        if args.config:
+            config, text = load_config(args.config)
+        else:  # the configuration the interrupted scan started with
+            config, text = parse_config(stored_configuration(output), f"{output} (journal)"), ""
+    else:
+        config, text = load_config(args.config)
+        output = Path(args.output or config.scan.output)
+        stale = journal_path(output)
+        if output.exists() or stale.exists():
+            if not args.force:
+                what = "exists" if output.exists() else f"has the journal of an interrupted scan ({stale})"
+                raise ConfigurationError(f"output file {output} {what}; resume it with --resume {output}, choose "
+                                         f"another file with -o or pass --force")
+            output.unlink(missing_ok=True)
+            stale.unlink(missing_ok=True)
     instruments = build_instruments(config)  # validates everything before anything connects
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
@@ -52,7 +65,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         def report(done: int, total: int, kind: str) -> None:
             progress.update(task, completed=done, total=total, description=kind)
 
-        result = run_scan(config, instruments, output, text, report)
+        result = run_scan(config, instruments, output, text, report, resume=bool(args.resume))
     print(f"{result.status}: {result.path} ({result.darks} darks, {result.flats} flats, "
           f"{result.projections} projections)")
     return 0
@@ -200,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
     scan.add_argument("-o", "--output", help="output .nxs file (default: scan.output of the configuration)")
     scan.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    scan.add_argument("--resume", metavar="FILE", help="continue the interrupted (aborted or killed) scan "
+                                                       "of FILE from its last whole frame; with CONFIG, checked "
+                                                       "against the configuration it started with")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     scan.set_defaults(func=cmd_scan)
 

@@ -26,9 +26,12 @@ import numpy as np
 
 from microct.config import ScanConfig
 from microct.devices import Frame, SourceState, TriggerMode
-from microct.errors import DeviceFaultError, DeviceStateError, DeviceTimeoutError, InterlockError, ScanAborted
+from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError, InterlockError,
+                            MicroCTError, ScanAborted)
 from microct.instruments import Instruments
+from microct.journal import scan_header_fields
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
+from microct.recovery import Interrupted, check_configuration, discard, replay, set_aside
 
 log = logging.getLogger("microct.scan")
 
@@ -36,6 +39,8 @@ ProgressCallback = Callable[[int, int, str], None]
 """Called after each frame with (frames done, frames planned, what is being taken)."""
 
 POLL_S = 0.1  # read-back polling period while waiting for the tube (warm-up, stabilising)
+PHASES = ("dark", "flat", "projection", "flat", "dark")
+"""The order of a scan's frames: references at the start, projections, references at the end."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class Sequencer:
     """Runs one scan of ``config`` on connected-or-not ``instruments`` into a new NXtomo file."""
 
     def __init__(self, config: ScanConfig, instruments: Instruments, output: str | Path,
-                 config_text: str = "", progress: ProgressCallback | None = None) -> None:
+                 config_text: str = "", progress: ProgressCallback | None = None, resume: bool = False) -> None:
         self.config = config
         self.scan = config.scan
         self.instruments = instruments
@@ -86,35 +91,36 @@ class Sequencer:
         self.counts = {"dark": 0, "flat": 0, "projection": 0}
         self._saturated_frames = 0
         self.total = sum(planned_frames(config, instruments.sample_out is not None))
+        self.resume = resume
+        self._done = [0] * len(PHASES)  # frames already in the file per phase (a resumed scan)
 
     # -- the scan -------------------------------------------------------------------------------
     def run(self) -> ScanResult:
         inst, scan = self.instruments, self.scan
+        if self.resume:  # before anything is touched
+            check_configuration(self.output, self.config.model_dump(mode="json"))
         try:
+            interrupted = set_aside(self.output) if self.resume else None
             inst.connect()
             detector = inst.detector
             detector.set_binning(scan.binning)
             detector.set_trigger_mode(TriggerMode.SOFTWARE)
             detector.set_exposure_s(scan.exposure_s)
-            self._open_file()
+            self._open_file(interrupted)
             self._check_interlock()
             self._warm_up_if_needed()
             inst.source.configure(voltage_kv=scan.voltage_kv, current_ua=scan.current_ua,
                                   spot_mode=scan.spot_mode)
-            at_start = scan.references_at in ("start", "both")
-            at_end = scan.references_at in ("end", "both")
-            if at_start:
-                self._darks()
-            self._beam_on_and_stabilise()
-            if at_start:
-                self._flats()
-            self._projections()
-            if at_end:
-                self._flats()
+            darks, flats, projections, end_flats, end_darks = self._remaining()
+            self._darks(darks)
+            if flats or projections or end_flats:
+                self._beam_on_and_stabilise()
+            self._flats(flats)
+            self._projections(projections)
+            self._flats(end_flats)
             inst.source.beam_off()
             self._event("beam off")
-            if at_end:
-                self._darks()
+            self._darks(end_darks)
             if scan.return_to_start:
                 inst.rotation.move_to(scan.start_deg, scan.move_timeout_s)
             self._record_pixel_mask()
@@ -167,8 +173,23 @@ class Sequencer:
             log.critical("during abort, closing the instruments failed: %s", failure)
 
     # -- steps ------------------------------------------------------------------------------------
-    def _open_file(self) -> None:
+    def _open_file(self, interrupted: Interrupted | None) -> None:
         source, detector, scan = self.instruments.source, self.instruments.detector, self.scan
+        if interrupted is not None:  # the first start's header, frames, events and read-backs
+            header = ScanHeader(**scan_header_fields(interrupted.journal))
+            if header.frame_shape != detector.shape:
+                raise ConfigurationError(f"resume: the detector gives {detector.shape} frames, the interrupted "
+                                         f"scan has {header.frame_shape}")
+            self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
+            keys = replay(interrupted, self.writer)
+            discard(interrupted)
+            self._count_done(keys)
+            aborted = any(kind == "event" and record["message"].startswith("scan aborted")
+                          for kind, record in interrupted.journal.entries)
+            how = "was aborted" if aborted else "stopped without closing the file (killed, crashed or power lost)"
+            self._event(f"scan resumed after {len(keys)} of {self.total} frames: the previous run {how}",
+                        frame=len(keys))
+            return
         spot = source.capabilities.spot_modes[scan.spot_mode]
         header = ScanHeader(
             title=scan.title, start_time=self.clock.time(), frame_shape=detector.shape,
@@ -177,9 +198,32 @@ class Sequencer:
             focal_spot_mode=scan.spot_mode,
             focal_spot_size_um=spot.spot_size_at_um(scan.voltage_kv * scan.current_ua / 1000.0),
             configuration_toml=self.config_text, source_name=source.name,
-            frames_linked=detector.writes_own_files)
+            frames_linked=detector.writes_own_files, configuration=self.config.model_dump(mode="json"))
         self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
         self._event(f"scan started: {self.total} frames planned")
+
+    def _plan(self) -> list[int]:
+        """Frames per phase, in PHASES order."""
+        scan = self.scan
+        at_start, at_end = scan.references_at in ("start", "both"), scan.references_at in ("end", "both")
+        flats = scan.n_flats if self.instruments.sample_out is not None else 0
+        return [scan.n_darks * at_start, flats * at_start, scan.n_projections, flats * at_end, scan.n_darks * at_end]
+
+    def _count_done(self, keys: list[int]) -> None:
+        """Split the frames already written over the phases; MicroCTError if they do not follow the plan."""
+        left = len(keys)
+        expected: list[int] = []
+        for phase, (kind, size) in enumerate(zip(PHASES, self._plan(), strict=True)):
+            self._done[phase] = min(left, size)
+            left -= self._done[phase]
+            expected += [IMAGE_KEYS[kind]] * self._done[phase]
+            self.counts[kind] += self._done[phase]
+        if left or keys != expected:
+            raise MicroCTError(f"resume: the {len(keys)} frames of the interrupted scan do not follow this scan's "
+                               f"plan of darks, flats and projections")
+
+    def _remaining(self) -> list[int]:
+        return [size - done for size, done in zip(self._plan(), self._done, strict=True)]
 
     def _record_pixel_mask(self) -> None:
         """The detector's mask of unusable pixels, as known at the end (it may learn them from frames)."""
@@ -245,33 +289,36 @@ class Sequencer:
     def _near(self, measured: float, wanted: float) -> bool:
         return abs(measured - wanted) <= self.scan.stable_tolerance * max(abs(wanted), 1.0)
 
-    def _darks(self) -> None:
+    def _darks(self, n: int) -> None:
+        if not n:
+            return
         self.instruments.source.beam_off()
         angle = self.instruments.rotation.read_position()
-        for _ in range(self.scan.n_darks):
+        for _ in range(n):
             frame = self._take()
             self._write(frame, "dark", angle, 0.0, 0.0)
 
-    def _flats(self) -> None:
+    def _flats(self, n: int) -> None:
         sample_out, scan = self.instruments.sample_out, self.scan
-        if not scan.n_flats:
-            return
-        if sample_out is None:
+        if sample_out is None and scan.n_flats:
             self._event("no sample_out axis configured: flats skipped", level=logging.WARNING)
+        if not n:
             return
         sample_in = sample_out.read_position()
         sample_out.move_to(scan.sample_out_position_mm, scan.move_timeout_s)
         self.clock.sleep(scan.settle_s)
         self._skip()
         angle = self.instruments.rotation.read_position()
-        for _ in range(scan.n_flats):
+        for _ in range(n):
             frame = self._take()
             self._write(frame, "flat", angle, *self._tube_readbacks(), x_mm=scan.sample_out_position_mm)
         sample_out.move_to(sample_in, scan.move_timeout_s)
 
-    def _projections(self) -> None:
+    def _projections(self, n: int) -> None:
         rotation, scan = self.instruments.rotation, self.scan
-        angles = scan.angles_deg()
+        angles = scan.angles_deg()[len(scan.angles_deg()) - n:]
+        if not n:
+            return
         self._event(f"projections started: {len(angles)} angles from {angles[0]:g} to {angles[-1]:g} deg")
         move = rotation.start_move_to(angles[0])
         for i in range(len(angles)):
@@ -282,7 +329,11 @@ class Sequencer:
             frame = self._take()
             kv, ua = self._tube_readbacks()
             if i + 1 < len(angles):
-                move = rotation.start_move_to(angles[i + 1])  # moves while the frame is written
+                try:
+                    move = rotation.start_move_to(angles[i + 1])  # moves while the frame is written
+                except BaseException:
+                    self._write(frame, "projection", angle, kv, ua)  # the frame is good: keep it
+                    raise
             self._write(frame, "projection", angle, kv, ua)
 
     # -- frames -------------------------------------------------------------------------------------
@@ -334,6 +385,7 @@ class Sequencer:
 
 
 def run_scan(config: ScanConfig, instruments: Instruments, output: str | Path, config_text: str = "",
-             progress: ProgressCallback | None = None) -> ScanResult:
-    """Run one scan; see ``Sequencer``."""
-    return Sequencer(config, instruments, output, config_text, progress).run()
+             progress: ProgressCallback | None = None, resume: bool = False) -> ScanResult:
+    """Run one scan; see ``Sequencer``. ``resume``: continue the interrupted scan of ``output``
+    (``microct.recovery``) after checking that ``config`` is the one it started with."""
+    return Sequencer(config, instruments, output, config_text, progress, resume).run()

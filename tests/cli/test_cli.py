@@ -118,3 +118,27 @@ def test_signal_mid_scan_beam_off_file_aborted(sig, code, tmp_path):
         assert (keys == 0).sum() < 60
         log = [m.decode() for m in f["entry/logs/events/message"][()]]
     assert any(m.startswith("scan aborted") for m in log)
+
+
+def test_resume_continues_an_interrupted_scan_and_a_new_scan_will_not_clobber_it(tmp_path, capsys, mocker):
+    from microct.simulators.axis import SimulatedAxis
+
+    out = tmp_path / "scan.nxs"
+    real, moves = SimulatedAxis.start_move_to, []
+
+    def failing(axis, position):
+        moves.append(position)
+        if len(moves) == 20:
+            raise RuntimeError("stage lost")
+        return real(axis, position)
+
+    mocker.patch.object(SimulatedAxis, "start_move_to", failing)
+    assert main(["scan", "-q", "-o", str(out)]) == 1
+    mocker.stopall()
+    assert main(["scan", "-q", "-o", str(out)]) == 2  # the interrupted scan is not thrown away
+    assert f"resume it with --resume {out}" in capsys.readouterr().err
+    assert main(["scan", "-q", "--resume", str(out)]) == 0  # without CONFIG: the one it started with
+    with h5py.File(out, "r") as f:
+        assert f["entry/logs/status"][()].decode() == "complete"
+        keys = f["entry/instrument/detector/image_key"][()]
+    assert ((keys == 2).sum(), (keys == 1).sum(), (keys == 0).sum()) == (10, 10, 180)  # sim.toml's plan, whole

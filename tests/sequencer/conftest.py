@@ -32,6 +32,12 @@ SMALL = {"detector": {"options": {"rows": 64, "columns": 64, "pixel_pitch_um": 1
 
 
 @pytest.fixture
+def scan_data():
+    """scan_data(overrides) -> the configuration of make_scan as plain data (picklable, for child processes)."""
+    return lambda overrides=None: merged(merged(SIM, SMALL), overrides or {})
+
+
+@pytest.fixture
 def make_scan(tmp_path):
     """make_scan(overrides) -> (config, instruments, output path): sim.toml shrunk to 64×64 frames."""
     def make(overrides: dict | None = None) -> tuple[ScanConfig, Instruments, object]:

@@ -1,0 +1,140 @@
+"""Resuming an interrupted scan: set the old file aside, replay its journal into a new file, go on.
+
+``set_aside(output)`` moves ``scan.nxs`` and ``scan.nxs.journal`` to ``scan.nxs.interrupted`` and
+``scan.nxs.interrupted.journal``; the new file is rebuilt under the old name from the journal (the
+frames' pixels are read at their recorded offsets, so a file the HDF5 library cannot open any more
+still gives them up), and ``discard`` deletes the set-aside pair once every frame is in the new file.
+Each step is a rename or a delete, and ``set_aside`` finds where a killed resume stopped:
+
+- ``.interrupted`` present, its journal not: killed between the two renames → finish the second;
+- both present: killed while rebuilding → the half-built new pair is dropped, rebuilt again;
+- ``.interrupted`` gone but its journal left: killed between the two deletes → a stale journal,
+  replaced by the next rename (the new pair, whose journal exists, is the one to resume).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from microct.errors import ConfigurationError, MicroCTError
+from microct.journal import Journal, journal_path, read_journal
+from microct.nexus import FrameInfo, NXtomoWriter
+
+
+@dataclass
+class Interrupted:
+    """An interrupted scan set aside: its journal and the file holding the journal's frames."""
+
+    journal: Journal
+    data_file: Path
+    journal_file: Path
+
+    @property
+    def frames(self) -> int:
+        return len(self.journal.frames)
+
+
+def _aside(output: Path) -> Path:
+    return output.with_name(output.name + ".interrupted")
+
+
+def _resumable_journal(output: Path) -> Path:
+    """The journal ``set_aside`` will use (nothing is renamed); MicroCTError if there is none."""
+    journal, aside = journal_path(output), _aside(output)
+    aside_journal = journal_path(aside)
+    if aside_journal.exists() and (aside.exists() or not journal.exists()):
+        return aside_journal
+    if journal.exists():
+        return journal
+    state = "it completed, or was never started" if output.exists() else "it does not exist"
+    raise MicroCTError(f"nothing to resume at {output}: no journal {journal.name} ({state})")
+
+
+def stored_configuration(output: str | Path) -> dict[str, Any]:
+    """The configuration the interrupted scan of ``output`` started with (as ``ScanConfig.model_dump``)."""
+    return read_journal(_resumable_journal(Path(output))).header.get("configuration", {})
+
+
+def set_aside(output: str | Path) -> Interrupted:
+    """Move an interrupted scan out of the way (see the module docstring) and read its journal.
+
+    MicroCTError if there is nothing to resume (no journal: the scan completed, or never started).
+    """
+    output = Path(output)
+    journal, aside = journal_path(output), _aside(output)
+    aside_journal = journal_path(aside)
+    if aside.exists() and not aside_journal.exists():
+        os.replace(journal, aside_journal)  # killed between the two renames
+    elif _resumable_journal(output) == aside_journal:  # killed while rebuilding: drop the half-built pair
+        output.unlink(missing_ok=True)
+        journal.unlink(missing_ok=True)
+    else:
+        if output.exists():
+            os.replace(output, aside)
+        os.replace(journal, aside_journal)
+    return Interrupted(read_journal(aside_journal), aside, aside_journal)
+
+
+def check_configuration(output: str | Path, configuration: dict[str, Any]) -> None:
+    """ConfigurationError listing what differs from the configuration the interrupted scan of ``output``
+    started with (``scan.output`` may differ); MicroCTError if there is nothing to resume."""
+    stored = stored_configuration(output)
+    differences = [f"{key}: {was!r} then, {now!r} now" for key, was, now in _differences(stored, configuration)
+                   if key != "scan.output"]
+    if differences:
+        raise ConfigurationError("resume: the configuration differs from the interrupted scan's: "
+                                 + "; ".join(differences[:8]) + (" ..." if len(differences) > 8 else ""))
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b)):
+            found += _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        return found
+    return [] if a == b else [(prefix, a, b)]
+
+
+def replay(interrupted: Interrupted, writer: NXtomoWriter) -> list[int]:
+    """Write the journal's frames, events and read-backs into ``writer`` in their first order; returns
+    the image keys of the frames. MicroCTError if a frame's pixels are not where the journal says."""
+    shape = writer.header.frame_shape
+    keys: list[int] = []
+    fd = os.open(interrupted.data_file, os.O_RDONLY) if interrupted.data_file.exists() else -1
+    try:
+        for kind, record in interrupted.journal.entries:
+            if kind == "event":
+                writer.log_event(record["time"], record["message"], record["frame"])
+            elif kind == "reading":
+                writer.log_reading(record["time"], record["kv"], record["ua"], record["angle"])
+            else:
+                info = FrameInfo(**record.info)
+                if record.file is not None:
+                    writer.append_linked(record.file, info)
+                else:
+                    writer.append(_pixels(fd, record, shape, interrupted.data_file), info)
+                keys.append(info.image_key)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return keys
+
+
+def _pixels(fd: int, frame, shape: tuple[int, int], path: Path) -> np.ndarray:
+    expected = shape[0] * shape[1] * 2
+    data = os.pread(fd, frame.nbytes, frame.offset) if fd >= 0 else b""
+    if frame.nbytes != expected or len(data) != expected:
+        raise MicroCTError(f"resume: frame {frame.index} is not whole in {path} ({len(data)} of {expected} bytes "
+                           f"at offset {frame.offset})")
+    return np.frombuffer(data, dtype=np.uint16).reshape(shape)
+
+
+def discard(interrupted: Interrupted) -> None:
+    """Delete the set-aside pair (the data file first: see the module docstring)."""
+    interrupted.data_file.unlink(missing_ok=True)
+    interrupted.journal_file.unlink(missing_ok=True)
