@@ -25,7 +25,7 @@ from microct.errors import ConfigurationError, MicroCTError
 from microct.instruments import build_instruments
 from microct.journal import journal_path
 from microct.planner import FORMULA, plan_scan
-from microct.recovery import stored_configuration
+from microct.resume import stored_configuration
 from microct.registry import driver_entry_points
 from microct.sequencer import run_scan
 

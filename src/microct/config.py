@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from microct.errors import ConfigurationError
 from microct.geometry import Geometry
+from microct.policies import RecoveryPolicy
 
 DEFAULT_CONFIG = "sim.toml"
 M = TypeVar("M", bound=BaseModel)
@@ -61,6 +62,8 @@ class ScanSettings(_Strict):
     move_timeout_s: float = Field(default=120.0, gt=0)
     return_to_start: bool = True
     flush_interval_s: float = Field(default=1.0, ge=0, description="flush the file at least this often")
+    recovery: RecoveryPolicy = Field(default_factory=RecoveryPolicy, description="[scan.recovery]: what a frame "
+                                                                                 "that fails gets (microct.policies)")
 
     def angles_deg(self) -> list[float]:
         """Nominal projection angles (degrees)."""

@@ -26,12 +26,13 @@ import numpy as np
 
 from microct.config import ScanConfig
 from microct.devices import Frame, SourceState, TriggerMode
-from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError, InterlockError,
-                            MicroCTError, ScanAborted)
+from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError,
+                            FrameLostError, InterlockError, MicroCTError, ScanAborted)
 from microct.instruments import Instruments
 from microct.journal import scan_header_fields
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
-from microct.recovery import Interrupted, check_configuration, discard, replay, set_aside
+from microct.policies import BeamDropped, Recovery, RetakeFrame
+from microct.resume import Interrupted, check_configuration, discard, replay, set_aside
 
 log = logging.getLogger("microct.scan")
 
@@ -93,6 +94,11 @@ class Sequencer:
         self.total = sum(planned_frames(config, instruments.sample_out is not None))
         self.resume = resume
         self._done = [0] * len(PHASES)  # frames already in the file per phase (a resumed scan)
+        self.recovery = Recovery(self.scan.recovery, after_arc=self._after_arc, after_interlock=self._after_interlock,
+                                 sleep=self.clock.sleep, event=self._event)
+        self.pause_file = self.output.with_name(self.output.name + ".pause")
+        """While this file exists, the scan pauses between frames (``touch`` it, then delete it)."""
+        self._pending_move = None
 
     # -- the scan -------------------------------------------------------------------------------
     def run(self) -> ScanResult:
@@ -295,8 +301,7 @@ class Sequencer:
         self.instruments.source.beam_off()
         angle = self.instruments.rotation.read_position()
         for _ in range(n):
-            frame = self._take()
-            self._write(frame, "dark", angle, 0.0, 0.0)
+            self._step("dark", lambda: self._write(self._take(), "dark", angle, 0.0, 0.0))
 
     def _flats(self, n: int) -> None:
         sample_out, scan = self.instruments.sample_out, self.scan
@@ -309,32 +314,91 @@ class Sequencer:
         self.clock.sleep(scan.settle_s)
         self._skip()
         angle = self.instruments.rotation.read_position()
-        for _ in range(n):
+
+        def flat() -> None:
             frame = self._take()
             self._write(frame, "flat", angle, *self._tube_readbacks(), x_mm=scan.sample_out_position_mm)
+
+        for _ in range(n):
+            self._step("flat", flat)
         sample_out.move_to(sample_in, scan.move_timeout_s)
 
     def _projections(self, n: int) -> None:
-        rotation, scan = self.instruments.rotation, self.scan
+        scan = self.scan
         angles = scan.angles_deg()[len(scan.angles_deg()) - n:]
         if not n:
             return
         self._event(f"projections started: {len(angles)} angles from {angles[0]:g} to {angles[-1]:g} deg")
-        move = rotation.start_move_to(angles[0])
-        for i in range(len(angles)):
-            move.wait(scan.move_timeout_s)
-            self.clock.sleep(scan.settle_s)
-            self._skip()
-            angle = rotation.read_position()
-            frame = self._take()
-            kv, ua = self._tube_readbacks()
-            if i + 1 < len(angles):
-                try:
-                    move = rotation.start_move_to(angles[i + 1])  # moves while the frame is written
-                except BaseException:
-                    self._write(frame, "projection", angle, kv, ua)  # the frame is good: keep it
-                    raise
-            self._write(frame, "projection", angle, kv, ua)
+        self._pending_move = None
+        for i, target in enumerate(angles):
+            following = angles[i + 1] if i + 1 < len(angles) else None
+            self._step(f"projection at {target:g} deg", lambda: self._projection(target, following))
+
+    def _projection(self, target: float, following: float | None) -> None:
+        """Move to ``target`` (unless the move is under way), settle, expose, check the tube, start the
+        move to ``following`` and write the frame while it moves."""
+        rotation, scan = self.instruments.rotation, self.scan
+        move, self._pending_move = self._pending_move or rotation.start_move_to(target), None
+        move.wait(scan.move_timeout_s)
+        self.clock.sleep(scan.settle_s)
+        self._skip()
+        angle = rotation.read_position()
+        frame = self._take()
+        kv, ua = self._tube_readbacks()
+        if following is not None:
+            try:
+                self._pending_move = rotation.start_move_to(following)  # moves while the frame is written
+            except MicroCTError as error:  # the frame is good; the next step moves again (or reacts)
+                self._event(f"starting the move to {following:g} deg failed: {error}", logging.WARNING,
+                            self.writer.frames_written)
+            except BaseException:
+                self._write(frame, "projection", angle, kv, ua)  # the frame is good: keep it
+                raise
+        self._write(frame, "projection", angle, kv, ua)
+
+    # -- recovery and pauses ----------------------------------------------------------------------------
+    def _step(self, what: str, step: Callable[[], None]) -> None:
+        """One frame, under the recovery policy; first a pause, if one is asked for."""
+        if self.pause_file.exists():
+            self._pause()
+        self.recovery.run(what, self.writer.frames_written, step)
+
+    def _after_arc(self) -> None:
+        source = self.instruments.source
+        source.beam_off()
+        source.reset()
+        self.clock.sleep(self.scan.recovery.arc_wait_s)
+        self._beam_on_and_stabilise()
+
+    def _after_interlock(self, error: InterlockError) -> None:
+        source, clock = self.instruments.source, self.clock
+        source.beam_off()
+        timeout = self.scan.recovery.interlock_timeout_s
+        deadline = clock.monotonic() + timeout
+        while not source.read_interlock_closed():
+            if clock.monotonic() > deadline:
+                raise InterlockError(f"source: the interlock stayed open for {timeout:g} s ({error})") from error
+            clock.sleep(POLL_S)
+        self._event("interlock closed: re-stabilising the beam", frame=self.writer.frames_written)
+        if source.read_state() is SourceState.FAULT:
+            source.reset()
+        self._beam_on_and_stabilise()
+
+    def _pause(self) -> None:
+        """Wait while the pause file exists; a long pause switches the beam off (back on, stable, after)."""
+        source, clock, frame = self.instruments.source, self.clock, self.writer.frames_written
+        self._event(f"paused on request: delete {self.pause_file.name} to resume", frame=frame)
+        beam_on = source.read_state() is SourceState.BEAM_ON
+        since, switched_off = clock.monotonic(), False
+        while self.pause_file.exists():
+            if beam_on and not switched_off and clock.monotonic() - since > self.scan.recovery.pause_beam_off_s:
+                source.beam_off()
+                switched_off = True
+                self._event(f"paused for over {self.scan.recovery.pause_beam_off_s:g} s: beam off", frame=frame)
+            clock.sleep(POLL_S)
+        self._event(f"resumed after {clock.monotonic() - since:.1f} s", frame=frame)
+        if switched_off:
+            self._beam_on_and_stabilise()
 
     # -- frames -------------------------------------------------------------------------------------
     def _skip(self) -> None:
@@ -342,22 +406,26 @@ class Sequencer:
             self.instruments.detector.skip(self.scan.frames_skipped)
 
     def _take(self) -> Frame:
-        """One frame, or the mean of ``frames_averaged`` (timestamp: the first one's start, epoch s)."""
-        frames: list[Frame] = self.instruments.detector.acquire(self.scan.frames_averaged)
+        """One frame, or the mean of ``frames_averaged`` (timestamp: the first one's start, epoch s);
+        RetakeFrame if the detector lost a frame or did not deliver it in time."""
+        try:
+            frames: list[Frame] = self.instruments.detector.acquire(self.scan.frames_averaged)
+        except (FrameLostError, DeviceTimeoutError) as error:
+            raise RetakeFrame(str(error)) from error
         if len(frames) == 1:
             return frames[0]
         mean = np.mean([f.data for f in frames], axis=0, dtype=np.float64)
         return Frame(np.rint(mean).astype(np.uint16), frames[0].frame_number, frames[0].timestamp)
 
     def _tube_readbacks(self) -> tuple[float, float]:
-        """Measured (kV, µA); DeviceFaultError if the beam has dropped (arc, interlock)."""
+        """Measured (kV, µA); InterlockError or BeamDropped (arc, overload) if the beam has dropped."""
         source = self.instruments.source
         kv, ua = source.read_voltage_kv(), source.read_current_ua()
         if not self._near(ua, self.scan.current_ua):
             state = source.read_state()
             if state is not SourceState.BEAM_ON:
-                error = InterlockError if not source.read_interlock_closed() else DeviceFaultError
-                raise error(f"source: beam dropped during the scan (state {state.value!r})")
+                error = InterlockError if not source.read_interlock_closed() else BeamDropped
+                raise error(f"source: beam dropped during the frame (state {state.value!r})")
         return kv, ua
 
     def _write(self, frame: Frame, kind: str, angle: float, kv: float, ua: float, x_mm: float = 0.0) -> None:
@@ -387,5 +455,5 @@ class Sequencer:
 def run_scan(config: ScanConfig, instruments: Instruments, output: str | Path, config_text: str = "",
              progress: ProgressCallback | None = None, resume: bool = False) -> ScanResult:
     """Run one scan; see ``Sequencer``. ``resume``: continue the interrupted scan of ``output``
-    (``microct.recovery``) after checking that ``config`` is the one it started with."""
+    (``microct.resume``) after checking that ``config`` is the one it started with."""
     return Sequencer(config, instruments, output, config_text, progress, resume).run()
