@@ -1,4 +1,8 @@
-"""In-process motorised axis (rotary or linear): trapezoidal moves, soft limits, position noise."""
+"""In-process motorised axis (rotary or linear): trapezoidal moves, soft limits, position noise.
+
+Scheduled faults (``microct.simulators.faults``): stage_stall and limit_switch strike a move half-way
+through it (or at their ``at_s`` instant if a move is under way then), and request faults.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from microct.clock import Clock
 from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration_s
 from microct.devices.base import Status
-from microct.errors import DeviceStateError
+from microct.errors import DeviceFaultError, DeviceStateError
 from microct.registry import DriverContext
+from microct.simulators.faults import STAGE_KINDS, Fault, FaultSchedule, InjectsFaults, attach
 
 
 class SimulatedAxisOptions(BaseModel):
@@ -46,14 +51,17 @@ def _profile_fraction(elapsed: float, duration: float, velocity: float, accelera
     return distance - 0.5 * acceleration * remaining ** 2
 
 
-class SimulatedAxis(Axis):
-    """A stage axis in software. The position follows the move profile in the clock's time."""
+class SimulatedAxis(InjectsFaults, Axis):
+    """A stage axis in software. The position follows the move profile in the clock's time.
+
+    A move is planned as one profile; each plan has a generation number, so that the end of a plan
+    that a stall, a limit switch or a stop replaced does not complete the move."""
 
     backend = "in-process"
     Options = SimulatedAxisOptions
 
     def __init__(self, name: str = "axis", options: SimulatedAxisOptions | None = None,
-                 clock: Clock | None = None, seed: int | None = None) -> None:
+                 clock: Clock | None = None, seed: int | None = None, faults: FaultSchedule | None = None) -> None:
         self.options = options or SimulatedAxisOptions()
         opts = self.options
         super().__init__(name, AxisCapabilities(opts.unit, opts.max_velocity, opts.low_limit, opts.high_limit,
@@ -66,11 +74,13 @@ class SimulatedAxis(Axis):
         self._duration = 0.0
         self._move_velocity = opts.max_velocity
         self._status: Status | None = None
+        self._plan_number = 0
+        self._faults = attach(faults, name)
 
     @classmethod
     def from_config(cls, name: str, options: SimulatedAxisOptions, connection: str | None,
                     context: DriverContext) -> SimulatedAxis:
-        return cls(name, options, context.clock, context.seed)
+        return cls(name, options, context.clock, context.seed, context.faults)
 
     def _true_position(self) -> float:
         elapsed = self.clock.monotonic() - self._t0
@@ -82,29 +92,73 @@ class SimulatedAxis(Axis):
     def _begin(self, target: float, what: str) -> Status:
         if self._status is not None and not self._status.done:
             self._halt()
+        status = Status(self.clock, f"axis {self.name!r}: {what}")
+        self._status = status
+        fault = self._faults.take_now(STAGE_KINDS, what)
+        self._plan(target, status)
+        if fault is not None:  # it strikes half-way
+            plan = self._plan_number
+            if self._duration > 0:
+                self.clock.call_later(self._duration / 2, lambda: self._strike(fault, status, plan))
+            else:
+                self._strike(fault, status, plan)
+        return status
+
+    def _plan(self, target: float, status: Status) -> None:
+        """Move from where the axis is to ``target``; ``status`` completes at the end of this plan."""
         self._start = self._true_position()
         self._target = target
         self._t0 = self.clock.monotonic()
         self._move_velocity = self.velocity
         self._duration = move_duration_s(target - self._start, self.velocity, self.options.acceleration)
-        status = Status(self.clock, f"axis {self.name!r}: {what}")
-        self._status = status
-        self.clock.call_later(self._duration, lambda: self._finish(status))
-        return status
+        self._plan_number += 1
+        plan = self._plan_number
+        self.clock.call_later(self._duration, lambda: self._finish(status, plan))
 
-    def _finish(self, status: Status) -> None:
-        if status is self._status:
+    def _finish(self, status: Status, plan: int) -> None:
+        if status is self._status and plan == self._plan_number:
             status.set_done()
 
-    def _halt(self) -> None:
+    def _hold(self) -> float:
+        """Stop the profile where the axis is now (the current plan will not complete); the position."""
         here = self._true_position()
         self._start = self._target = here
         self._duration = 0.0
+        self._plan_number += 1
+        return here
+
+    def _halt(self) -> None:
+        here = self._hold()
         if self._status is not None:
             self._status.set_done(self._error(DeviceStateError, f"move stopped at {here:g} {self.unit}"))
 
+    def _strike(self, fault: Fault, status: Status, plan: int) -> None:
+        """Stall or limit switch on the move of ``status`` if it is still on plan ``plan``."""
+        if status is not self._status or status.done or plan != self._plan_number:
+            return
+        target = self._target
+        here = self._hold()
+        if fault.kind == "limit_switch":
+            status.set_done(self._error(DeviceFaultError, f"limit switch hit at {here:g} {self.unit} on the way "
+                                                          f"to {target:g} {self.unit} (simulated fault)"))
+        elif fault.duration_s is not None:  # a stall: the move resumes once the jam clears
+            stalled = self._plan_number
+            self.clock.call_later(fault.duration_s, lambda: self._resume(status, target, stalled))
+
+    def _resume(self, status: Status, target: float, plan: int) -> None:
+        if status is self._status and not status.done and plan == self._plan_number:
+            self._plan(target, status)
+
+    def _moving(self) -> bool:
+        return self._status is not None and not self._status.done
+
+    def _strike_now(self, fault: Fault) -> None:
+        """An ``at_s`` fault fell due while a move is under way: it strikes now."""
+        self._strike(fault, self._status, self._plan_number)
+
     def _do_connect(self) -> None:
-        pass  # nothing to open: the stage lives in this process
+        # nothing to open: the stage lives in this process; an at_s fault when idle waits for the next move
+        self._faults.start(self.clock, self._strike_now, STAGE_KINDS, when=self._moving)
 
     def _do_close(self) -> None:
         pass

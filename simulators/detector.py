@@ -11,6 +11,11 @@ public interfaces (``DriverContext.devices``), so the detector works beside any
 source or stage driver. The object is a phantom of ``microct.simulators.phantoms``
 (option ``phantom``), projected exactly in cone beam. X-rays are treated as
 monochromatic: µ does not depend on kV (only the yield does).
+
+Scheduled faults (``DriverContext.faults``, see ``microct.simulators.faults``): frame_timeout,
+frame_dropped and request faults hit the panel; the source's arc and interlock_open faults by frame or
+projection are carried out half-way through an exposure, and a frame whose exposure the beam was cut
+in gets the dose up to the cut (from the tube's set-points). The panel counts the projections.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from scipy import ndimage
 
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
 from microct.devices.source import SourceState
+from microct.errors import DeviceTimeoutError, FrameLostError
 from microct.geometry import Geometry
 from microct.registry import DriverContext
+from microct.simulators.faults import BEAM_KINDS, FRAME_KINDS, InjectsFaults, attach
 from microct.simulators.phantoms import BUILTIN, Phantom, line_integrals, phantom_from_spec
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -58,7 +65,7 @@ class SimulatedDetectorOptions(BaseModel):
         return spec
 
 
-class SimulatedDetector(Detector):
+class SimulatedDetector(InjectsFaults, Detector):
     """A flat panel in software, imaging its ``phantom`` with the tube and stages it is given."""
 
     backend = "in-process"
@@ -79,6 +86,7 @@ class SimulatedDetector(Detector):
         self._frame_number = 0
         self._gain: np.ndarray | None = None
         self._offset: np.ndarray | None = None
+        self._faults = attach(self.context.faults, name)
 
     @classmethod
     def from_config(cls, name: str, options: SimulatedDetectorOptions, connection: str | None,
@@ -86,7 +94,7 @@ class SimulatedDetector(Detector):
         return cls(name, options, context)
 
     def _do_connect(self) -> None:
-        pass  # nothing to open: the panel lives in this process
+        self._faults.start(self.clock)  # nothing to open: the panel lives in this process
 
     def _do_close(self) -> None:
         pass
@@ -105,20 +113,87 @@ class SimulatedDetector(Detector):
         pass  # software and internal triggers both expose at once in simulation
 
     def _do_acquire(self, n: int) -> list[Frame]:
-        frames = []
-        for _ in range(n):
-            self.clock.sleep(self.exposure_s + self.options.readout_s)
-            frames.append(Frame(self._expose(), self._frame_number, self.clock.time()))
-            self._frame_number += 1
+        return self._frames(n, recorded=True)
+
+    def _do_skip(self, n: int) -> None:
+        self._frames(n, recorded=False)
+
+    def _frames(self, n: int, recorded: bool) -> list[Frame]:
+        """``n`` frames; ``recorded`` False for frames to throw away (never a projection)."""
+        schedule = self._faults.schedule
+        projection = schedule.projections_made if recorded and self._is_projection() else None
+        frames = [self._frame(projection) for _ in range(n)]
+        if projection is not None:
+            schedule.projections_made += 1
         return frames
+
+    def _frame(self, projection: int | None) -> Frame:
+        number = self._frame_number
+        fault = self._faults.take(FRAME_KINDS, f"frame {number}", number, projection)
+        beam_at_start = self._watch_beam(number, projection)
+        start_s = self.clock.monotonic()
+        self.clock.sleep(self.exposure_s + self.options.readout_s)
+        if fault is not None:
+            self._frame_number = self._faults.schedule.frames_made = number + 1
+            if fault.kind == "frame_timeout":
+                raise self._error(DeviceTimeoutError, f"frame {number} did not arrive (simulated fault)")
+            raise self._error(FrameLostError, f"frame {number} was lost on its way (simulated fault)")
+        frame = Frame(self._expose(self._exposure_counts(beam_at_start, start_s)), number, self.clock.time())
+        self._frame_number = self._faults.schedule.frames_made = number + 1
+        return frame
+
+    def _is_projection(self) -> bool:
+        """Beam on and the sample axis (if any) within half the field of view of 0 mm, the sample-in
+        position (only looked at if some fault counts projections)."""
+        if not self._faults.schedule.uses_projections:
+            return False
+        source = self.context.devices.get("source")
+        with self._faults.schedule.quiet():
+            if source is None or source.read_state() is not SourceState.BEAM_ON:
+                return False
+            half_view_mm = self.shape[1] * self.pixel_pitch_um / 2000.0 / self._geometry.magnification
+            return abs(self._sample_pose()[1]) <= half_view_mm
+
+    def _watch_beam(self, number: int, projection: int | None) -> bool | None:
+        """If the source has beam faults to come: whether the beam is on now, and the source's frame and
+        projection faults offered half-way through the exposure. None if there is nothing to watch."""
+        source_faults = self._faults.schedule.device("source")
+        source = self.context.devices.get("source")
+        if source is None or not source_faults.attached or not source_faults.pending(BEAM_KINDS):
+            return None
+
+        def mid_exposure() -> None:
+            with self._faults.schedule.quiet():
+                kinds = BEAM_KINDS if source.read_state() is SourceState.BEAM_ON else {"interlock_open"}
+                source_faults.offer(kinds, f"exposure of frame {number}", number, projection)
+
+        self.clock.call_later(self.exposure_s / 2, mid_exposure)
+        with self._faults.schedule.quiet():
+            return source.read_state() is SourceState.BEAM_ON
+
+    def _exposure_counts(self, beam_at_start: bool | None, start_s: float) -> float:
+        """Mean open-beam counts of the frame just exposed; if a scheduled fault cut the beam during the
+        exposure, the dose up to the cut, at the tube's set-points."""
+        with self._faults.schedule.quiet():
+            counts = self._open_beam_counts()
+        if counts > 0 or not beam_at_start:
+            return counts
+        cut_s = self._faults.schedule.beam_cut_at(start_s, start_s + self.exposure_s)
+        if cut_s is None:
+            return counts
+        source = self.context.devices["source"]
+        return self._counts(source.voltage_kv, source.current_ua, cut_s - start_s)
+
+    def _counts(self, voltage_kv: float, current_ua: float, exposure_s: float) -> float:
+        """Mean open-beam counts per pixel at this kV and µA over ``exposure_s``."""
+        return self.options.counts_per_ua_s * (voltage_kv / 100.0) ** 2 * current_ua * exposure_s
 
     def _open_beam_counts(self) -> float:
         """Mean counts per pixel with nothing in the beam, from the tube's measured read-backs."""
         source = self.context.devices.get("source")
         if source is None or source.read_state() is not SourceState.BEAM_ON:
             return 0.0
-        voltage_kv, current_ua = source.read_voltage_kv(), source.read_current_ua()
-        return self.options.counts_per_ua_s * (voltage_kv / 100.0) ** 2 * current_ua * self.exposure_s
+        return self._counts(source.read_voltage_kv(), source.read_current_ua(), self.exposure_s)
 
     def blur_sigma_px(self) -> float:
         """Gaussian sigma (pixels) of focal-spot penumbra and detector PSF combined."""
@@ -133,11 +208,12 @@ class SimulatedDetector(Detector):
         return (rotation.read_position() if rotation else 0.0,
                 sample_out.read_position() if sample_out else 0.0)
 
-    def _expose(self) -> np.ndarray:
+    def _expose(self, counts: float) -> np.ndarray:
+        """A frame of mean open-beam ``counts`` per pixel through the object in its current pose."""
         opts = self.options
-        counts = self._open_beam_counts()
         if counts > 0:
-            angle_deg, shift_mm = self._sample_pose()
+            with self._faults.schedule.quiet():
+                angle_deg, shift_mm = self._sample_pose()
             path = line_integrals(self.phantom, self._geometry, angle_deg, self.shape,
                                   self.pixel_pitch_um / 1000.0, shift_mm)
             transmission = np.exp(-path)

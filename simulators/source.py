@@ -1,7 +1,8 @@
 """In-process X-ray source: kV/µA ramps, warm-up, interlock, per-mode power limits, overload.
 
 Read-backs are computed from the clock, so simulated time gives instant scans
-and real time gives a tube that ramps as a real one does.
+and real time gives a tube that ramps as a real one does. Scheduled faults
+(``microct.simulators.faults``): arc, interlock_open and request faults.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from microct.clock import Clock
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import DeviceStateError
 from microct.registry import DriverContext
+from microct.simulators.faults import BEAM_KINDS, Fault, FaultSchedule, InjectsFaults, attach
 
 
 class SpotModeOptions(BaseModel):
@@ -67,14 +69,15 @@ class _Ramp:
         self.start_value, self.start_t, self.target = 0.0, t, 0.0
 
 
-class SimulatedSource(XRaySource):
-    """A microfocus tube in software. Test hooks: ``set_interlock``, ``trigger_overload``."""
+class SimulatedSource(InjectsFaults, XRaySource):
+    """A microfocus tube in software. Test hooks: ``set_interlock``, ``trigger_overload``; ``faults``
+    schedules them (and request faults) by time, or by frame through the detector simulator."""
 
     backend = "in-process"
     Options = SimulatedSourceOptions
 
     def __init__(self, name: str = "source", options: SimulatedSourceOptions | None = None,
-                 clock: Clock | None = None, seed: int | None = None) -> None:
+                 clock: Clock | None = None, seed: int | None = None, faults: FaultSchedule | None = None) -> None:
         self.options = options or SimulatedSourceOptions()
         caps = SourceCapabilities(
             voltage_range_kv=self.options.voltage_range_kv, current_range_ua=self.options.current_range_ua,
@@ -90,11 +93,12 @@ class SimulatedSource(XRaySource):
         self._warmup_end_t: float | None = None
         self._beam = False
         self._fault = False
+        self._faults = attach(faults, name, self._apply_fault)
 
     @classmethod
     def from_config(cls, name: str, options: SimulatedSourceOptions, connection: str | None,
                     context: DriverContext) -> SimulatedSource:
-        return cls(name, options, context.clock, context.seed)
+        return cls(name, options, context.clock, context.seed, context.faults)
 
     # -- test hooks (what a real tube does to its controller) -------------------------------
     def set_interlock(self, closed: bool) -> None:
@@ -107,6 +111,15 @@ class SimulatedSource(XRaySource):
         """A tube arc / overload: the protection drops the beam and latches a fault until ``reset()``."""
         self._fault = True
         self._switch_off()
+
+    def _apply_fault(self, fault: Fault) -> None:
+        """Carry out a scheduled arc or interlock opening (closed again after ``duration_s``, if given)."""
+        if fault.kind == "arc":
+            self.trigger_overload()
+        else:
+            self.set_interlock(False)
+            if fault.duration_s is not None:
+                self.clock.call_later(fault.duration_s, lambda: self.set_interlock(True))
 
     # -- hooks ------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -123,7 +136,7 @@ class SimulatedSource(XRaySource):
         return self._warmup_end_t is not None and self._now() < self._warmup_end_t
 
     def _do_connect(self) -> None:
-        pass  # nothing to open: the tube lives in this process
+        self._faults.start(self.clock, self._apply_fault, BEAM_KINDS)  # nothing to open: the tube is here
 
     def _do_close(self) -> None:
         pass

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from microct.errors import ConfigurationError
 from microct.geometry import Geometry
 from microct.policies import RecoveryPolicy
+from microct.simulators.faults import Fault
 
 DEFAULT_CONFIG = "sim.toml"
 M = TypeVar("M", bound=BaseModel)
@@ -75,7 +76,10 @@ class ScanSettings(_Strict):
 class SimulationSettings(_Strict):
     clock: Literal["real", "simulated"] = Field(
         default="real", description="simulated: time advances instantly (in-process simulators only)")
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, description="random seed of the simulators (numpy takes >= 0)")
+    faults: list[Fault] = Field(
+        default_factory=list, description="[[simulation.faults]]: faults the in-process simulators inject "
+                                          "(kinds, triggers and effects: microct.simulators.faults)")
 
 
 class ScanConfig(_Strict):
@@ -95,8 +99,14 @@ class ScanConfig(_Strict):
         return self
 
 
+def _key_part(part: Any) -> str:
+    """A part of a key path as written, quoted if it is empty or holds a newline or other control character."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() else repr(text)
+
+
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    key = ".".join(_key_part(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":
@@ -143,14 +153,21 @@ def model_from_table(table: Mapping[str, M], key: str, name: str, overrides: Map
 def load_config(path: str | Path | None = None) -> tuple[ScanConfig, str]:
     """Read and validate a TOML file (default: the shipped ``sim.toml``). Returns (config, TOML text)."""
     if path is None:
-        text, origin = files("microct.configs").joinpath(DEFAULT_CONFIG).read_text(), DEFAULT_CONFIG
+        text, origin = files("microct.configs").joinpath(DEFAULT_CONFIG).read_text("utf-8"), DEFAULT_CONFIG
     else:
         try:
-            text, origin = Path(path).read_text(), str(path)
+            text, origin = Path(path).read_text("utf-8"), str(path)  # TOML is UTF-8, whatever the locale
         except OSError as error:
             raise ConfigurationError(f"cannot read configuration {path}: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigurationError(f"{path}: not valid TOML: byte {error.object[error.start]:#04x} at offset "
+                                     f"{error.start} is not UTF-8 (save the file as UTF-8)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError(f"{origin}: not valid TOML: {error}") from None
+    except ValueError:  # tomllib passes int()'s refusal of thousands of digits through
+        raise ConfigurationError(f"{origin}: not valid TOML: an integer has thousands of digits") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigurationError(f"{origin}: not valid TOML: arrays or inline tables nested too deeply") from None
     return parse_config(data, origin), text

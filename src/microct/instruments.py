@@ -12,6 +12,7 @@ from microct.devices import Axis, Detector, XRaySource, check_operating_point
 from microct.devices.base import Device
 from microct.errors import ConfigurationError, LimitError
 from microct.registry import DriverContext, load_driver
+from microct.simulators.faults import FaultSchedule
 
 ROLES = {"source": "source", "rotation": "axis", "detector": "detector", "sample_out": "axis"}
 
@@ -23,6 +24,8 @@ class Instruments:
     detector: Detector
     sample_out: Axis | None
     clock: Clock
+    faults: FaultSchedule | None = None
+    """Faults the simulators inject (``[[simulation.faults]]``), the file writer's included."""
 
     def devices(self) -> dict[str, Device]:
         """Instruments by role; the source first, so that closing in this order turns the beam off first."""
@@ -55,10 +58,13 @@ def build_instruments(config: ScanConfig) -> Instruments:
     """Instantiate the drivers (no I/O) and check the scan against their capabilities.
 
     Raises ConfigurationError naming the key for an unknown driver, bad driver
-    options, or a scan the instruments cannot do (kV, power, angles, exposure).
+    options, a scan the instruments cannot do (kV, power, angles, exposure), or
+    a scheduled fault no simulator takes.
     """
     clock = SimulatedClock() if config.simulation.clock == "simulated" else Clock()
-    context = DriverContext(clock=clock, geometry=config.geometry, seed=config.simulation.seed)
+    sim = config.simulation
+    faults = FaultSchedule(sim.faults, sim.seed) if sim.faults else None
+    context = DriverContext(clock=clock, geometry=config.geometry, seed=sim.seed, faults=faults)
     for role, kind in ROLES.items():
         table = getattr(config, role)
         if table is None:
@@ -73,7 +79,12 @@ def build_instruments(config: ScanConfig) -> Instruments:
             raise ConfigurationError(f"simulation.clock='simulated' works with in-process simulators only; "
                                      f"{role}.driver={table.driver!r} talks to a real device ({device.backend})")
         context.devices[role] = device
-    instruments = Instruments(clock=clock, sample_out=context.devices.get("sample_out"),
+    for index, fault in faults.unattached() if faults else ():
+        table = getattr(config, fault.device)
+        why = (f"no [{fault.device}] instrument is configured" if table is None else
+               f"{fault.device}.driver={table.driver!r} does not inject faults (the in-process simulators do)")
+        raise ConfigurationError(f"simulation.faults.{index}.device={fault.device!r}: {why}")
+    instruments = Instruments(clock=clock, sample_out=context.devices.get("sample_out"), faults=faults,
                               **{role: context.devices[role] for role in ("source", "rotation", "detector")})
     check_scan(config, instruments)
     return instruments

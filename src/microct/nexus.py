@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 import h5py
@@ -126,10 +127,13 @@ class NXtomoWriter:
     """
 
     def __init__(self, path: str | Path, header: ScanHeader, flush_interval_s: float = 1.0,
-                 journal: bool = True) -> None:
+                 journal: bool = True, pixel_check: Callable[[int, int], None] | None = None) -> None:
         self.path = Path(path)
         self.header = header
         self.flush_interval_s = flush_interval_s
+        self.pixel_check = pixel_check
+        """Called with (frame index, image key) before a frame's pixels are written; an OSError it raises
+        fails that write (the simulated disk faults of ``microct.simulators.faults``)."""
         self.frames_written = 0
         self._journal: JournalWriter | None = None
         if self.path.exists():
@@ -257,6 +261,8 @@ class NXtomoWriter:
         if frame.shape != self.header.frame_shape:
             raise MicroCTError(f"frame {index}: shape {frame.shape} differs from the file's {self.header.frame_shape}")
         try:
+            if self.pixel_check is not None:
+                self.pixel_check(index, info.image_key)
             if index >= self._capacity:  # grow in blocks; flush() trims to the frames written
                 self._capacity += GROW_FRAMES
                 self._data.resize(self._capacity, axis=0)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from microct.clock import Clock
 from microct.devices.base import Device
 from microct.errors import ConfigurationError
 from microct.geometry import Geometry
+
+if TYPE_CHECKING:
+    from microct.simulators.faults import FaultSchedule
 
 GROUP = "microct.drivers"
 
@@ -22,13 +26,15 @@ GROUP = "microct.drivers"
 @dataclass
 class DriverContext:
     """What a driver may need beyond its own options: the clock all devices share, and,
-    for simulators, the scan geometry, a random seed and the other instruments by role
-    ("source", "rotation", "sample_out", "detector"), filled in once all are built."""
+    for simulators, the scan geometry, a random seed, the other instruments by role
+    ("source", "rotation", "sample_out", "detector"), filled in once all are built, and the
+    faults to inject (``[[simulation.faults]]``; None: none)."""
 
     clock: Clock = field(default_factory=Clock)
     geometry: Geometry | None = None
     seed: int | None = None
     devices: dict[str, Device] = field(default_factory=dict)
+    faults: FaultSchedule | None = None
 
 
 def driver_entry_points() -> dict[str, EntryPoint]:

@@ -33,6 +33,7 @@ from microct.journal import scan_header_fields
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
 from microct.policies import BeamDropped, Recovery, RetakeFrame
 from microct.resume import Interrupted, check_configuration, discard, replay, set_aside
+from microct.simulators.faults import WriterFaults
 
 log = logging.getLogger("microct.scan")
 
@@ -186,7 +187,7 @@ class Sequencer:
             if header.frame_shape != detector.shape:
                 raise ConfigurationError(f"resume: the detector gives {detector.shape} frames, the interrupted "
                                          f"scan has {header.frame_shape}")
-            self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
+            self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s, pixel_check=self._pixel_check())
             keys = replay(interrupted, self.writer)
             discard(interrupted)
             self._count_done(keys)
@@ -205,8 +206,12 @@ class Sequencer:
             focal_spot_size_um=spot.spot_size_at_um(scan.voltage_kv * scan.current_ua / 1000.0),
             configuration_toml=self.config_text, source_name=source.name,
             frames_linked=detector.writes_own_files, configuration=self.config.model_dump(mode="json"))
-        self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s)
+        self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s, pixel_check=self._pixel_check())
         self._event(f"scan started: {self.total} frames planned")
+
+    def _pixel_check(self) -> WriterFaults | None:
+        faults = self.instruments.faults
+        return WriterFaults(faults, self.output.name) if faults is not None else None
 
     def _plan(self) -> list[int]:
         """Frames per phase, in PHASES order."""

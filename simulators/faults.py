@@ -1,0 +1,429 @@
+"""Fault injection for the simulators: what goes wrong, on which device, and when.
+
+A ``Fault`` (one ``[[simulation.faults]]`` table of a scan file, or built in a test) names a
+``kind``, the ``device`` it hits and one trigger. ``device`` is the role the simulator was built for
+("source", "rotation", "sample_out", "detector"; its name when built by hand) or "writer" (the
+NXtomo file, see ``WriterFaults``). Triggers:
+
+- ``at_s``: seconds since the device first connected, on its clock (not for the writer);
+- ``at_frame``: the detector simulator's frame number, 0-based, counting every frame it makes
+  (skipped ones too); for the writer, the frame's index in the file;
+- ``at_projection``: the projection number, 0-based. The sequencer does not tell simulators which
+  frame is a projection, so the detector simulator counts them: an ``acquire()`` call is a projection
+  when the source reports BEAM_ON and the sample axis ("sample_out", if any) lies within half the
+  field of view of 0 mm (the sample-in position of the physics); the count goes up when it returns.
+  For the writer, the index among the frames written with image key 0;
+- ``probability``: drawn at every opportunity from a generator seeded by ``seed`` (default: the
+  ``[simulation]`` seed and the fault's place in the list), so a random schedule replays exactly.
+
+A fault fires at the first *opportunity* at or after its trigger and then hits ``count`` consecutive
+opportunities; a random fault may fire ``repeat`` times (0: no limit). Opportunities and effects:
+
+=================  ===================  ====================================================================
+kind               device               opportunity → effect
+=================  ===================  ====================================================================
+arc                source               mid-exposure of a detector frame taken with the beam on (at_s: that
+                                        instant) → the overload protection drops the beam and latches FAULT
+                                        until ``reset()``; the frame gets the dose up to the arc only
+interlock_open     source               mid-exposure of a frame (at_s: that instant) → interlock open, beam
+                                        off, NOT_READY; closed again after ``duration_s`` (if not given,
+                                        it stays open until ``set_interlock(True)``)
+stage_stall        rotation, sample_out mid-move of a move (at_s: the move under way then, else the next
+                                        one) → the stage stops where it is but the move never completes,
+                                        like a jammed servo stage holding a following error: ``Status.wait``
+                                        raises DeviceTimeoutError at the caller's timeout; after
+                                        ``duration_s`` the jam clears and the move goes on (if not
+                                        given, it lasts until ``stop()`` or another move)
+limit_switch       rotation, sample_out same → the move stops there; its Status fails with DeviceFaultError
+frame_timeout      detector             a frame → ``acquire``/``skip`` raises DeviceTimeoutError after it
+frame_dropped      detector             a frame → FrameLostError (the frame number is used up)
+reply_timeout      any but writer       a request → DeviceTimeoutError
+garbled_reply      any but writer       a request → ProtocolError
+disconnect         any but writer       a request → CommunicationError; with ``duration_s`` every request
+                                        fails that long (the link is down), then all is well again
+write_error        writer               a frame written → OSError(EIO) from the pixel write
+disk_full          writer               a frame written → OSError(ENOSPC) from the pixel write
+=================  ===================  ====================================================================
+
+A *request* is any call of the device's public interface that needs the link (each is one exchange
+or more on a real link); the reads the detector simulator makes of the other instruments to compute
+its frames are physics, not requests, and meet no fault. For ``at_frame`` / ``at_projection``,
+requests and moves compare the frames / projections made so far: a rotation fault ``at_projection = N``
+hits the first move started after N projections, i.e. the move to projection N in step-and-shoot.
+
+``FaultSchedule`` holds the runtime state (what fired, the shared frame and projection counters, a
+``hits`` log with the device-clock time of each hit). Simulators attach to it by device name; the
+wire simulators can reuse ``DeviceFaults.request()`` to decide when to stay silent, garble or drop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from microct.clock import Clock
+from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
+
+FaultKind = Literal["arc", "interlock_open", "stage_stall", "limit_switch", "frame_timeout", "frame_dropped",
+                    "reply_timeout", "garbled_reply", "disconnect", "write_error", "disk_full"]
+FaultDevice = Literal["source", "rotation", "sample_out", "detector", "writer"]
+
+BEAM_KINDS = frozenset({"arc", "interlock_open"})
+STAGE_KINDS = frozenset({"stage_stall", "limit_switch"})
+FRAME_KINDS = frozenset({"frame_timeout", "frame_dropped"})
+REQUEST_KINDS = frozenset({"reply_timeout", "garbled_reply", "disconnect"})
+WRITER_KINDS = frozenset({"write_error", "disk_full"})
+DURATION_KINDS = frozenset({"interlock_open", "stage_stall", "disconnect"})
+
+_INSTRUMENTS = ("source", "rotation", "sample_out", "detector")
+DEVICES_OF: dict[str, tuple[str, ...]] = {
+    **{kind: ("source",) for kind in BEAM_KINDS},
+    **{kind: ("rotation", "sample_out") for kind in STAGE_KINDS},
+    **{kind: ("detector",) for kind in FRAME_KINDS},
+    **{kind: _INSTRUMENTS for kind in REQUEST_KINDS},
+    **{kind: ("writer",) for kind in WRITER_KINDS},
+}
+"""The devices each kind of fault can hit."""
+
+REQUEST_ERRORS = {"reply_timeout": (DeviceTimeoutError, "no reply"),
+                  "garbled_reply": (ProtocolError, "garbled reply"),
+                  "disconnect": (CommunicationError, "connection lost")}
+"""What an in-process device raises for a request fault: (error class, what happened)."""
+
+WRITER_ERRNO = {"disk_full": errno.ENOSPC, "write_error": errno.EIO}
+TRIGGERS = ("at_s", "at_frame", "at_projection", "probability")
+
+
+class Fault(BaseModel):
+    """One scheduled fault (see the module docstring for kinds, triggers and effects)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: FaultKind
+    device: FaultDevice
+    at_s: float | None = Field(default=None, ge=0, description="s since the device first connected")
+    at_frame: int | None = Field(default=None, ge=0, description="detector frame number (writer: file index)")
+    at_projection: int | None = Field(default=None, ge=0, description="projection number, 0-based")
+    probability: float | None = Field(default=None, gt=0, le=1, description="chance at each opportunity")
+    seed: int | None = Field(default=None, description="for probability: the generator's seed")
+    count: int = Field(default=1, ge=1, description="consecutive opportunities hit each time it fires")
+    repeat: int = Field(default=1, ge=0, description="times a random fault may fire (0: no limit)")
+    duration_s: float | None = Field(default=None, gt=0, description="how long the effect lasts (s)")
+
+    @field_validator("device")
+    @classmethod
+    def _device_fits_kind(cls, device: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if kind is not None and device not in DEVICES_OF[kind]:
+            raise ValueError(f"a {kind!r} fault hits {' or '.join(map(repr, DEVICES_OF[kind]))}, not {device!r}")
+        return device
+
+    @field_validator("at_s")
+    @classmethod
+    def _writer_has_no_clock(cls, at_s: float | None, info: ValidationInfo) -> float | None:
+        if at_s is not None and info.data.get("device") == "writer":
+            raise ValueError("the writer has no device clock; give at_frame, at_projection or probability")
+        return at_s
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_needs_probability(cls, seed: int | None, info: ValidationInfo) -> int | None:
+        if seed is not None and info.data.get("probability") is None:
+            raise ValueError("seed is only for a random fault (give probability)")
+        return seed
+
+    @field_validator("repeat")
+    @classmethod
+    def _repeat_needs_probability(cls, repeat: int, info: ValidationInfo) -> int:
+        if repeat != 1 and "probability" in info.data and info.data["probability"] is None:
+            raise ValueError("only a random fault (probability) fires more than once; list the fault "
+                             "again for another time, frame or projection")
+        return repeat
+
+    @field_validator("duration_s")
+    @classmethod
+    def _duration_fits_kind(cls, duration_s: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("kind")
+        if duration_s is not None and kind is not None and kind not in DURATION_KINDS:
+            raise ValueError(f"a {kind!r} fault has no duration; duration_s is for "
+                             f"{', '.join(sorted(DURATION_KINDS))}")
+        return duration_s
+
+    @model_validator(mode="after")
+    def _one_trigger(self):
+        given = [name for name in TRIGGERS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one trigger of {', '.join(TRIGGERS)}; got "
+                             f"{', '.join(given) if given else 'none'}")
+        if self.kind == "disconnect" and self.duration_s is not None and "count" in self.model_fields_set:
+            raise ValueError("a disconnect lasts count requests or duration_s seconds: give one of them")
+        return self
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One opportunity a fault hit: when (s, the device's clock), which fault, and what was hit."""
+
+    time_s: float | None
+    """None for the writer, which has no device clock."""
+    index: int
+    """The fault's place in the schedule."""
+    fault: Fault
+    what: str
+
+
+@dataclass(frozen=True)
+class Opportunity:
+    """A moment a fault may hit: ``elapsed_s`` since the device connected (None: unknown), the frame
+    number and projection number it concerns (None: not a frame / not a projection), and ``timed``
+    for the instant an ``at_s`` timer fires (only that fault is offered it)."""
+
+    elapsed_s: float | None
+    frame: int | None
+    projection: int | None
+    timed: bool = False
+
+
+class _Armed:
+    """A fault's runtime state: its generator, how often it fired, the hits it still owes."""
+
+    def __init__(self, index: int, fault: Fault, rng: np.random.Generator | None) -> None:
+        self.index, self.fault, self.rng = index, fault, rng
+        self.firings = 0
+        self.hits_left = 0
+        self.down_until_s: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Could still hit: it owes hits, or may (still) fire."""
+        repeat = self.fault.repeat
+        return bool(self.hits_left) or self.down_until_s is not None or repeat == 0 or self.firings < repeat
+
+    def _triggered(self, opp: Opportunity) -> bool:
+        f = self.fault
+        if f.probability is not None:
+            return not opp.timed and bool(self.rng.random() < f.probability)
+        if f.at_s is not None:
+            return opp.elapsed_s is not None and opp.elapsed_s >= f.at_s
+        if f.at_frame is not None:
+            return opp.frame is not None and opp.frame >= f.at_frame
+        return opp.projection is not None and opp.projection >= f.at_projection
+
+    def hits(self, opp: Opportunity, now_s: float | None) -> bool:
+        if opp.timed and self.firings:  # the at_s instant only fires it; owed hits go to real opportunities
+            return False
+        if self.down_until_s is not None:
+            if now_s < self.down_until_s:
+                return True
+            self.down_until_s = None
+        if self.hits_left:
+            self.hits_left -= 1
+            return True
+        if not self.pending or not self._triggered(opp):
+            return False
+        self.firings += 1
+        if self.fault.kind == "disconnect" and self.fault.duration_s is not None:
+            self.down_until_s = now_s + self.fault.duration_s
+        else:
+            self.hits_left = self.fault.count - 1
+        return True
+
+
+class FaultSchedule:
+    """The faults of one run and their state, shared by the simulators of one set of instruments.
+
+    ``faults`` are ``Fault`` models or mappings (validated here: pydantic ValidationError naming the
+    field); ``seed`` seeds random faults without a seed of their own. ``hits`` logs every hit.
+    """
+
+    def __init__(self, faults: Iterable[Fault | Mapping[str, Any]] = (), seed: int | None = None) -> None:
+        self.faults = tuple(f if isinstance(f, Fault) else Fault.model_validate(f) for f in faults)
+        self._armed = [_Armed(i, f, None if f.probability is None else
+                              np.random.default_rng(f.seed if f.seed is not None else
+                                                    None if seed is None else [seed, i]))
+                       for i, f in enumerate(self.faults)]
+        self._devices: dict[str, DeviceFaults] = {}
+        self._lock = threading.RLock()
+        self._quiet = threading.local()
+        self.hits: list[Hit] = []
+        self.frames_made = 0
+        """Frames the detector simulator has made."""
+        self.projections_made = 0
+        """Projections the detector simulator has acquired (see the module docstring)."""
+
+    @property
+    def uses_projections(self) -> bool:
+        """True if some fault triggers on a projection number (then the detector counts them)."""
+        return any(f.at_projection is not None for f in self.faults)
+
+    def attach(self, device: str, apply: Callable[[Fault], None] | None = None) -> DeviceFaults:
+        """The faults of ``device``, for the simulator that plays it; ``apply`` carries out a fault that
+        another simulator offers (the detector offers the source's exposures)."""
+        view = self.device(device)
+        view.attached, view.apply = True, apply
+        return view
+
+    def device(self, device: str) -> DeviceFaults:
+        """The faults of ``device`` (attached by a simulator or not)."""
+        with self._lock:
+            if device not in self._devices:
+                self._devices[device] = DeviceFaults(self, device,
+                                                     [a for a in self._armed if a.fault.device == device])
+            return self._devices[device]
+
+    def unattached(self) -> list[tuple[int, Fault]]:
+        """Faults of instruments no simulator attached to (writer faults excepted: see ``WriterFaults``)."""
+        return [(i, f) for i, f in enumerate(self.faults)
+                if f.device != "writer" and not (f.device in self._devices and self._devices[f.device].attached)]
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Calls made inside (in this thread) are physics, not requests: no request fault hits them."""
+        depth = getattr(self._quiet, "depth", 0)
+        self._quiet.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._quiet.depth = depth
+
+    @property
+    def is_quiet(self) -> bool:
+        return getattr(self._quiet, "depth", 0) > 0
+
+    def beam_cut_at(self, after_s: float, until_s: float) -> float | None:
+        """Time (s, device clock) of the first source fault that cut the beam in (after_s, until_s]."""
+        times = [h.time_s for h in self.hits if h.fault.device == "source" and h.fault.kind in BEAM_KINDS
+                 and h.time_s is not None and after_s < h.time_s <= until_s]
+        return min(times, default=None)
+
+    def _take(self, armed: Iterable[_Armed], opp: Opportunity, now_s: float | None, what: str) -> Fault | None:
+        """The first of ``armed`` (in schedule order) that hits ``opp``, logged; those after it are not
+        offered this opportunity (they stay pending for the next)."""
+        with self._lock:
+            hit = next((a for a in armed if a.hits(opp, now_s)), None)
+            if hit is None:
+                return None
+            self.hits.append(Hit(now_s, hit.index, hit.fault, what))
+            return hit.fault
+
+
+class DeviceFaults:
+    """The faults of one device. ``start`` at connect; then offer it opportunities with ``take``,
+    ``take_now``, ``offer`` or ``request``."""
+
+    def __init__(self, schedule: FaultSchedule, device: str, armed: list[_Armed]) -> None:
+        self.schedule, self.device, self._armed = schedule, device, armed
+        self.attached = False
+        self.apply: Callable[[Fault], None] | None = None
+        self._clock: Clock | None = None
+        self._t0: float | None = None
+
+    def pending(self, kinds: Iterable[str]) -> bool:
+        """True if a fault of one of ``kinds`` may still hit this device."""
+        kinds = frozenset(kinds)
+        return any(a.pending and a.fault.kind in kinds for a in self._armed)
+
+    def start(self, clock: Clock, on_time: Callable[[Fault], None] | None = None,
+              timed_kinds: Iterable[str] = (), when: Callable[[], bool] | None = None) -> None:
+        """At the first connect: start the device's ``at_s`` clock. When an ``at_s`` fault of
+        ``timed_kinds`` falls due (from the clock: in simulated time inside a sleep, else in a timer
+        thread), it hits at that instant if ``when()`` (default: always) and is passed to ``on_time``,
+        which carries it out; otherwise it stays pending for the device's next opportunity."""
+        if self._t0 is not None:
+            return
+        self._clock, self._t0 = clock, clock.monotonic()
+        timed_kinds = frozenset(timed_kinds)
+        for armed in self._armed:
+            if armed.fault.at_s is not None and armed.fault.kind in timed_kinds and on_time is not None:
+                clock.call_later(armed.fault.at_s, lambda a=armed: self._timer(a, on_time, when))
+
+    def _timer(self, armed: _Armed, on_time: Callable[[Fault], None], when: Callable[[], bool] | None) -> None:
+        if when is not None and not when():
+            return
+        fault = self.schedule._take([armed], self._opportunity(None, None, timed=True), self._now(),
+                                    f"at {armed.fault.at_s:g} s")
+        if fault is not None:
+            on_time(fault)
+
+    def _now(self) -> float | None:
+        return self._clock.monotonic() if self._clock is not None else None
+
+    def _opportunity(self, frame: int | None, projection: int | None, timed: bool = False) -> Opportunity:
+        elapsed = None if self._t0 is None else self._now() - self._t0
+        return Opportunity(elapsed, frame, projection, timed)
+
+    def take(self, kinds: Iterable[str], what: str, frame: int | None, projection: int | None) -> Fault | None:
+        """Offer an opportunity concerning ``frame`` / ``projection`` (None: none) to the faults of
+        ``kinds``; the fault that hits it, or None."""
+        kinds = frozenset(kinds)
+        armed = [a for a in self._armed if a.fault.kind in kinds]
+        if not armed:
+            return None
+        return self.schedule._take(armed, self._opportunity(frame, projection), self._now(), what)
+
+    def take_now(self, kinds: Iterable[str], what: str) -> Fault | None:
+        """``take`` for an opportunity that is not a frame (a move, a request): it compares the frames
+        and projections made so far."""
+        return self.take(kinds, what, self.schedule.frames_made, self.schedule.projections_made)
+
+    def offer(self, kinds: Iterable[str], what: str, frame: int | None, projection: int | None) -> Fault | None:
+        """``take``, and carry out the fault that hits through the attached device's ``apply``."""
+        fault = self.take(kinds, what, frame, projection)
+        if fault is not None and self.apply is not None:
+            self.apply(fault)
+        return fault
+
+    def request(self) -> Fault | None:
+        """A request to the device: the request fault that hits it (not inside ``quiet``), or None."""
+        if self.schedule.is_quiet:
+            return None
+        return self.take_now(REQUEST_KINDS, "request")
+
+
+class InjectsFaults:
+    """Mixin for in-process simulators (before the device base class): every request meets the
+    device's request faults. The simulator sets ``_faults`` (``FaultSchedule.attach``)."""
+
+    _faults: DeviceFaults
+
+    def _require_connected(self) -> None:
+        super()._require_connected()
+        fault = self._faults.request()
+        if fault is not None:
+            cls, what = REQUEST_ERRORS[fault.kind]
+            raise self._error(cls, f"{what} (simulated fault: {fault.kind})")
+
+
+def attach(schedule: FaultSchedule | None, device: str, apply: Callable[[Fault], None] | None = None
+           ) -> DeviceFaults:
+    """``schedule.attach(device, apply)``, or the view of an empty schedule if ``schedule`` is None."""
+    return (schedule if schedule is not None else FaultSchedule()).attach(device, apply)
+
+
+# -- the writer -----------------------------------------------------------------------------------------------
+class WriterFaults:
+    """The schedule's writer faults, as the NXtomo writer's ``pixel_check``: called with each frame's index
+    and image key before its pixels are written, it raises OSError (ENOSPC for disk_full, EIO for
+    write_error) when a fault fires, which the writer reports as MicroCTError naming the frame and file,
+    as on a full or failing disk. Frames a detector writes to its own files are not affected."""
+
+    def __init__(self, schedule: FaultSchedule, file_name: str) -> None:
+        self._view = schedule.attach("writer")
+        self._file_name = file_name
+        self._projections = 0
+
+    def __call__(self, index: int, image_key: int) -> None:
+        projection = self._projections if image_key == 0 else None
+        fault = self._view.take(WRITER_KINDS, f"frame {index} of {self._file_name}", index, projection)
+        if fault is not None:
+            code = WRITER_ERRNO[fault.kind]
+            raise OSError(code, f"{os.strerror(code)} (simulated fault: {fault.kind})")
+        if projection is not None:
+            self._projections += 1
