@@ -16,7 +16,7 @@ from datetime import datetime
 
 import numpy as np
 
-from microct.errors import ProtocolError
+from microct.errors import LimitError, ProtocolError
 
 # -- framing ---------------------------------------------------------------------------------------------
 REPLY_TERMINATOR = b"\x18"
@@ -71,12 +71,16 @@ def format_seconds(seconds: float) -> str:
 
 
 def encode_command(name: str, *arguments: object) -> bytes:
-    """``name`` and its arguments separated by spaces (the transport adds the newline)."""
-    return " ".join([name, *(str(a) for a in arguments)]).encode("ascii")
+    """``name`` and its arguments separated by spaces (the transport adds the newline); LimitError
+    naming the command if it is not ASCII (an ImgPath such as ``/données``)."""
+    command = " ".join([name, *(str(a) for a in arguments)])
+    if not command.isascii():
+        raise LimitError(f"{command!r}: camserver takes ASCII only")
+    return command.encode("ascii")
 
 
 # -- replies ---------------------------------------------------------------------------------------------
-_REPLY = re.compile(r"(\d+) (OK|ERR)(?: (.*))?", re.DOTALL)
+_REPLY = re.compile(r"(\d{1,9}) (OK|ERR)(?: (.*))?", re.DOTALL)  # codes have 1-3 digits; int() refuses thousands
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,7 @@ def with_full_well(register3: int, high_range: bool) -> int:
 FRAME_MAGIC = b"DXFR"
 FRAME_HEADER = struct.Struct("<4sIII")
 """Magic, frame number, rows, columns (16 bytes, little-endian)."""
+FRAME_NUMBER_MAX = 2 ** 32 - 1
 PIXEL_DTYPE = np.dtype("<u2")
 FRAME_SUFFIX, TRIGGER_SUFFIX = ".raw", ".trigger"
 
@@ -222,10 +223,12 @@ def encode_frame_request(number: int | None, wait_s: float = 0.0) -> bytes:
 
 def parse_frame_request(line: bytes) -> tuple[int | None, float]:
     """(frame number, 0) of a ``T<N>`` line, (None, wait in s) of ``N<ms>``; ProtocolError otherwise."""
-    match = re.fullmatch(rb"([TN])(\d+)", line)
+    match = re.fullmatch(rb"([TN])(\d{1,18})", line)  # more digits: garbage (and int() refuses thousands)
     if match is None:
         raise ProtocolError(f"not a frame request: {line!r}")
     value = int(match.group(2))
+    if match.group(1) == b"T" and value > FRAME_NUMBER_MAX:
+        raise ProtocolError(f"frame request {line!r}: frame numbers are 0-{FRAME_NUMBER_MAX} (uint32 in the header)")
     return (value, 0.0) if match.group(1) == b"T" else (None, value / 1000)
 
 
@@ -240,7 +243,9 @@ def encode_frame(number: int, pixels: np.ndarray) -> bytes:
 
 
 def parse_frame_header(header: bytes) -> tuple[int, int, int]:
-    """(frame number, rows, columns); ProtocolError if the magic is wrong."""
+    """(frame number, rows, columns); ProtocolError if the magic is wrong or the header is not 16 bytes."""
+    if len(header) != FRAME_HEADER.size:
+        raise ProtocolError(f"frame header {header!r} is not {FRAME_HEADER.size} bytes")
     magic, number, rows, columns = FRAME_HEADER.unpack(header)
     if magic != FRAME_MAGIC:
         raise ProtocolError(f"frame header {header!r} does not start with {FRAME_MAGIC!r}")
@@ -392,6 +397,9 @@ class StreamChannel(FrameChannel):
                 del self._buffer[:header_size]
                 raise self._timeout(number, timeout_s, " (the grabber saw no trigger)")
             got, rows, columns = parse_frame_header(header)
+            if (rows, columns) != shape:  # checked before reading: a garbled header may announce gigabytes
+                raise ProtocolError(f"{self.description}: frame {got} is {rows} × {columns}, expected "
+                                    f"{shape[0]} × {shape[1]}")
             size = header_size + rows * columns * PIXEL_DTYPE.itemsize
             self._fill(size, number, timeout_s, deadline)  # a frame cut short by a time-out stays for the next call
             data = bytes(self._buffer[header_size:size])
@@ -399,9 +407,6 @@ class StreamChannel(FrameChannel):
             if got < number:
                 log.warning("%s: skipped late frame %d", self.description, got)
                 continue
-            if (rows, columns) != shape:
-                raise ProtocolError(f"{self.description}: frame {got} is {rows} × {columns}, expected "
-                                    f"{shape[0]} × {shape[1]}")
             return got, decode_pixels(data, shape, f"{self.description}: frame {got}")
 
     def _connected(self) -> socket.socket:

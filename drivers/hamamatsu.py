@@ -133,10 +133,14 @@ def _number(command: bytes, reply: bytes, token: bytes) -> float:
 
 
 def _code(command: bytes, reply: bytes, token: bytes, allowed: range | Mapping[int, Any]) -> int:
-    if not token.isdigit() or int(token) not in allowed:
+    try:
+        code = int(token) if token.isdigit() else None
+    except ValueError:  # more digits than int() converts: garbage, not a code
+        code = None
+    if code is None or code not in allowed:
         raise _garbled(command, reply, f"{token.decode(errors='replace')!r} is not one of the codes "
                                        f"{min(allowed)}-{max(allowed)}")
-    return int(token)
+    return code
 
 
 def parse_echo(command: bytes, reply: bytes) -> None:

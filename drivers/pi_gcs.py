@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -335,10 +336,13 @@ class PIAxis(Axis):
     def _ask_number(self, name: str) -> float:
         value, command = self._ask(name)
         try:
-            return float(value)
+            number: float | None = float(value)
         except ValueError:
+            number = None
+        if number is None or not math.isfinite(number):  # an infinite position would make a move wait forever
             raise self._error(ProtocolError, f"{self._where}: {value!r} in the reply to {command.decode()!r} "
-                                             f"is not a number") from None
+                                             f"is not a {'number' if number is None else 'finite number'}")
+        return number
 
     def _ask_flag(self, name: str) -> bool:
         return self._flag(*self._ask(name))
@@ -511,8 +515,9 @@ class PIAxis(Axis):
 
     def _do_read_position(self) -> float:
         position = self._ask_number("POS?")
-        with self._lock:
-            if self._status is None or self._status.done:
+        caps = self.capabilities
+        with self._lock:  # beyond the soft limits (a garbled reply, a hand move) no start for the estimate
+            if (self._status is None or self._status.done) and caps.low_limit <= position <= caps.high_limit:
                 self._at_rest = position
         return position
 

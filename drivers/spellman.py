@@ -211,8 +211,9 @@ def checksum(body: bytes) -> bytes:
 
 
 def is_whole_number(token: bytes) -> bool:
-    """True for ASCII digits only (the protocol's numbers have no sign, point or spaces)."""
-    return token.isdigit() and token.isascii()
+    """True for ASCII digits only (the protocol's numbers have no sign, point or spaces), at most 9 of
+    them: its numbers have 4 at most (counts 0-4095); thousands are garbage that int() refuses."""
+    return token.isdigit() and token.isascii() and len(token) <= 9
 
 
 @dataclass(frozen=True)

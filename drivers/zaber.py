@@ -134,6 +134,8 @@ def parse_command(line: bytes) -> Command:
     tokens = text[1:].decode("ascii", errors="replace").split()
     numbers: list[int | None] = []
     while tokens and len(numbers) < 3 and tokens[0].isdigit():
+        if len(tokens[0]) > 9:  # addresses and ids have 1-2 digits; thousands are garbage that int() refuses
+            raise ProtocolError(f"not a command: {line!r} (a number of {len(tokens[0])} digits)")
         numbers.append(int(tokens.pop(0)))
     device, axis, message_id = numbers + [None] * (3 - len(numbers))
     return Command(device or 0, axis or 0, " ".join(tokens), message_id, text != line)
@@ -448,9 +450,10 @@ class ZaberAxis(Axis):
         reply = self._command("get pos")
         try:
             return steps_to_position(int(reply.data), self.stage)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: more microsteps than a float holds
             raise self._error(ProtocolError, f"{self._where}: position {reply.data!r} in the reply to "
-                                             f"'get pos' is not a whole number of microsteps") from None
+                                             f"'get pos' is not a whole number of microsteps (within float "
+                                             f"range)") from None
 
     def _do_set_velocity(self, velocity: float) -> None:
         data = speed_to_data(velocity, self.stage)

@@ -44,6 +44,8 @@ NXTOMO_VERSION = 1.5  # the layout version the ``nxtomo`` reader keys its paths 
 IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
 STR = h5py.string_dtype()
 GROW_FRAMES = 64  # the frame dataset grows by this many frames at a time between flushes
+METADATA_CACHE_BYTES = 512 * 1024
+SERIES_CHUNK_CACHE_BYTES = 64 * 1024  # 8 chunks of a 1-D series (frames bypass the chunk cache)
 
 
 def iso_time(epoch_s: float) -> str:
@@ -145,11 +147,18 @@ class NXtomoWriter:
                                    f"it (microct scan CONFIG --resume) or delete it")
             self._journal = JournalWriter(stale, header_record(header, self.path.name))
         try:
-            self._file = h5py.File(self.path, "w-")
+            # each 1-D series keeps its last chunks in a chunk cache (1 MiB each by default): a few will do
+            self._file = h5py.File(self.path, "w-", rdcc_nbytes=SERIES_CHUNK_CACHE_BYTES)
         except (OSError, FileExistsError) as error:
             if self._journal is not None:
                 self._journal.close(remove=True)
             raise MicroCTError(f"cannot create output file {self.path}: {error}") from None
+        # HDF5's metadata cache grows with the chunk index (up to 32 MiB by default, ~0.3 MiB per 1000
+        # frames): capped, memory stays flat over long scans; appends only touch the index's last nodes
+        cache = self._file.id.get_mdc_config()
+        cache.set_initial_size, cache.initial_size = True, METADATA_CACHE_BYTES // 2
+        cache.min_size, cache.max_size = METADATA_CACHE_BYTES // 2, METADATA_CACHE_BYTES
+        self._file.id.set_mdc_config(cache)
         self._last_flush = time.monotonic()
         self._write_header()
         self._file.flush()

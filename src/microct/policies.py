@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +54,7 @@ class RetakeFrame(MicroCTError):
 
 
 TRANSIENT = (CommunicationError, ProtocolError, DeviceTimeoutError)
+T = TypeVar("T")
 
 
 class Recovery:
@@ -71,9 +73,10 @@ class Recovery:
         self.totals: collections.Counter[str] = collections.Counter()
         """Reactions taken over the whole scan, by kind ("retry", "arc", "retake", "interlock")."""
 
-    def run(self, what: str, frame: int, step: Callable[[], None]) -> None:
-        """Run ``step`` until it succeeds, reacting to each failure by the policy (``what`` and ``frame``
-        name it in the events); raises the last error when the policy gives up."""
+    def run(self, what: str, frame: int, step: Callable[[], T]) -> T:
+        """Run ``step`` until it succeeds and return what it returns, reacting to each failure by the
+        policy (``what`` and ``frame`` name it in the events); raises the last error when the policy
+        gives up."""
         tries: collections.Counter[str] = collections.Counter()
         while True:
             try:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from microct.simulators.faults import WriterFaults
 
 log = logging.getLogger("microct.scan")
 
+T = TypeVar("T")
 ProgressCallback = Callable[[int, int, str], None]
 """Called after each frame with (frames done, frames planned, what is being taken)."""
 
@@ -115,21 +117,21 @@ class Sequencer:
             detector.set_exposure_s(scan.exposure_s)
             self._open_file(interrupted)
             self._check_interlock()
-            self._warm_up_if_needed()
-            inst.source.configure(voltage_kv=scan.voltage_kv, current_ua=scan.current_ua,
-                                  spot_mode=scan.spot_mode)
+            self._retrying("warm-up", self._warm_up_if_needed)
+            self._retrying("tube set-up", lambda: inst.source.configure(
+                voltage_kv=scan.voltage_kv, current_ua=scan.current_ua, spot_mode=scan.spot_mode))
             darks, flats, projections, end_flats, end_darks = self._remaining()
             self._darks(darks)
             if flats or projections or end_flats:
-                self._beam_on_and_stabilise()
+                self._retrying("beam on", self._beam_on_and_stabilise)
             self._flats(flats)
             self._projections(projections)
             self._flats(end_flats)
-            inst.source.beam_off()
+            self._retrying("beam off", inst.source.beam_off)
             self._event("beam off")
             self._darks(end_darks)
             if scan.return_to_start:
-                inst.rotation.move_to(scan.start_deg, scan.move_timeout_s)
+                self._retrying("return to start", lambda: inst.rotation.move_to(scan.start_deg, scan.move_timeout_s))
             self._record_pixel_mask()
             self.writer.close("complete", self.clock.time())
         except BaseException as error:
@@ -252,6 +254,8 @@ class Sequencer:
         if state is SourceState.WARMUP_NEEDED:
             self._event("warm-up started")
             source.warm_up()
+            state = SourceState.WARMING_UP
+        if state is SourceState.WARMING_UP:  # (also when a retry finds the warm-up under way)
             state = self._wait_for_state(SourceState.STANDBY, self.scan.warmup_timeout_s, "warm-up")
             self._event("warm-up done")
         if state is SourceState.NOT_READY:  # the interlock was checked closed: the device says why
@@ -288,9 +292,9 @@ class Sequencer:
                     return
             else:
                 stable_since = None
-                if source.read_state() is not SourceState.BEAM_ON:
-                    raise DeviceFaultError(f"source: beam dropped while stabilising "
-                                           f"(state {source.read_state().value!r})")
+                if (state := source.read_state()) is not SourceState.BEAM_ON:
+                    error = InterlockError if not source.read_interlock_closed() else BeamDropped
+                    raise error(f"source: beam dropped while stabilising (state {state.value!r})")
             if now > deadline:
                 raise DeviceTimeoutError(
                     f"source: read-backs {kv:.2f} kV / {ua:.2f} µA not within {scan.stable_tolerance:.1%} of "
@@ -303,8 +307,8 @@ class Sequencer:
     def _darks(self, n: int) -> None:
         if not n:
             return
-        self.instruments.source.beam_off()
-        angle = self.instruments.rotation.read_position()
+        self._retrying("beam off for darks", self.instruments.source.beam_off)
+        angle = self._retrying("rotation read-back", self.instruments.rotation.read_position)
         for _ in range(n):
             self._step("dark", lambda: self._write(self._take(), "dark", angle, 0.0, 0.0))
 
@@ -314,11 +318,11 @@ class Sequencer:
             self._event("no sample_out axis configured: flats skipped", level=logging.WARNING)
         if not n:
             return
-        sample_in = sample_out.read_position()
-        sample_out.move_to(scan.sample_out_position_mm, scan.move_timeout_s)
+        sample_in = self._retrying("sample_out read-back", sample_out.read_position)
+        self._retrying("sample out", lambda: sample_out.move_to(scan.sample_out_position_mm, scan.move_timeout_s))
         self.clock.sleep(scan.settle_s)
-        self._skip()
-        angle = self.instruments.rotation.read_position()
+        self._retrying("frames skipped", self._skip)
+        angle = self._retrying("rotation read-back", self.instruments.rotation.read_position)
 
         def flat() -> None:
             frame = self._take()
@@ -326,7 +330,7 @@ class Sequencer:
 
         for _ in range(n):
             self._step("flat", flat)
-        sample_out.move_to(sample_in, scan.move_timeout_s)
+        self._retrying("sample in", lambda: sample_out.move_to(sample_in, scan.move_timeout_s))
 
     def _projections(self, n: int) -> None:
         scan = self.scan
@@ -368,42 +372,46 @@ class Sequencer:
             self._pause()
         self.recovery.run(what, self.writer.frames_written, step)
 
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        """A step between frames (a move, a set-up, the beam coming on) under the recovery policy."""
+        return self.recovery.run(what, self.writer.frames_written, action)
+
     def _after_arc(self) -> None:
         source = self.instruments.source
-        source.beam_off()
-        source.reset()
+        self._retrying("beam off after a fault", source.beam_off)
+        self._retrying("tube reset", source.reset)
         self.clock.sleep(self.scan.recovery.arc_wait_s)
-        self._beam_on_and_stabilise()
+        self._retrying("beam on after a fault", self._beam_on_and_stabilise)
 
     def _after_interlock(self, error: InterlockError) -> None:
         source, clock = self.instruments.source, self.clock
-        source.beam_off()
+        self._retrying("beam off at the interlock", source.beam_off)
         timeout = self.scan.recovery.interlock_timeout_s
         deadline = clock.monotonic() + timeout
-        while not source.read_interlock_closed():
+        while not self._retrying("interlock read-back", source.read_interlock_closed):
             if clock.monotonic() > deadline:
                 raise InterlockError(f"source: the interlock stayed open for {timeout:g} s ({error})") from error
             clock.sleep(POLL_S)
         self._event("interlock closed: re-stabilising the beam", frame=self.writer.frames_written)
-        if source.read_state() is SourceState.FAULT:
-            source.reset()
-        self._beam_on_and_stabilise()
+        if self._retrying("tube state", source.read_state) is SourceState.FAULT:
+            self._retrying("tube reset", source.reset)
+        self._retrying("beam on after the interlock", self._beam_on_and_stabilise)
 
     def _pause(self) -> None:
         """Wait while the pause file exists; a long pause switches the beam off (back on, stable, after)."""
         source, clock, frame = self.instruments.source, self.clock, self.writer.frames_written
         self._event(f"paused on request: delete {self.pause_file.name} to resume", frame=frame)
-        beam_on = source.read_state() is SourceState.BEAM_ON
+        beam_on = self._retrying("tube state", source.read_state) is SourceState.BEAM_ON
         since, switched_off = clock.monotonic(), False
         while self.pause_file.exists():
             if beam_on and not switched_off and clock.monotonic() - since > self.scan.recovery.pause_beam_off_s:
-                source.beam_off()
+                self._retrying("beam off for a long pause", source.beam_off)
                 switched_off = True
                 self._event(f"paused for over {self.scan.recovery.pause_beam_off_s:g} s: beam off", frame=frame)
             clock.sleep(POLL_S)
         self._event(f"resumed after {clock.monotonic() - since:.1f} s", frame=frame)
         if switched_off:
-            self._beam_on_and_stabilise()
+            self._retrying("beam on after the pause", self._beam_on_and_stabilise)
 
     # -- frames -------------------------------------------------------------------------------------
     def _skip(self) -> None:

@@ -19,6 +19,7 @@ from microct.devices import SourceState
 from microct.drivers.camserver import ErrorReply
 from microct.errors import DeviceTimeoutError, ScanAborted
 from microct.instruments import build_instruments
+from microct.policies import RecoveryPolicy
 from microct.sequencer import run_scan
 from microct.simulators.camserver import CamserverResponder
 from microct.simulators.wire import WireServer
@@ -99,8 +100,9 @@ def fault_after(responder: CamserverResponder, frames: int, fault) -> threading.
 ])
 def test_a_detector_fault_mid_scan_aborts_safely_and_keeps_every_frame(bench, tmp_path, fault, cause, message,
                                                                         k_sent):
-    """Frames 0-5 come (2 darks, 2 flats, 2 projections); the 7th file fails."""
+    """Frames 0-5 come (2 darks, 2 flats, 2 projections); the 7th file fails (recovery off: the abort path)."""
     config, responder, instruments = bench
+    config.scan.recovery = RecoveryPolicy(frame_retakes=0, retries=0)
     watcher = None
     if fault == "error_reply":
         watcher = fault_after(responder, 6, lambda r: r.faults.error_replies.update(Exposure="ERROR: disk full"))
@@ -120,8 +122,21 @@ def test_a_detector_fault_mid_scan_aborts_safely_and_keeps_every_frame(bench, tm
         assert f["entry/instrument/detector/data"].shape[0] == 6
         events = [m.decode() for m in f["entry/logs/events/message"][()]]
         assert "entry/instrument/detector/pixel_mask" in f
-    assert not any("failed" in e for e in events)      # beam off and the stages stopped
+    assert not any(e.startswith("abort:") for e in events)  # beam off and the stages stopped (no "abort: ... failed")
     source = instruments.source
     source.connect()
     assert source.read_state() is SourceState.STANDBY  # the beam is off
     source.close()
+
+
+def test_with_the_default_policy_a_missing_file_is_retaken_and_the_scan_completes(bench, tmp_path):
+    config, responder, instruments = bench
+    responder.faults.missing_frame = 6
+    out = tmp_path / "retaken.nxs"
+    result = run_scan(config, instruments, out)
+    assert result.frames_written == 2 + 2 + 8
+    with h5py.File(out, "r") as f:
+        assert f["entry/logs/status"][()].decode() == "complete"
+        events = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert any("microct_00006.tif" in e and "retaken at the same angle (1 of 3)" in e for e in events)
+    assert b"K" in responder.lines  # the failed series was stopped before the retake

@@ -15,6 +15,7 @@ import pytest
 from microct.config import parse_config
 from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError, ScanAborted
 from microct.instruments import build_instruments
+from microct.policies import RecoveryPolicy
 from microct.sequencer import run_scan
 from microct.simulators.dexela import DexelaResponder
 from microct.simulators.wire import WireServer
@@ -94,6 +95,7 @@ def test_a_frame_that_never_comes_aborts_the_scan_and_keeps_the_frames_taken(ben
     bench.responder.missing_frames.add(8)  # the third projection (frames 0-2 darks, 3-5 flats)
     out = tmp_path / "missing.nxs"
     instruments = bench.build()
+    bench.config.scan.recovery = RecoveryPolicy(frame_retakes=0, retries=0)  # the abort path
     with pytest.raises(ScanAborted) as aborted:
         run_scan(bench.config, instruments, out)
     cause = aborted.value.__cause__
@@ -104,6 +106,18 @@ def test_a_frame_that_never_comes_aborts_the_scan_and_keeps_the_frames_taken(ben
         assert f["entry/logs/status"][()].decode() == "aborted"
         assert f["entry/instrument/detector/data"].shape[0] == 8
     assert not instruments.source._beam
+
+
+def test_with_the_default_policy_a_frame_that_never_comes_is_retaken(bench, tmp_path):
+    bench.responder.missing_frames.add(8)
+    out = tmp_path / "retaken.nxs"
+    result = run_scan(bench.config, bench.build(), out)
+    assert result.status == "complete"
+    with h5py.File(out, "r") as f:
+        keys = f["entry/instrument/detector/image_key"][()]
+        events = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert len(keys) == result.frames_written and (keys == 0).sum() == bench.config.scan.n_projections
+    assert any("frame 8 did not come" in e and "retaken at the same angle (1 of 3)" in e for e in events)
 
 
 def test_a_refused_register_write_aborts_before_the_beam_goes_on(bench, tmp_path):

@@ -58,8 +58,7 @@ OUTCOMES = {
         Aborts(DeviceFaultError, "limit switch hit at 135 deg", P5)),
     "sample_out stalls moving out for the flats": (
         {"kind": "stage_stall", "device": "sample_out", "at_frame": DARKS}, "move to 40 mm",
-        Aborts(DeviceTimeoutError, "not finished within 120", DARKS),
-        Aborts(DeviceTimeoutError, "not finished within 120", DARKS)),
+        Aborts(DeviceTimeoutError, "not finished within 120", DARKS), COMPLETES),  # the move is retried
     "sample_out limit switch moving out for the flats": (
         {"kind": "limit_switch", "device": "sample_out", "at_frame": DARKS}, "move to 40 mm",
         Aborts(DeviceFaultError, "limit switch hit at 20 mm", DARKS),
@@ -83,7 +82,7 @@ OUTCOMES = {
         Aborts(CommunicationError, "connection lost", P5), COMPLETES),
     "sample_out link drops before the flats": (
         {"kind": "disconnect", "device": "sample_out", "at_frame": DARKS}, "request",
-        Aborts(CommunicationError, "connection lost", DARKS), Aborts(CommunicationError, "connection lost", DARKS)),
+        Aborts(CommunicationError, "connection lost", DARKS), COMPLETES),
     "disk full at frame 9": (
         {"kind": "disk_full", "device": "writer", "at_frame": 9}, "frame 9 of scan.nxs",
         Aborts(MicroCTError, r"writing frame 9 .* No space left on device", 9),
