@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 
-import h5py
 import numpy as np
 import pytest
 from test_safety import FAIL_AT, aborted_by, assert_safe_and_aborted, fail_on_projection
+
+from scan_file import events, read
 
 from microct.devices import SourceState
 from microct.errors import CommunicationError, FrameLostError, ProtocolError
@@ -16,15 +17,6 @@ from microct.policies import BeamDropped
 from microct.sequencer import run_scan
 
 FRAMES = 3 + 4 + 12
-
-
-def read(path, name):
-    with h5py.File(path, "r") as f:
-        return f[name][()]
-
-
-def events(path) -> list[str]:
-    return [m.decode() for m in read(path, "entry/logs/events/message")]
 
 
 def once(action):
@@ -45,7 +37,7 @@ def raising(error):
 
 
 def assert_complete_and_clean(out, reference=None):
-    assert read(out, "entry/logs/status").decode() == "complete"
+    assert read(out, "entry/logs/status") == "complete"
     keys = read(out, "entry/instrument/detector/image_key")
     assert len(keys) == FRAMES
     np.testing.assert_allclose(read(out, "entry/sample/rotation_angle")[keys == 0], [30.0 * i for i in range(12)])

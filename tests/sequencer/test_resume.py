@@ -9,23 +9,14 @@ import h5py
 import numpy as np
 import pytest
 
+from scan_file import events, read
+
 from microct.errors import ConfigurationError, MicroCTError, ScanAborted
 from microct.journal import journal_path, read_journal
 from microct.sequencer import run_scan
 
 FIELDS = ("entry/instrument/detector/image_key", "entry/sample/rotation_angle", "entry/instrument/detector/count_time",
           "entry/sample/x_translation")
-
-
-def read(path, name):
-    with h5py.File(path, "r") as f:
-        value = f[name][()]
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def events(path) -> list[str]:
-    with h5py.File(path, "r") as f:
-        return [m.decode() for m in f["entry/logs/events/message"][()]]
 
 
 def abort_at(instruments, mocker, projection: int):

@@ -7,19 +7,10 @@ import numpy as np
 import pytest
 from nxtomo.application.nxtomo import NXtomo
 
+from scan_file import events, read
+
 from microct.devices import SourceState
 from microct.sequencer import run_scan
-
-
-def read(path, name):
-    with h5py.File(path, "r") as f:
-        value = f[name][()]
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def events(path) -> list[str]:
-    with h5py.File(path, "r") as f:
-        return [m.decode() for m in f["entry/logs/events/message"][()]]
 
 
 def test_scan_writes_darks_flats_projections_in_order(make_scan):
