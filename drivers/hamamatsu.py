@@ -495,6 +495,9 @@ class HamamatsuSource(XRaySource):
     def _do_reset(self) -> None:
         self._act(RST)
 
+    def _do_refresh(self) -> None:
+        self._status_cache = None
+
     def _do_read_state(self) -> SourceState:
         state = self._status().state
         reason = self.not_ready_reason() if state is SourceState.NOT_READY else None

@@ -730,6 +730,10 @@ class SpellmanSource(XRaySource):
                                                 f"clear the fault at the generator")
         self._act(Request(self.codec.commands.reset))
 
+    def _do_refresh(self) -> None:
+        self._status_cache = None
+        self._monitor_cache = None
+
     def _do_read_state(self) -> SourceState:
         status = self._status()
         state = state_of(status)

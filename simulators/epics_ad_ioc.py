@@ -23,6 +23,11 @@ Pixels come from ``SimulatedDetector.acquire(1)`` (real clock: it sleeps the exp
 show the phantom through whatever tube and stages the panel's ``DriverContext.devices`` hold.
 ``drop_frames`` (frame numbers, 1-based ArrayCounter values) makes ``image1:`` drop those arrays, as a
 plugin whose queue is full does (``DroppedArrays`` counts them).
+
+The panel's scheduled frame faults (``microct.simulators.faults``, its ``DriverContext.faults``):
+frame_dropped is such a dropped array (counted, not passed on); frame_timeout is a frame that never
+comes: the acquisition waits, busy, until ``Acquire`` = 0 stops it (as a panel waiting for a trigger).
+``before_publish`` (an async callable), if set, runs before each frame is handed to the plugins.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import h5py
 import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, get_pv_pair_wrapper, pvproperty
 
+from microct.errors import DeviceTimeoutError, FrameLostError
 from microct.simulators.detector import SimulatedDetector
 from microct.simulators.epics_ioc import IocHandle, run_ioc_in_thread
 
@@ -212,6 +218,8 @@ class _AreaDetectorIOC(PVGroup):
         self.drop_frames = set(drop_frames)
         self._acquiring: asyncio.Task | None = None
         self._stop_requested = False
+        self._stopping = asyncio.Event()  # set with _stop_requested: wakes an acquisition waiting for a frame
+        self.before_publish: Callable[[], Awaitable[None]] | None = None
         self._hdf: h5py.File | None = None
         self._capture_done = asyncio.Event()
         self._offset: np.ndarray | None = None
@@ -255,12 +263,14 @@ class _AreaDetectorIOC(PVGroup):
         """``cam1:Acquire``: 1 runs the acquisition and completes when it is over; 0 stops it."""
         if value == "Done" or value == 0:
             self._stop_requested = True
+            self._stopping.set()
             if self._acquiring is not None:
                 await asyncio.wait({self._acquiring})
             return "Done"
         if self._acquiring is not None:
             return "Acquire"  # already running: the record ignores a second start
         self._stop_requested = False
+        self._stopping.clear()
         await instance.write("Acquire", verify_value=False)
         await pair_group.readback.write("Acquire")
         self._acquiring = asyncio.ensure_future(self._run_acquisition())
@@ -282,10 +292,19 @@ class _AreaDetectorIOC(PVGroup):
             while (total is None or done < total) and not self._stop_requested:
                 began = loop.time()
                 await cam.detector_state.write("Acquire")
-                frame = await loop.run_in_executor(None, self._expose)
+                try:
+                    frame = await loop.run_in_executor(None, self._expose)
+                except FrameLostError:  # a scheduled fault: the frame is made, the plugin drops it
+                    frame = None
+                except DeviceTimeoutError:  # a scheduled fault: the frame never comes
+                    await cam.detector_state.write("Waiting")
+                    await self._stopping.wait()
+                    break
                 await cam.detector_state.write("Readout")
                 done += 1
                 await cam.num_images_counter.write(done)
+                if self.before_publish is not None:
+                    await self.before_publish()
                 await self._publish(frame)
                 period = float(cam.acquire_period.readback.value)
                 await asyncio.sleep(max(began + period - loop.time(), 0.0))
@@ -321,8 +340,9 @@ class _AreaDetectorIOC(PVGroup):
         signal = np.maximum(signal, 1.0)
         self._gain = (signal.mean() / signal).astype(np.float32)
 
-    async def _publish(self, frame: np.ndarray) -> None:
-        """Count the frame and hand it to the plugins (image1: and HDF1:), as the driver's callbacks do."""
+    async def _publish(self, frame: np.ndarray | None) -> None:
+        """Count the frame and hand it to the plugins (image1: and HDF1:), as the driver's callbacks do;
+        a frame None (lost) is counted and dropped by ``image1:``."""
         cam, image = self.cam, self.image
         self.frames_made += 1
         counter = int(cam.array_counter.readback.value) + 1
@@ -332,7 +352,7 @@ class _AreaDetectorIOC(PVGroup):
             return
         stamp = time.time()
         if image.enable.readback.value == "Enable":
-            if counter in self.drop_frames:
+            if counter in self.drop_frames or frame is None:
                 await image.dropped.readback.write(int(image.dropped.readback.value) + 1)
             else:
                 rows, cols = frame.shape
@@ -344,7 +364,7 @@ class _AreaDetectorIOC(PVGroup):
                     if prop.value != value:
                         await prop.write(value)
                 await image.array_data.write(frame.reshape(-1).view(np.int16), timestamp=stamp)
-        if self._hdf is not None and self.hdf.enable.readback.value == "Enable":
+        if frame is not None and self._hdf is not None and self.hdf.enable.readback.value == "Enable":
             await self._write_hdf(frame)
 
     # -- HDF5 file plugin -------------------------------------------------------------------------------

@@ -7,6 +7,14 @@ CT share one beam: the panel images its phantom through the simulated tube and a
 simulated stages behind the PVs, so a scan driven over Channel Access sees the sample rotate.
 The defaults match ``configs/sim-epics.toml`` (magnification 10, 512 × 512 panel of 200 µm, the
 BGA phantom).
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube, the stages and the panel
+play "source", "rotation", "sample_out" and "detector": arcs and interlock openings (by time, or offered
+mid-exposure by the panel), stage stalls and limit switches, dropped and late frames (see the IOC
+modules for how each shows in the PVs). The tube's PVs are refreshed before each frame is published,
+so a client that has a frame also has the tube state it was taken in. Request faults (reply time-out,
+garbled reply, disconnect) are not played over Channel Access: a schedule holding some for these
+devices is refused (ConfigurationError).
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from microct.registry import DriverContext
 from microct.simulators import epics_ad_ioc, epics_ioc, epics_motor_ioc
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
-from microct.simulators.epics_ioc import IocHandle, run_ioc_in_thread
+from microct.simulators.epics_ioc import IocHandle, refuse_request_faults, run_ioc_in_thread
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
 SOURCE, ROTATION, SAMPLE_OUT, DETECTOR = "XRAY:", "ROT:m1", "SMP:m2", "DET1:"
@@ -48,18 +57,21 @@ class Beamline:
 def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourceOptions | None = None,
                    panel: SimulatedDetectorOptions | None = None, geometry: Geometry | None = None,
                    rotation: SimulatedAxisOptions | None = None, sample_out: SimulatedAxisOptions | None = None,
-                   seed: int | None = None, timeout_s: float = 5.0) -> Beamline:
-    """Serve the beamline's PVs on 127.0.0.1:``port`` (0: a free one) from a daemon thread."""
-    tube, tube_ioc = epics_ioc.build(prefix + SOURCE, source)
-    rotation_ioc = epics_motor_ioc.build(prefix + ROTATION, rotation or DEFAULT_ROTATION,
-                                         high_limit=0.0, low_limit=0.0)  # HLM = LLM: no soft limits
-    sample_ioc = epics_motor_ioc.build(prefix + SAMPLE_OUT, sample_out or DEFAULT_SAMPLE_OUT,
-                                       high_limit=100.0, low_limit=-100.0)
+                   seed: int | None = None, faults: FaultSchedule | None = None, timeout_s: float = 5.0) -> Beamline:
+    """Serve the beamline's PVs on 127.0.0.1:``port`` (0: a free one) from a daemon thread, with the
+    physics and frame faults of ``faults``."""
+    refuse_request_faults(faults, "source", "rotation", "sample_out", "detector")
+    tube, tube_ioc = epics_ioc.build(prefix + SOURCE, source, faults, "source")
+    rotation_ioc = epics_motor_ioc.build(prefix + ROTATION, rotation or DEFAULT_ROTATION, high_limit=0.0,
+                                         low_limit=0.0, faults=faults, role="rotation")  # HLM = LLM: no soft limits
+    sample_ioc = epics_motor_ioc.build(prefix + SAMPLE_OUT, sample_out or DEFAULT_SAMPLE_OUT, high_limit=100.0,
+                                       low_limit=-100.0, faults=faults, role="sample_out")
     rotation_axis, sample_axis = rotation_ioc.axis, sample_ioc.axis
-    context = DriverContext(clock=Clock(), geometry=geometry or DEFAULT_GEOMETRY, seed=seed,
+    context = DriverContext(clock=Clock(), geometry=geometry or DEFAULT_GEOMETRY, seed=seed, faults=faults,
                             devices={"source": tube, "rotation": rotation_axis, "sample_out": sample_axis})
-    detector = SimulatedDetector("epics panel", panel or DEFAULT_PANEL, context)
+    detector = SimulatedDetector("detector", panel or DEFAULT_PANEL, context)
     ad_ioc = epics_ad_ioc.build(prefix + DETECTOR, detector)
+    ad_ioc.before_publish = tube_ioc.refresh  # the tube's state reaches clients before the frame does
     pvdb = {**tube_ioc.pvdb, **rotation_ioc.pvdb, **sample_ioc.pvdb, **ad_ioc.pvdb}
     handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s)
     return Beamline(tube, rotation_axis, sample_axis, detector, handle)

@@ -4,6 +4,12 @@ The tube model is ``SimulatedSource`` (real clock): puts call its public methods
 a 10 Hz scan copies its read-backs into the ``*_RBV`` PVs (every action also copies
 them at once, so a put-callback completes with the read-backs already updated).
 ``start_ioc(prefix)`` runs it in a background thread on 127.0.0.1 and a free port.
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube plays the device ``role``
+(default "source") and takes its arcs (``State_RBV`` Fault, ``Fault_RBV`` "tube overload" until
+``FaultReset``) and interlock openings (``Interlock_RBV`` Open), at their ``at_s`` time or when a
+detector simulator on the same schedule offers it an exposure. They show at the next refresh (10 Hz);
+an IOC serving a panel as well refreshes the tube before it publishes each frame (``epics_beamline``).
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import caproto.server.common as caproto_server_common
 from caproto import ChannelType
 from caproto.asyncio.server import Context
 from caproto.server import PVGroup, pvproperty
-from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
-
 from microct.clock import Clock
 from microct.devices.source import SourceState, target_power_w
+from microct.errors import ConfigurationError
+from microct.simulators.faults import REQUEST_KINDS, FaultSchedule
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
 log = logging.getLogger("microct.simulators.epics_ioc")
 
@@ -175,9 +182,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError("no port free for both TCP and UDP")
 
 
-def build(prefix: str, options: SimulatedSourceOptions | None = None) -> tuple[SimulatedSource, PVGroup]:
-    """The tube model and its PV group (not served yet)."""
-    source = SimulatedSource("epics-ioc", options or SimulatedSourceOptions(), clock=Clock())
+def refuse_request_faults(faults: FaultSchedule | None, *devices: str) -> None:
+    """ConfigurationError if ``faults`` holds request faults (reply time-out, garbled reply, disconnect) for
+    ``devices``: the simulated IOCs play physics and frame faults only, not Channel Access link faults."""
+    request = [f"{f.kind} on {f.device}" for f in (faults.faults if faults else ()) if f.kind in REQUEST_KINDS
+               and f.device in devices]
+    if request:
+        raise ConfigurationError(f"the simulated IOCs do not play request faults over Channel Access "
+                                 f"({', '.join(request)}); stop an IOC to lose its link")
+
+
+def build(prefix: str, options: SimulatedSourceOptions | None = None, faults: FaultSchedule | None = None,
+          role: str = "source") -> tuple[SimulatedSource, PVGroup]:
+    """The tube model (joining ``faults`` as ``role``) and its PV group (not served yet); ConfigurationError
+    for request faults (``refuse_request_faults``)."""
+    refuse_request_faults(faults, role)
+    source = SimulatedSource(role, options or SimulatedSourceOptions(), clock=Clock(), faults=faults)
     source.connect()
     return source, make_ioc_class(tuple(source.capabilities.spot_modes))(prefix=prefix, source=source)
 

@@ -29,7 +29,10 @@ Behaviour copied from the real record (what ophyd / pyepics clients rely on):
   there and sets ``HLS`` / ``LLS`` (and the MSTA bits).
 
 The stage model is ``SimulatedAxis`` (real Clock); its own soft limits are not used (the record's
-``HLM``/``LLM`` are). ``start_motor_ioc(record)`` runs the IOC in a background thread on 127.0.0.1;
+``HLM``/``LLM`` are). Given a ``FaultSchedule`` it plays the device ``role`` and takes that role's
+stage stalls (``DMOV`` stays 0 and the ``VAL`` put pending until the jam clears, a stop or a new
+move) and limit switches (the move ends there with ``HLS`` or ``LLS`` set, by its direction, until the
+next move), as ``microct.simulators.faults`` schedules them. ``start_motor_ioc(record)`` runs the IOC in a background thread on 127.0.0.1;
 ``start_motor_iocs(records)`` serves several records, each with its own stage, from one IOC.
 """
 
@@ -46,7 +49,9 @@ from caproto.server import PVGroup, PvpropertyDouble, PvpropertyInteger, pvprope
 from microct.clock import Clock
 from microct.devices.axis import move_duration_s
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
-from microct.simulators.epics_ioc import IocHandle, run_ioc_in_thread
+from microct.simulators.epics_ioc import IocHandle, refuse_request_faults, run_ioc_in_thread
+from microct.simulators.faults import FaultSchedule
+from microct.simulators.wire import stopped_by_limit_switch
 
 log = logging.getLogger("microct.simulators.epics_motor_ioc")
 
@@ -142,14 +147,17 @@ class MotorRecordIOC(PVGroup):
         self._homed = False
         self._direction = 1
         self._stopped = False
+        self._limit_hit = False  # a scheduled limit switch ended the last move
         self.moves = 0
         """Moves started (VAL puts accepted and homing moves), for tests."""
 
     # -- helpers -------------------------------------------------------------------------------------
     async def _post_status(self, moving: bool, problem: bool = False) -> None:
         here = self.axis.read_position()
-        hls = int(self.hls_position is not None and here >= self.hls_position)
-        lls = int(self.lls_position is not None and here <= self.lls_position)
+        hls = int((self.hls_position is not None and here >= self.hls_position)
+                  or (self._limit_hit and self._direction > 0))
+        lls = int((self.lls_position is not None and here <= self.lls_position)
+                  or (self._limit_hit and self._direction < 0))
         msta = MSTA_PRESENT | (MSTA_DIRECTION if self._direction > 0 else 0)
         msta |= MSTA_MOVING if moving else MSTA_DONE
         msta |= (MSTA_PLUS_LS if hls else 0) | (MSTA_MINUS_LS if lls else 0)
@@ -179,7 +187,7 @@ class MotorRecordIOC(PVGroup):
         # SimulatedAxis.home() blocks: its start hook gives the Status of the homing move
         status = axis._do_start_home() if target is None else axis.start_move_to(goal)
         self.moves += 1
-        self._stopped = False
+        self._stopped = self._limit_hit = False
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + duration
@@ -188,8 +196,11 @@ class MotorRecordIOC(PVGroup):
         await self._post_status(moving=True)
         while generation == self._generation and not status.done and not wake.is_set():
             remaining = deadline - loop.time()
+            # after the deadline the simulator's timer is about to fire; much later, the stage is jammed
+            wait = min(RBV_PERIOD_S, remaining) if remaining > 0 else 0.001 if remaining > -RBV_PERIOD_S \
+                else RBV_PERIOD_S
             try:
-                await asyncio.wait_for(wake.wait(), max(min(RBV_PERIOD_S, remaining), 0.001))
+                await asyncio.wait_for(wake.wait(), wait)
             except TimeoutError:
                 pass
             if self._switch_hit(axis.read_position()):
@@ -204,6 +215,8 @@ class MotorRecordIOC(PVGroup):
             await asyncio.sleep(MIN_MOVE_S)
         if generation != self._generation:
             return  # superseded: the newer move owns DMOV and VAL
+        if stopped_by_limit_switch(status):  # a scheduled fault: the stage stopped on a limit switch
+            self._stopped = self._limit_hit = True
         if target is None and not self._stopped:
             self._homed = True
         if target is None or self._stopped:
@@ -299,11 +312,13 @@ class MotorRecordIOC(PVGroup):
 
 
 def build(record: str, options: SimulatedAxisOptions | None = None, *, high_limit: float = 360.0,
-          low_limit: float = -360.0, hls_position: float | None = None,
-          lls_position: float | None = None) -> MotorRecordIOC:
-    """A motor-record PV group driving a new SimulatedAxis (``ioc.axis``); not served yet."""
+          low_limit: float = -360.0, hls_position: float | None = None, lls_position: float | None = None,
+          faults: FaultSchedule | None = None, role: str = "epics-motor-ioc") -> MotorRecordIOC:
+    """A motor-record PV group driving a new SimulatedAxis (``ioc.axis``, joining ``faults`` as
+    ``role``); not served yet. ConfigurationError for request faults (``refuse_request_faults``)."""
+    refuse_request_faults(faults, role)
     opts = (options or SimulatedAxisOptions()).model_copy(update={"low_limit": None, "high_limit": None})
-    axis = SimulatedAxis("epics-motor-ioc", opts, clock=Clock())
+    axis = SimulatedAxis(role, opts, clock=Clock(), faults=faults)
     axis.connect()
     return MotorRecordIOC(prefix=record, axis=axis, high_limit=high_limit, low_limit=low_limit,
                           hls_position=hls_position, lls_position=lls_position)

@@ -4,6 +4,12 @@
 shared/protocols/hamamatsu-microfocus.md): it drives a ``SimulatedSource`` (real time) built from
 the driver's model table, and formats its replies with the driver's codec, so there is one model of
 the tube and one description of the protocol. Serve it with ``microct sim serve hamamatsu``.
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube plays the device ``role``
+(default "source") and takes its arcs (the overload latches: ``SAR``/``STS`` report the fault until
+``RST``) and interlock openings (``SIN 1``, not ready), at their ``at_s`` time or when a detector
+simulator on the same schedule offers it an exposure; served by a ``WireServer`` given the same
+schedule, every line meets the role's request faults (``fault_device``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from microct.clock import Clock
 from microct.devices.source import SourceState
 from microct.drivers import hamamatsu as codec
 from microct.errors import MicroCTError
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions, SpotModeOptions
 
 _FROM_MODEL_TABLE = {"voltage_range_kv", "current_range_ua", "spot_modes"}
@@ -29,15 +36,16 @@ class HamamatsuResponder:
     """The device end of the RS-232 line.
 
     Keyword options: ``model`` (a key of ``MODELS``), ``overrides`` (model-table fields, as in the
-    driver's options), ``seed``, and any ``SimulatedSourceOptions`` field except the ranges and spot
-    modes, which come from the model table (e.g. ``warmup_s``, ``warmed_up``, ``ramp_kv_per_s``).
-    ``source`` is the simulated tube, for tests (``set_interlock``, ``trigger_overload``).
+    driver's options), ``seed``, ``faults`` and ``role`` (the schedule the tube joins, as which device),
+    and any ``SimulatedSourceOptions`` field except the ranges and spot modes, which come from the model
+    table (e.g. ``warmup_s``, ``warmed_up``, ``ramp_kv_per_s``). ``source`` is the simulated tube, for
+    tests (``set_interlock``, ``trigger_overload``).
     """
 
     request_terminators = b"\r"
 
     def __init__(self, model: str = "L10711", overrides: dict[str, Any] | None = None, seed: int | None = None,
-                 **simulation: Any) -> None:
+                 faults: FaultSchedule | None = None, role: str = "source", **simulation: Any) -> None:
         self.tube = codec.tube_model(model, overrides)
         if taken := sorted(_FROM_MODEL_TABLE & simulation.keys()):
             raise TypeError(f"{', '.join(taken)}: these come from the {model} model table; change them with overrides")
@@ -45,7 +53,8 @@ class HamamatsuResponder:
                                        growth_um_per_w=m.growth_um_per_w) for name, m in self.tube.focus_modes.items()}
         options = SimulatedSourceOptions(voltage_range_kv=self.tube.voltage_range_kv,
                                          current_range_ua=self.tube.current_range_ua, spot_modes=modes, **simulation)
-        self.source = SimulatedSource(f"{self.tube.name} simulator", options, clock=Clock(), seed=seed)
+        self.role = role
+        self.source = SimulatedSource(role, options, clock=Clock(), seed=seed, faults=faults)
         self.source.connect()
         self._mode_of_code = {m.code: name for name, m in self.tube.focus_modes.items()}
         source = self.source
@@ -76,6 +85,10 @@ class HamamatsuResponder:
     def respond(self, line: bytes) -> list[bytes]:
         """The reply to one request line: a query's answer, a command's echo, or ``ERR``."""
         return [self._answer(line) + b"\r"]
+
+    def fault_device(self, line: bytes) -> str:
+        """Every line is for the tube."""
+        return self.role
 
     def _answer(self, line: bytes) -> bytes:
         word, *arguments = line.split()

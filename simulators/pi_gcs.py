@@ -16,6 +16,13 @@ protocol are modelled once. Behaviour follows the fact sheet (/work/shared/proto
   while a reference move runs and 0xB1 (ready) otherwise.
 Axes start with the servo off and not referenced, at position 0; ``FRF`` moves to the stage's
 reference position; ``MVR`` adds to the last commanded target.
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, each axis plays the role ``roles``
+names (default: axis 1 "rotation", axis 2 "sample_out") and takes that role's stage stalls (the move
+never ends: ``ONT?`` 0 until halted or replaced) and limit switches (the move ends short and the error
+register reads 216, PI_CNTR_ON_LIMIT_SWITCH "the connected stage has driven into a limit switch", from
+PI's GCS error list, not on the sheet); served by a ``WireServer`` given the same schedule, the lines
+naming an axis, and an ``ERR?`` after them, meet that axis' request faults (``fault_device``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from microct.drivers.pi_gcs import (BUSY, MOVING_MASK, READY, READY_QUERY, STOP_
                                     parse_command, stage_model)
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.faults import FaultSchedule
+from microct.simulators.wire import stopped_by_limit_switch
 
 INSTANT_ACCELERATION = 1e9
 """unit/s², used when the stage table does not know the acceleration (moves then run at full speed)."""
@@ -38,6 +47,9 @@ IDENTIFICATION = "microct, PI GCS 2 wire simulator, 0, 1.0"
 """The ``*IDN?`` reply: maker, model, serial number, firmware."""
 
 SYNTAX, UNKNOWN_COMMAND, NO_REFERENCE_OR_SERVO, OUT_OF_LIMITS, INVALID_AXIS, OUT_OF_RANGE = 1, 2, 5, 7, 15, 17
+ON_LIMIT_SWITCH = 216
+ROLES = {"1": "rotation", "2": "sample_out"}
+"""The role (fault device) of each axis by default; other axes play ``pi-<axis>``."""
 
 
 class Refused(Exception):
@@ -51,20 +63,23 @@ class Refused(Exception):
 class ControllerAxis:
     """One axis of the controller: servo and reference state, soft limits, and the simulated stage."""
 
-    def __init__(self, axis_id: str, stage: StageModel, clock: Clock) -> None:
+    def __init__(self, axis_id: str, stage: StageModel, clock: Clock, role: str = "",
+                 faults: FaultSchedule | None = None) -> None:
         self.id = axis_id
         self.stage = stage
+        self.role = role or f"pi-{axis_id}"
         self.low_limit = stage.low_limit
         """TMN?; tests may narrow it (not widen: the stage's own limits still hold) to play a controller
         configured differently from the driver."""
         self.high_limit = stage.high_limit
         """TMX?"""
-        self.axis = SimulatedAxis(f"pi-{axis_id}", SimulatedAxisOptions(
+        self.axis = SimulatedAxis(self.role, SimulatedAxisOptions(
             unit=stage.unit, max_velocity=stage.max_velocity, low_limit=stage.low_limit,
-            high_limit=stage.high_limit, acceleration=stage.acceleration or INSTANT_ACCELERATION), clock=clock)
+            high_limit=stage.high_limit, acceleration=stage.acceleration or INSTANT_ACCELERATION), clock=clock,
+            faults=faults)
         self.axis.connect()  # in-process: nothing to open
         self.servo = False
-        self.target = self.axis.read_position()
+        self.target = self.axis.options.initial_position
         """The last commanded target (MVR adds to it)."""
         self._referenced = False
         self._motion: Status | None = None
@@ -83,6 +98,13 @@ class ControllerAxis:
         if self._referencing is not None and self._referencing.done:
             self._referenced, self._referencing = True, None
         return self._referenced
+
+    def limit_switch_news(self) -> bool:
+        """True once after the axis' move ended on a limit switch."""
+        if self._motion is None or not stopped_by_limit_switch(self._motion):
+            return False
+        self._motion = None
+        return True
 
     def move_to(self, position: float) -> None:
         """Start a move; it interrupts a reference move, which then leaves the axis not referenced."""
@@ -114,17 +136,21 @@ class PIResponder:
     single_byte_commands = MOVING_MASK + READY_QUERY + STOP_ALL
 
     def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
-                 require_reference: bool = True, clock: Clock | None = None) -> None:
+                 require_reference: bool = True, clock: Clock | None = None, faults: FaultSchedule | None = None,
+                 roles: dict[Any, str] | None = None) -> None:
         overrides = {str(axis): fields for axis, fields in (overrides or {}).items()}
+        roles = {str(axis): role for axis, role in (roles or ROLES).items()}
         clock = clock or Clock()
         self.require_reference = require_reference
-        self.controller_axes = {str(i): ControllerAxis(str(i), stage_model(name, overrides.get(str(i))), clock)
+        self.controller_axes = {str(i): ControllerAxis(str(i), stage_model(name, overrides.get(str(i))), clock,
+                                                       roles.get(str(i), ""), faults)
                                 for i, name in enumerate(stages or ["U-651", "L-509.40"], start=1)}
         """Controller state by axis identifier, for tests (soft limits, servo, reference)."""
         self.axes: dict[str, SimulatedAxis] = {axis_id: state.axis for axis_id, state in self.controller_axes.items()}
         """The inner simulated axes by axis identifier, for tests (a position check)."""
         self.error = 0
         """The error register (``ERR?`` reads and clears it)."""
+        self._last_axis: ControllerAxis | None = None  # the axis the last line named (fault_device)
         self._commands: dict[str, Callable[[list[str]], list[bytes]]] = {
             "*IDN?": self._identify, "ERR?": self._read_error, "MOV": self._move, "MVR": self._move_relative,
             "POS?": self._position, "ONT?": self._on_target, "SVO": self._servo, "FRF": self._reference,
@@ -133,6 +159,9 @@ class PIResponder:
 
     def respond(self, line: bytes) -> list[bytes]:
         """The replies to one request line, or to one single-byte command."""
+        news = [state.limit_switch_news() for state in self.controller_axes.values()]  # every axis', not the first
+        if any(news):
+            self.error = ON_LIMIT_SWITCH
         if line == MOVING_MASK:
             return [format_moving_mask([state.moving for state in self.controller_axes.values()])]
         if line == READY_QUERY:
@@ -145,6 +174,8 @@ class PIResponder:
         except ProtocolError:
             self.error = SYNTAX
             return []
+        if name != "ERR?":
+            self._last_axis = self.controller_axes.get(args[0]) if args else None
         command = self._commands.get(name)
         if command is None:
             self.error = UNKNOWN_COMMAND
@@ -154,6 +185,11 @@ class PIResponder:
         except Refused as refused:
             self.error = refused.code
             return []
+
+    def fault_device(self, line: bytes) -> str | None:
+        """The role of the axis the line just answered names first, or for ``ERR?`` the axis the line
+        before it named (it reports on that command); None for lines naming no axis (``*IDN?``, bytes)."""
+        return None if self._last_axis is None or line in self.single_byte_commands else self._last_axis.role
 
     # -- arguments ------------------------------------------------------------------------------------
     def _axes(self, ids: list[str]) -> list[ControllerAxis]:

@@ -14,6 +14,12 @@ a fault latched and for a reset with HV on, 3 for a command the family lacks. In
 with a wrong or missing checksum gets no reply ("the received message is ignored; a timeout acts as an
 implied NACK", Spellman's serial interface notes); so does anything that is not a frame.
 ``source.trigger_overload()`` latches a fault with the anode-arc flag of ``68`` set until ``31``.
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube plays the device ``role``
+(default "source") and takes its arcs (the fault above) and interlock openings (an open interlock in
+``22``), at their ``at_s`` time or when a detector simulator on the same schedule offers it an exposure;
+served by a ``WireServer`` given the same schedule, every frame meets the role's request faults
+(``fault_device``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from microct.clock import Clock
 from microct.devices.source import SourceState
 from microct.drivers import spellman as codec
 from microct.errors import LimitError, MicroCTError
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions, SpotModeOptions
 
 _FROM_MODEL_TABLE = {"voltage_range_kv", "current_range_ua", "spot_modes"}
@@ -48,16 +55,17 @@ class SpellmanResponder:
     """The generator end of the link (one request frame in, one reply frame out).
 
     Keyword options: ``model`` (a key of ``MODELS``), ``family`` and ``overrides`` (as in the driver's
-    options), ``serial`` (checksums on requests and replies), ``seed``, and any
-    ``SimulatedSourceOptions`` field except the ranges and spot modes (from the model table) and the
-    warm-up (none): e.g. ``ramp_kv_per_s``, ``interlock_closed``. ``source`` is the simulated tube, for
-    tests (``set_interlock``, ``trigger_overload``).
+    options), ``serial`` (checksums on requests and replies), ``seed``, ``faults`` and ``role`` (the
+    schedule the tube joins, as which device), and any ``SimulatedSourceOptions`` field except the ranges
+    and spot modes (from the model table) and the warm-up (none): e.g. ``ramp_kv_per_s``,
+    ``interlock_closed``. ``source`` is the simulated tube, for tests (``set_interlock``, ``trigger_overload``).
     """
 
     request_terminators = codec.ETX
 
     def __init__(self, model: str = "XRV160", family: str | None = None, overrides: dict[str, Any] | None = None,
-                 serial: bool = False, seed: int | None = None, **simulation: Any) -> None:
+                 serial: bool = False, seed: int | None = None, faults: FaultSchedule | None = None,
+                 role: str = "source", **simulation: Any) -> None:
         self.generator = codec.generator_model(model, overrides if family is None else {**(overrides or {}),
                                                                                         "family": family})
         taken = sorted((_FROM_MODEL_TABLE | _NO_WARM_UP) & simulation.keys())
@@ -71,7 +79,8 @@ class SpellmanResponder:
         options = SimulatedSourceOptions(voltage_range_kv=caps.voltage_range_kv,
                                          current_range_ua=caps.current_range_ua, spot_modes=modes,
                                          warmed_up=True, warmup_s=0.0, **simulation)
-        self.source = SimulatedSource(f"{g.name} simulator", options, clock=Clock(), seed=seed)
+        self.role = role
+        self.source = SimulatedSource(role, options, clock=Clock(), seed=seed, faults=faults)
         self.source.connect()
         self.codec = codec.Codec(g.commands, serial)
         self.filament_enabled = g.commands.filament_enable is None  # the XRV's is off until "70,1"
@@ -119,6 +128,10 @@ class SpellmanResponder:
         except _Refused as refusal:
             reply = self.codec.format_error(command, refusal.code)
         return [reply + codec.ETX]
+
+    def fault_device(self, line: bytes) -> str:
+        """Every frame is for the generator."""
+        return self.role
 
     def _answer(self, command: int, arguments: list[bytes]) -> bytes:
         if command in self._queries and not arguments:

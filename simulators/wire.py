@@ -10,10 +10,33 @@ A responder that must tell its clients apart or push replies later (a camserver
 answering ``7 OK`` when an exposure series ends, control for the first client
 only) defines ``connect(connection)``: it is called for each new client with a
 ``Connection`` and returns that client's handler, which answers its lines.
+
+Request faults (``microct.simulators.faults``: reply_timeout, garbled_reply, disconnect) are played
+here, the same way for every protocol, by a server given ``faults`` (see ``WireFaults``): a
+``DeviceFaults`` view (every line is a request to that device) or a whole ``FaultSchedule`` (the
+responder's ``fault_device(line)`` names the device a line is for). A line is a *request* when it
+gets a reply (the client waits on it); the device carries it out, then the fault decides what the
+client gets:
+
+- reply_timeout: nothing (the client times out);
+- garbled_reply: ``garble="corrupt"``: the reply with its first byte replaced by 0xFF, as line noise
+  would (no protocol served here starts a reply with it, so the driver's codec rejects the reply:
+  ProtocolError); ``garble="partial"``: the first half of the reply, its terminator never sent (the
+  client times out holding a partial reply);
+- disconnect: over TCP the server closes the client's connection without replying (the client sees
+  the link lost); the next connection is served as before, so the device "comes back". A
+  pseudo-terminal cannot be hung up from the device end without closing it for good: there a
+  disconnect is the line gone silent, no reply to the request (the client times out), and with
+  ``duration_s`` to every request in that window.
+
+Responders answer inside ``FaultSchedule.quiet()``, so the in-process simulators behind them (which
+the schedule's physics faults reach: arcs, interlock, stalls, limit switches) do not play the request
+faults a second time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -22,7 +45,12 @@ import socket
 import threading
 import tty
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
+
+from microct.clock import Clock
+from microct.devices.base import Status
+from microct.errors import DeviceFaultError, MicroCTError
+from microct.simulators.faults import DeviceFaults, Fault, FaultSchedule
 
 log = logging.getLogger("microct.simulators.wire")
 
@@ -53,6 +81,8 @@ class Responder(Protocol):
     # Optional: ``connect(connection: Connection) -> handler``, called once per client; the handler
     # (``request_terminators``, ``respond(line)``, optionally ``disconnected()``, called when the client
     # hangs up or the server stops) answers that client's lines in place of the responder.
+    # Optional: ``fault_device(line) -> str | None``, the device (its role in a FaultSchedule) a request
+    # line is for, None if for none; needed to serve it with a whole FaultSchedule.
 
 
 class Connection:
@@ -110,24 +140,96 @@ def make_responder(name: str, **options) -> Responder:
     return getattr(importlib.import_module(module), factory)(**options)
 
 
-class _LineSplitter:
-    """Splits one connection's byte stream into request lines; ``lock`` serialises the shared responder."""
+def stopped_by_limit_switch(move: Status | None) -> bool:
+    """True if ``move`` (a SimulatedAxis move) ended on a limit switch (its DeviceFaultError), for the
+    simulators that report that in their own protocol (Zaber's WL flag, PI's error 216, the motor
+    record's HLS/LLS)."""
+    if move is None or not move.done:
+        return False
+    try:
+        move.wait(0)
+    except DeviceFaultError:
+        return True
+    except MicroCTError:  # stopped, superseded
+        return False
+    return False
 
-    def __init__(self, responder: Responder, lock: threading.Lock) -> None:
+
+GarbleMode = Literal["corrupt", "partial"]
+NOISE = b"\xff"
+"""What a ``corrupt`` garbled reply starts with in place of its first byte."""
+
+
+class WireFaults:
+    """The request faults a WireServer plays (see the module docstring). ``faults``: a DeviceFaults view
+    (every line is a request to that device), or a FaultSchedule and a responder that names each line's
+    device (``fault_device``). A device's ``at_s`` clock starts when its in-process simulator connects,
+    else at its first request here. TypeError if a schedule is given for a responder without
+    ``fault_device``; ValueError for an unknown ``garble`` mode."""
+
+    def __init__(self, faults: FaultSchedule | DeviceFaults, responder: Responder,
+                 garble: GarbleMode = "corrupt") -> None:
+        if garble not in ("corrupt", "partial"):
+            raise ValueError(f"garble={garble!r}: allowed 'corrupt' or 'partial'")
+        self.garble = garble
+        self._clock = Clock()
+        if isinstance(faults, DeviceFaults):
+            self.schedule = faults.schedule
+            self._device_of: Callable[[bytes], str | None] = lambda line: faults.device
+        else:
+            device_of = getattr(responder, "fault_device", None)
+            if device_of is None:
+                raise TypeError(f"{type(responder).__name__} does not tell which device a line is for "
+                                f"(fault_device): give the server a DeviceFaults view instead of a FaultSchedule")
+            self.schedule, self._device_of = faults, device_of
+
+    def quiet(self) -> contextlib.AbstractContextManager:
+        return self.schedule.quiet()
+
+    def play(self, line: bytes, reply: bytes, can_hang_up: bool) -> tuple[bytes, bool]:
+        """What the client gets for ``line`` answered by ``reply``: (bytes to send, hang up after)."""
+        device = self._device_of(line)
+        if device is None:
+            return reply, False
+        view = self.schedule.device(device)
+        view.start(self._clock)  # no-op if its simulator (or an earlier request) started it
+        fault = view.request()
+        if fault is None:
+            return reply, False
+        log.info("%s: %s on %r (simulated fault)", device, fault.kind, line)
+        return self._effect(fault, reply, can_hang_up)
+
+    def _effect(self, fault: Fault, reply: bytes, can_hang_up: bool) -> tuple[bytes, bool]:
+        if fault.kind == "garbled_reply":
+            return (NOISE + reply[1:], False) if self.garble == "corrupt" else (reply[:len(reply) // 2], False)
+        return b"", fault.kind == "disconnect" and can_hang_up  # reply_timeout; disconnect (pty: silence)
+
+
+class _LineSplitter:
+    """Splits one connection's byte stream into request lines; ``lock`` serialises the shared responder;
+    ``faults`` (if any) are played on the replies; ``can_hang_up``: a TCP connection, not the pty."""
+
+    def __init__(self, responder: Responder, lock: threading.Lock, faults: WireFaults | None = None,
+                 can_hang_up: bool = False) -> None:
         self.responder = responder
         self.buffer = bytearray()
         self.lock = lock
+        self.faults = faults
+        self.can_hang_up = can_hang_up
 
-    def feed(self, data: bytes) -> bytes:
-        """Requests complete in ``data`` → the concatenated replies."""
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """Requests complete in ``data`` → (the concatenated replies, hang up after sending them). Lines
+        after one that hangs up are dropped, as the connection is."""
         out = bytearray()
         single = getattr(self.responder, "single_byte_commands", b"")
         if single and any(b in single for b in data):
             kept = bytearray()
             for b in data:
                 if b in single:
-                    with self.lock:
-                        out += b"".join(self.responder.respond(bytes([b])))
+                    reply, hang_up = self._answer(bytes([b]))
+                    out += reply
+                    if hang_up:
+                        return bytes(out), True
                 else:
                     kept.append(b)
             data = bytes(kept)
@@ -136,22 +238,36 @@ class _LineSplitter:
         while True:
             ends = [i for i in (self.buffer.find(t) for t in (bytes([b]) for b in terminators)) if i >= 0]
             if not ends:
-                return bytes(out)
+                return bytes(out), False
             end = min(ends)
             line = bytes(self.buffer[:end])
             del self.buffer[:end + 1]
             if line:
-                with self.lock:
-                    for reply in self.responder.respond(line):
-                        out += reply
+                reply, hang_up = self._answer(line)
+                out += reply
+                if hang_up:
+                    self.buffer.clear()
+                    return bytes(out), True
+
+    def _answer(self, line: bytes) -> tuple[bytes, bool]:
+        with self.lock:  # the responder's state (e.g. the device a line is for) is read under it too
+            with self.faults.quiet() if self.faults is not None else contextlib.nullcontext():
+                reply = b"".join(self.responder.respond(line))
+            if not reply or self.faults is None:
+                return reply, False
+            return self.faults.play(line, reply, self.can_hang_up)
 
 
 class WireServer:
-    """Serve ``responder`` on a pty (``serve_pty``) or TCP (``serve_tcp``) until ``stop()``."""
+    """Serve ``responder`` on a pty (``serve_pty``) or TCP (``serve_tcp``) until ``stop()``; with
+    ``faults`` (a FaultSchedule or a DeviceFaults view), play the request faults on its replies
+    (``garble``: how a garbled reply looks; see the module docstring)."""
 
-    def __init__(self, responder: Responder, name: str = "simulator") -> None:
+    def __init__(self, responder: Responder, name: str = "simulator",
+                 faults: FaultSchedule | DeviceFaults | None = None, garble: GarbleMode = "corrupt") -> None:
         self.responder = responder
         self.name = name
+        self.faults = None if faults is None else WireFaults(faults, responder, garble)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closers: list[Callable[[], None]] = []
@@ -219,7 +335,7 @@ class WireServer:
     def _pty_loop(self, master: int) -> None:
         connection = Connection(lambda data: os.write(master, data))
         handler = self._handler(connection)
-        splitter = _LineSplitter(handler, self._lock)
+        splitter = _LineSplitter(handler, self._lock, self.faults)
         try:
             while not self._stop.is_set():
                 ready, _, _ = select.select([master], [], [], 0.05)
@@ -229,7 +345,7 @@ class WireServer:
                     data = os.read(master, 4096)
                 except OSError:  # the pty was closed
                     return
-                replies = splitter.feed(data)
+                replies, _ = splitter.feed(data)  # a pty cannot hang up (disconnect: silence)
                 if replies:
                     connection.send(replies)
         finally:
@@ -251,7 +367,7 @@ class WireServer:
     def _client_loop(self, sock: socket.socket) -> None:
         connection = Connection(sock.sendall, sock)
         handler = self._handler(connection)
-        splitter = _LineSplitter(handler, self._lock)
+        splitter = _LineSplitter(handler, self._lock, self.faults, can_hang_up=True)
         try:
             while not self._stop.is_set():
                 ready, _, _ = select.select([sock], [], [], 0.05)
@@ -264,9 +380,14 @@ class WireServer:
                 if not data:  # the client hung up (or close() shut the link)
                     sock.close()
                     return
-                replies = splitter.feed(data)
+                replies, hang_up = splitter.feed(data)
                 if replies:
                     connection.send(replies)
+                if hang_up:  # a disconnect fault: the device drops the link
+                    log.info("%s: dropping the connection (simulated fault)", self.name)
+                    connection.close()
+                    sock.close()
+                    return
         finally:
             connection.close()
             self._hung_up(handler)

@@ -6,6 +6,13 @@ protocol are modelled once. Behaviour follows Zaber's ASCII protocol manual: rep
 runs, the WR flag shows until the axis is homed, NI after a movement command interrupts another, RJ with
 BADCOMMAND, BADDATA, BADAXIS or DEVICEONLY for what the device refuses; a command with a wrong checksum
 gets no reply; replies carry a checksum when the command did.
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, each device's axis plays the role
+``roles`` names (default: device 1 "rotation", device 2 "sample_out"), and takes that role's stage
+stalls (the move never ends: BUSY until stopped or replaced) and limit switches (the move ends short,
+with the WL flag, "unexpected limit trigger", until the next movement command); served by a
+``WireServer`` given the same schedule, the lines addressed to a device meet its request faults
+(``fault_device``).
 """
 
 from __future__ import annotations
@@ -19,23 +26,29 @@ from microct.drivers.zaber import (Command, Reply, StageModel, data_to_speed, fo
                                    steps_to_position)
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.faults import FaultSchedule
+from microct.simulators.wire import stopped_by_limit_switch
 
 _TAKES_DATA = {"set maxspeed", "move abs", "move rel"}
 
 INSTANT_ACCELERATION = 1e9
 """unit/s², used when the stage table does not know the acceleration (moves then run at full speed)."""
+ROLES = {1: "rotation", 2: "sample_out"}
+"""The role (fault device) of each address by default; other addresses play ``zaber-<address>``."""
 
 
 class ZaberDevice:
-    """One device of the chain: a single-axis stage answering commands addressed to it."""
+    """One device of the chain: a single-axis stage (named ``role``) answering commands addressed to it."""
 
-    def __init__(self, address: int, stage: StageModel, clock: Clock) -> None:
+    def __init__(self, address: int, stage: StageModel, clock: Clock, role: str = "",
+                 faults: FaultSchedule | None = None) -> None:
         self.address = address
         self.stage = stage
+        self.role = role or f"zaber-{address}"
         self.serial_number = 10000 + address  # simulated: real devices report their own
-        self.axis = SimulatedAxis(f"zaber-{address}", SimulatedAxisOptions(
+        self.axis = SimulatedAxis(self.role, SimulatedAxisOptions(
             unit=stage.unit, max_velocity=stage.max_speed, low_limit=stage.low_limit, high_limit=stage.high_limit,
-            acceleration=stage.acceleration or INSTANT_ACCELERATION), clock=clock)
+            acceleration=stage.acceleration or INSTANT_ACCELERATION), clock=clock, faults=faults)
         self.axis.connect()  # in-process: nothing to open
         self.low_steps = position_to_steps(stage.low_limit, stage)
         self.high_steps = position_to_steps(stage.high_limit, stage)
@@ -126,6 +139,8 @@ class ZaberDevice:
         flags = {"WR"} if not self.homed else set()
         if self.interrupted:
             flags.add("NI")
+        if stopped_by_limit_switch(self._motion):
+            flags.add("WL")
         return Reply(self.address, command.axis, flag, "BUSY" if self.busy else "IDLE",  # type: ignore[arg-type]
                      highest_warning(flags), data, command.message_id)
 
@@ -138,16 +153,21 @@ def _integer(args: list[str]) -> int | None:
 class ZaberResponder:
     """A chain of Zaber devices on one line. ``stages`` names the stage model of device 1, 2, ...
     (default: a rotary X-RSW60A as device 1, a linear X-LSM100A as device 2); ``overrides`` maps a
-    device address (int or str) to StageModel fields replacing its model's, as a driver's options do."""
+    device address (int or str) to StageModel fields replacing its model's, as a driver's options do.
+    ``faults``: the schedule the devices' axes join, each as the role ``roles`` gives its address
+    (int or str; default ``ROLES``)."""
 
     request_terminators = b"\r\n"
 
     def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, faults: FaultSchedule | None = None,
+                 roles: dict[Any, str] | None = None) -> None:
         overrides = {int(address): fields for address, fields in (overrides or {}).items()}
+        roles = {int(address): role for address, role in (roles or ROLES).items()}
         names = stages or ["X-RSW60A", "X-LSM100A"]
         clock = clock or Clock()
-        self.devices = {address: ZaberDevice(address, stage_model(name, overrides.get(address)), clock)
+        self.devices = {address: ZaberDevice(address, stage_model(name, overrides.get(address)), clock,
+                                             roles.get(address, ""), faults)
                         for address, name in enumerate(names, start=1)}
         self.axes: dict[int, SimulatedAxis] = {address: device.axis for address, device in self.devices.items()}
         """The inner simulated axes by device address, for tests (a stall, a position check)."""
@@ -162,3 +182,11 @@ class ZaberResponder:
         targets = self.devices.values() if command.device == 0 else \
             [self.devices[command.device]] if command.device in self.devices else []
         return [format_reply(device.execute(command), command.has_checksum) for device in targets]
+
+    def fault_device(self, line: bytes) -> str | None:
+        """The role of the device ``line`` addresses; None for every device (0), none or no command."""
+        try:
+            device = self.devices.get(parse_command(line).device)
+        except ProtocolError:
+            return None
+        return None if device is None else device.role

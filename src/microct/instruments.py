@@ -54,16 +54,18 @@ class Instruments:
             raise first
 
 
-def build_instruments(config: ScanConfig) -> Instruments:
+def build_instruments(config: ScanConfig, faults: FaultSchedule | None = None) -> Instruments:
     """Instantiate the drivers (no I/O) and check the scan against their capabilities.
 
     Raises ConfigurationError naming the key for an unknown driver, bad driver
     options, a scan the instruments cannot do (kV, power, angles, exposure), or
-    a scheduled fault no simulator takes.
+    a scheduled fault no simulator takes. ``faults``: a schedule to share (e.g. with wire simulators
+    already serving), instead of one made from ``[[simulation.faults]]``.
     """
     clock = SimulatedClock() if config.simulation.clock == "simulated" else Clock()
     sim = config.simulation
-    faults = FaultSchedule(sim.faults, sim.seed) if sim.faults else None
+    if faults is None and sim.faults:
+        faults = FaultSchedule(sim.faults, sim.seed)
     context = DriverContext(clock=clock, geometry=config.geometry, seed=sim.seed, faults=faults)
     for role, kind in ROLES.items():
         table = getattr(config, role)

@@ -431,14 +431,16 @@ class Sequencer:
         return Frame(np.rint(mean).astype(np.uint16), frames[0].frame_number, frames[0].timestamp)
 
     def _tube_readbacks(self) -> tuple[float, float]:
-        """Measured (kV, µA); InterlockError or BeamDropped (arc, overload) if the beam has dropped."""
+        """Measured (kV, µA) after a frame; InterlockError or BeamDropped (arc, overload) if the beam has
+        dropped. The state is read anew (no reply from before the frame), so a frame exposed during a
+        fault is not kept (as far as the device reports the fault by the time the frame ends)."""
         source = self.instruments.source
+        source.refresh()
+        state = source.read_state()
         kv, ua = source.read_voltage_kv(), source.read_current_ua()
-        if not self._near(ua, self.scan.current_ua):
-            state = source.read_state()
-            if state is not SourceState.BEAM_ON:
-                error = InterlockError if not source.read_interlock_closed() else BeamDropped
-                raise error(f"source: beam dropped during the frame (state {state.value!r})")
+        if state is not SourceState.BEAM_ON:
+            error = InterlockError if not source.read_interlock_closed() else BeamDropped
+            raise error(f"source: beam dropped during the frame (state {state.value!r})")
         return kv, ua
 
     def _write(self, frame: Frame, kind: str, angle: float, kv: float, ua: float, x_mm: float = 0.0) -> None:

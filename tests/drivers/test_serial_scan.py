@@ -64,12 +64,13 @@ def test_full_scan_over_serial_matches_the_in_process_file(bench, tmp_path):
 
 def test_commands_per_projection_are_few(bench, tmp_path):
     """Per projection the sequencer reads the angle and the tube's kV and µA, and the simulated detector
-    reads the tube's state, kV and µA and both stage positions; the Hamamatsu driver answers all tube
-    reads of one frame from one SAR reply, and the move costs one command plus IDLE polls."""
+    reads the tube's state, kV and µA and both stage positions; the Hamamatsu driver answers the panel's
+    reads of one frame from one SAR reply, and the sequencer's check after each beam-on frame from a new
+    one (no reply from before the frame); the move costs one command plus IDLE polls."""
     config, tube, stages, _ = bench
     run_scan(config, build_instruments(config), tmp_path / "count.nxs")
-    frames = 3 + 3 + 12
-    assert sum(line == b"SAR" for line in tube.lines) <= frames + 10  # + stabilisation and beam-on checks
+    frames, beam_on_frames = 3 + 3 + 12, 3 + 12
+    assert sum(line == b"SAR" for line in tube.lines) <= frames + beam_on_frames + 10  # + stabilisation
     # get pos: 3 per projection (the sequencer's angle, the detector's angle and x), 2 per flat (the
     # detector's), 1 for the darks' angle, 2 before the flats (sample-in position, angle)
     assert sum(line.endswith(b"get pos") for line in stages.lines) == 3 * 12 + 2 * 3 + 1 + 2

@@ -60,13 +60,14 @@ def test_full_scan_over_visa_matches_the_in_process_file(bench, tmp_path):
 
 
 def test_commands_per_projection_are_few(bench, tmp_path):
-    """Per projection the Spellman driver answers the frame's tube reads from one status (22) and one
-    monitor (19) reply; PI: the sequencer's POS?, the detector's two POS?, one MOV+ERR? and ONT? polls."""
+    """Per projection the Spellman driver answers the panel's tube reads from one status (22) and one
+    monitor (19) reply, and the sequencer's check after each beam-on frame from new ones (no reply from
+    before the frame); PI: the sequencer's POS?, the detector's two POS?, one MOV+ERR? and ONT? polls."""
     config, generator, stages, _ = bench
     run_scan(config, build_instruments(config), tmp_path / "count.nxs")
-    frames = 3 + 3 + 12
+    frames, beam_on_frames = 3 + 3 + 12, 3 + 12
     monitors = sum(line.startswith(b"\x0219,") for line in generator.lines)
-    assert monitors <= frames + 12  # + stabilisation polls
+    assert monitors <= frames + beam_on_frames + 12  # + stabilisation polls
     moves = [line for line in stages.lines if line.startswith(b"MOV 1")]
     assert len(moves) == 12 + 1  # the projections and the return to the start
 

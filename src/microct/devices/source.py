@@ -207,6 +207,15 @@ class XRaySource(Device):
         self._require_connected()
         return self._do_read_state()
 
+    def refresh(self) -> None:
+        """Forget read-backs kept from an earlier exchange: the next reads ask the device (used after
+        each frame, so that a fault during it cannot hide behind a reply from before it)."""
+        self._require_connected()
+        self._do_refresh()
+
+    def _do_refresh(self) -> None:
+        """Drop cached read-backs; nothing to do for a driver that keeps none."""
+
     def read_voltage_kv(self) -> float:
         """Measured tube voltage (kV)."""
         self._require_connected()

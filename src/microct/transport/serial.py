@@ -46,16 +46,30 @@ class _Port:
     """One opened pyserial port, shared by every transport on the same URL."""
 
     def __init__(self, port: Any) -> None:
-        self.serial = port
         self.lock = threading.RLock()
         self.users = 0
         self.buffer = bytearray()
+        self.lost: str | None = None
+        """Why the link failed, if it did: the next exchange re-opens it first."""
+        self.use(port)
+
+    def use(self, port: Any) -> None:
+        """Talk through ``port`` (a pyserial object, opened) from now on."""
+        self.serial = port
+        self.buffer.clear()
+        self.lost = None
         try:
             self.fd: int | None = port.fileno()
         except (AttributeError, OSError, ValueError, serial.SerialException):
             self.fd = None
         if self.fd is not None:
             port.timeout = 0  # non-blocking: the transport waits with select()
+
+    def close(self) -> None:
+        try:
+            self.serial.close()
+        except (serial.SerialException, OSError) as error:
+            log.debug("closing a serial port: %s", error)
 
 
 _PORTS: dict[str, _Port] = {}
@@ -82,17 +96,20 @@ class SerialTransport(Transport):
         with _PORTS_LOCK:
             port = _PORTS.get(self.url)
             if port is None:
-                s = self.settings
-                try:
-                    raw = self._factory(self.url, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
-                                        stopbits=s.stopbits, rtscts=s.rtscts, dsrdtr=s.dsrdtr, timeout=s.timeout_s,
-                                        write_timeout=s.timeout_s)
-                except (serial.SerialException, OSError, ValueError) as error:
-                    raise CommunicationError(f"{self.name}: cannot open serial port {self.url}: {error}") from None
-                port = _PORTS[self.url] = _Port(raw)
+                port = _PORTS[self.url] = _Port(self._open_port())
             port.users += 1
         self._port = port
         log.debug("%s: opened %s", self.name, self.url)
+
+    def _open_port(self, detail: str = "") -> Any:
+        """A new pyserial object for the URL; CommunicationError (with ``detail``) if it cannot be opened."""
+        s = self.settings
+        try:
+            return self._factory(self.url, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
+                                 stopbits=s.stopbits, rtscts=s.rtscts, dsrdtr=s.dsrdtr, timeout=s.timeout_s,
+                                 write_timeout=s.timeout_s)
+        except (serial.SerialException, OSError, ValueError) as error:
+            raise CommunicationError(f"{self.name}: cannot open serial port {self.url}: {error}{detail}") from None
 
     def close(self) -> None:
         port, self._port = self._port, None
@@ -102,29 +119,36 @@ class SerialTransport(Transport):
             port.users -= 1
             if port.users == 0:
                 _PORTS.pop(self.url, None)
-                try:
-                    port.serial.close()
-                except (serial.SerialException, OSError) as error:
-                    log.warning("%s: closing %s: %s", self.name, self.url, error)
+                port.close()
 
     def reconnect(self) -> None:
-        """Close and reopen the port (after it vanished, e.g. a USB adapter unplugged)."""
+        """Close and reopen the port (after it vanished, e.g. a USB adapter unplugged), for every
+        transport sharing it; CommunicationError if it cannot be opened."""
         port = self._port
-        if port is not None:
-            with _PORTS_LOCK:
-                _PORTS.pop(self.url, None)
-            self._port = None
-            try:
-                port.serial.close()
-            except (serial.SerialException, OSError):
-                pass
-        self.open()
+        if port is None:
+            self.open()
+            return
+        with port.lock:
+            self._reopen(port)
+
+    def _reopen(self, port: _Port) -> None:
+        why = f" (re-opening it after: {port.lost})" if port.lost else ""
+        port.close()
+        port.use(self._open_port(why))
+        log.info("%s: re-opened %s%s", self.name, self.url, why)
+
+    def _lost(self, port: _Port, error: CommunicationError) -> CommunicationError:
+        """Mark the link lost (the next exchange re-opens it); returns ``error`` to raise."""
+        port.lost = str(error)
+        return error
 
     # -- transport primitives -------------------------------------------------------------------------
     @contextlib.contextmanager
     def _exchange(self) -> Iterator[None]:
         port = self._require_open()
         with port.lock:
+            if port.lost is not None:  # once per exchange; CommunicationError if the device is still away
+                self._reopen(port)
             yield
 
     def _send(self, message: bytes) -> None:
@@ -134,7 +158,8 @@ class SerialTransport(Transport):
         try:
             port.serial.write(data)
         except (serial.SerialException, OSError) as error:
-            raise CommunicationError(f"{self.name}: writing {message!r} to {self.url} failed: {error}") from None
+            raise self._lost(port, CommunicationError(f"{self.name}: writing {message!r} to {self.url} failed: "
+                                                      f"{error}")) from None
 
     def _receive(self, what: str) -> bytes:
         return self._read_line(self._require_open(), what)
@@ -150,7 +175,7 @@ class SerialTransport(Transport):
             waiting = port.serial.in_waiting
             stale = bytes(port.buffer) + (port.serial.read(waiting) if waiting else b"")
         except (serial.SerialException, OSError) as error:
-            raise CommunicationError(f"{self.name}: port {self.url} failed: {error}") from None
+            raise self._lost(port, CommunicationError(f"{self.name}: port {self.url} failed: {error}")) from None
         if stale:
             log.debug("%s: discarded stale input %r", self.name, stale)
         port.buffer.clear()
@@ -175,8 +200,8 @@ class SerialTransport(Transport):
                 chunk = self._arrived(port, remaining)
             except (serial.SerialException, OSError, TypeError) as error:
                 # pyserial raises TypeError when the port was closed under it
-                raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.url} "
-                                         f"failed: {error}") from None
+                raise self._lost(port, CommunicationError(f"{self.name}: reading the reply to {what!r} from "
+                                                          f"{self.url} failed: {error}")) from None
             port.buffer += chunk
 
     def _arrived(self, port: _Port, wait_s: float) -> bytes:

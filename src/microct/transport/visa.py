@@ -8,11 +8,20 @@ terminator (VISA's termination character) and decoded as latin-1 back to
 bytes. Drivers on the same resource share one session and one lock.
 pyvisa-py opens a TCPIP SOCKET resource without connecting: an unreachable
 device shows at the first exchange, as a CommunicationError.
+
+A link that fails raises CommunicationError and is marked lost; the next exchange on the resource
+(any transport sharing it) first re-opens the session, once: if that fails too, it raises
+CommunicationError, and the one after tries again, so a caller that retries gets the link back as
+soon as the device is reachable. pyvisa-py reads a TCPIP SOCKET that the device closed as silence (a
+time-out): after a time-out the transport looks at the session's socket, and a connection closed at
+the device end is a CommunicationError, not a DeviceTimeoutError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -47,11 +56,33 @@ class _Session:
         self.lock = threading.RLock()
         self.users = 0
         self.late_replies_possible = False  # after a time-out, the late reply may still come
+        self.lost: str | None = None
+        """Why the link failed, if it did: the next exchange re-opens the session first."""
+
+    def use(self, resource: Any) -> None:
+        """Talk through ``resource`` (opened) from now on."""
+        self.resource, self.late_replies_possible, self.lost = resource, False, None
 
 
 _SESSIONS: dict[str, _Session] = {}
 _MANAGERS: dict[str, pyvisa.ResourceManager] = {}
 _POOL_LOCK = threading.Lock()
+
+
+def closed_by_device(resource: Any) -> bool:
+    """True if ``resource`` is a pyvisa-py TCPIP SOCKET session whose connection the device closed (its
+    socket reads end-of-stream); False otherwise, or for other VISA libraries (they report it themselves)."""
+    try:
+        sock = resource.visalib.sessions[resource.session].interface
+    except (AttributeError, KeyError, TypeError, pyvisa.errors.Error):
+        return False
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset by the device, or the socket is closed
+        return True
 
 
 def resource_manager(backend: str) -> pyvisa.ResourceManager:
@@ -109,12 +140,29 @@ class VisaTransport(Transport):
                 self._close_resource(session)
 
     def reconnect(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            with _POOL_LOCK:
-                _SESSIONS.pop(self.resource_name, None)
-            self._close_resource(session)
-        self.open()
+        """Close and reopen the session, for every transport sharing it; CommunicationError if it cannot be
+        opened."""
+        session = self._session
+        if session is None:
+            self.open()
+            return
+        with session.lock:
+            self._reopen(session)
+
+    def _reopen(self, session: _Session) -> None:
+        why = f" (re-opening it after: {session.lost})" if session.lost else ""
+        self._close_resource(session)
+        try:
+            session.use(self._open_resource())
+        except CommunicationError as error:
+            raise CommunicationError(f"{error}{why}") from None
+        log.info("%s: re-opened %s%s", self.name, self.resource_name, why)
+
+    def _lost(self, error: CommunicationError) -> CommunicationError:
+        """Mark the link lost (the next exchange re-opens it); returns ``error`` to raise."""
+        if self._session is not None:
+            self._session.lost = str(error)
+        return error
 
     def _close_resource(self, session: _Session) -> None:
         try:
@@ -127,6 +175,8 @@ class VisaTransport(Transport):
     def _exchange(self) -> Iterator[None]:
         session = self._require_open()
         with session.lock:
+            if session.lost is not None:  # once per exchange; CommunicationError if the device is still away
+                self._reopen(session)
             yield
 
     def _require_open(self) -> _Session:
@@ -154,7 +204,7 @@ class VisaTransport(Transport):
                     resource.timeout = self.settings.timeout_s * 1000.0
                 session.late_replies_possible = False
         except (pyvisa.errors.Error, OSError) as error:
-            raise CommunicationError(f"{self.name}: {self.resource_name} failed: {error}") from None
+            raise self._lost(CommunicationError(f"{self.name}: {self.resource_name} failed: {error}")) from None
 
     def _send(self, message: bytes) -> None:
         data = message + self._write_terminator
@@ -162,19 +212,23 @@ class VisaTransport(Transport):
         try:
             self._require_open().resource.write_raw(data)
         except (pyvisa.errors.Error, OSError) as error:
-            raise CommunicationError(f"{self.name}: writing {message!r} to {self.resource_name} failed: "
-                                     f"{error}") from None
+            raise self._lost(CommunicationError(f"{self.name}: writing {message!r} to {self.resource_name} "
+                                                f"failed: {error}")) from None
 
     def _receive(self, what: str) -> bytes:
+        session = self._require_open()
         try:
-            return self._require_open().resource.read().encode(ENCODING)
+            return session.resource.read().encode(ENCODING)
         except pyvisa.errors.VisaIOError as error:
-            if error.error_code == constants.StatusCode.error_timeout:
-                self._require_open().late_replies_possible = True
+            if error.error_code != constants.StatusCode.error_timeout:
+                failure = str(error)
+            elif closed_by_device(session.resource):
+                failure = "the device closed the connection"
+            else:
+                session.late_replies_possible = True
                 raise DeviceTimeoutError(f"{self.name}: no complete reply to {what!r} within "
                                          f"{self.settings.timeout_s:g} s") from None
-            raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.resource_name} "
-                                     f"failed: {error}") from None
         except OSError as error:
-            raise CommunicationError(f"{self.name}: reading the reply to {what!r} from {self.resource_name} "
-                                     f"failed: {error}") from None
+            failure = str(error)
+        raise self._lost(CommunicationError(f"{self.name}: reading the reply to {what!r} from "
+                                            f"{self.resource_name} failed: {failure}"))

@@ -7,7 +7,7 @@ import os
 from microct.simulators.epics_ioc import free_port
 
 ROLES = ("source", "source_spare", "motor", "motor_spare", "fidelity", "ad", "ad_spare", "beamline", "kill_rest",
-         "kill_detector")
+         "kill_detector", "matrix")  # matrix: tests/faults/test_fault_matrix.py (which sets it up if run alone)
 ports: list[int] = []
 while len(ports) < len(ROLES):
     port = free_port()
