@@ -127,15 +127,18 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
     from microct.simulators.wire import WireServer, make_responder
 
     options = dict(_parse_option(item) for item in args.option)
+    faults = _fault_schedule(args.faults) if args.faults else None
     if args.name == "epics":
-        return _serve_epics(args, options)
+        return _serve_epics(args, options, faults)
+    if faults is not None:
+        options["faults"] = faults  # the simulated devices inside play the device faults
     try:
         responder = make_responder(args.name, **options)
     except KeyError as error:
         raise ConfigurationError(error.args[0]) from None
     except (TypeError, ValueError) as error:  # a bad option for this simulator
         raise ConfigurationError(f"sim serve {args.name}: {error}") from None
-    with WireServer(responder, args.name) as server:
+    with WireServer(responder, args.name, faults=faults) as server:
         where = server.serve_pty() if args.tcp is None else f"socket://127.0.0.1:{server.serve_tcp(args.tcp)}"
         print(where, flush=True)  # the port or URL to put in a configuration's `connection`
         visa = f" (VISA resource TCPIP::127.0.0.1::{where.rsplit(':', 1)[1]}::SOCKET)" if args.tcp is not None else ""
@@ -144,7 +147,29 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_epics(args: argparse.Namespace, options: dict) -> int:
+def _fault_schedule(path: str):
+    """A FaultSchedule from a TOML file: optional ``seed``, then ``[[faults]]`` tables (the schema of a
+    scan's ``[[simulation.faults]]``, see microct.simulators.faults). ConfigurationError naming the key."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from microct.config import validation_message
+    from microct.simulators.faults import Fault, FaultSchedule
+
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"--faults {path}: {error}") from None
+    unknown = sorted(set(data) - {"seed", "faults"})
+    if unknown:
+        raise ConfigurationError(f"--faults {path}: unknown key(s) {', '.join(unknown)}; allowed: seed, [[faults]]")
+    try:
+        faults = TypeAdapter(list[Fault]).validate_python(data.get("faults", []))
+    except ValidationError as error:
+        raise ConfigurationError(f"--faults {path}: {validation_message(error, 'faults.')}") from None
+    return FaultSchedule(faults, data.get("seed"))
+
+
+def _serve_epics(args: argparse.Namespace, options: dict, faults=None) -> int:
     from pydantic import ValidationError
 
     from microct.config import validation_message
@@ -155,7 +180,7 @@ def _serve_epics(args: argparse.Namespace, options: dict) -> int:
         tube = SimulatedSourceOptions(**options)
     except ValidationError as error:
         raise ConfigurationError(f"sim serve epics: {validation_message(error, '-O ')}") from None
-    beamline = start_beamline(args.prefix, args.tcp or 0, source=tube)
+    beamline = start_beamline(args.prefix, args.tcp or 0, source=tube, faults=faults)
     port = beamline.handle.port
     print(f"{args.prefix} 127.0.0.1:{port}", flush=True)
     names = ", ".join(args.prefix + name for name in (SOURCE, ROTATION, SAMPLE_OUT, DETECTOR))
@@ -254,11 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "motor records, areaDetector; -O options go to its tube)")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
-    where.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT (0: a free port; for "
-                                                                "epics, the Channel Access server port)")
+    where.add_argument("--tcp", "--port", dest="tcp", type=int, metavar="PORT",
+                       help="serve on 127.0.0.1:PORT (0: a free port; for epics, the Channel Access server port)")
     serve.add_argument("--prefix", default="CT:", help="PV prefix of the epics simulator: it serves PREFIX+XRAY: (tube), "
                                                        "PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
                                                        "PREFIX+DET1: (areaDetector); default CT:")
+    serve.add_argument("--faults", metavar="FILE", help="inject faults: a TOML file with [[faults]] tables (kind, "
+                                                         "device, trigger; microct.simulators.faults) and an optional "
+                                                         "seed")
     serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a simulator option (repeatable), e.g. -O model=L12161-07, -O image_root=/tmp/camserver")
     serve.set_defaults(func=cmd_sim_serve)

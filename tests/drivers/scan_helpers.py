@@ -53,10 +53,10 @@ def in_process_twin(config: ScanConfig, out):
 
 
 @contextlib.contextmanager
-def sim_serve(name: str, *options: str, timeout_s: float = 30.0) -> Iterator[int]:
-    """Run ``microct sim serve NAME --tcp 0 -O OPTION ...`` in its own process; yield the port of the
-    ``socket://127.0.0.1:PORT`` URL it prints (checked), and stop it afterwards."""
-    arguments = [item for option in options for item in ("-O", option)]
+def sim_serve(name: str, *options: str, extra: tuple[str, ...] = (), timeout_s: float = 30.0) -> Iterator[int]:
+    """Run ``microct sim serve NAME --tcp 0 -O OPTION ... EXTRA...`` in its own process; yield the port of
+    the ``socket://127.0.0.1:PORT`` URL it prints (checked), and stop it afterwards."""
+    arguments = [item for option in options for item in ("-O", option)] + list(extra)
     process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", name, "--tcp", "0", *arguments],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

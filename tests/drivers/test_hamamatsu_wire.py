@@ -12,6 +12,8 @@ from typing import ClassVar
 import pytest
 
 from scan_helpers import sim_serve
+
+from microct.cli import main
 from microct.devices.source import SourceState
 from microct.drivers.hamamatsu import HamamatsuOptions, HamamatsuSource
 from microct.errors import (CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError, MicroCTError,
@@ -257,3 +259,22 @@ def test_sim_serve_prints_a_tcp_url_a_driver_can_use():
         with source:
             assert source.identity == "L9181-02"
             assert source.read_state() is SourceState.WARMUP_NEEDED
+
+
+def test_sim_serve_with_a_fault_file_plays_the_faults_on_the_wire(tmp_path):
+    faults = tmp_path / "faults.toml"
+    faults.write_text('seed = 3\n[[faults]]\nkind = "reply_timeout"\ndevice = "source"\nprobability = 1.0\n')
+    with sim_serve("hamamatsu", "model=L9181-02", extra=("--faults", str(faults))) as port:
+        options = HamamatsuOptions(model="L9181-02", timeout_s=0.3)
+        source = HamamatsuSource.from_config("tube", options, f"socket://127.0.0.1:{port}", DriverContext())
+        with pytest.raises(DeviceTimeoutError):
+            source.connect()  # the first request meets the fault: no reply
+        with source:  # it fired once (repeat = 1): the link answers again
+            assert source.identity == "L9181-02"
+
+
+def test_sim_serve_names_a_bad_fault_file_key(tmp_path, capsys):
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[faults]]\nkind = "arc"\ndevice = "rotation"\nat_s = 1.0\n')
+    assert main(["sim", "serve", "hamamatsu", "--tcp", "0", "--faults", str(faults)]) == 2
+    assert "faults.0.device" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import sys
 
 
 def test_sim_serve_epics_serves_tube_motors_and_detector():
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "epics", "--tcp", "0",
+    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", "epics", "--port", "0",
                                 "--prefix", "SERVE:"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     try:
