@@ -218,12 +218,20 @@ class IocHandle:
             return
 
         def cancel() -> None:
-            for writer in self._context.client_writers:
-                writer.close()
+            self._close_clients()
             self._task.cancel()
 
         self._loop.call_soon_threadsafe(cancel)
         self._thread.join(timeout_s)
+
+    def drop_clients(self) -> None:
+        """A network glitch: close every client's circuit; the IOC keeps serving, clients reconnect."""
+        self._loop.call_soon_threadsafe(self._close_clients)
+
+    def _close_clients(self) -> None:
+        writers, self._context.client_writers = self._context.client_writers, []
+        for writer in writers:
+            writer.close()
 
 
 def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5.0) -> IocHandle:
