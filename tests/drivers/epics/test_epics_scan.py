@@ -92,6 +92,15 @@ def test_scan_with_the_iocs_hdf5_plugin_links_its_file(tmp_path):
     assert scan.instrument.detector.data[0].data_path() == "entry/instrument/detector/data"
 
 
+def test_resume_with_a_detector_writing_its_own_file_is_refused_before_anything_moves(tmp_path, mocker):
+    config = config_for("UNUSED:", tmp_path, detector={"frames": "hdf5-file", "ioc_file_path": str(tmp_path)})
+    instruments = build_instruments(config)
+    connect = mocker.spy(instruments, "connect")
+    with pytest.raises(ValueError, match=r"resume: detector 'detector' writes its frames to its own file"):
+        run_scan(config, instruments, tmp_path / "scan.nxs", resume=True)
+    connect.assert_not_called()
+
+
 def test_frames_averaged_in_file_mode_is_refused_before_anything_moves(tmp_path):
     config = config_for("UNUSED:", tmp_path, scan={"frames_averaged": 4},
                         detector={"frames": "hdf5-file", "ioc_file_path": str(tmp_path)})
