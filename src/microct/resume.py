@@ -34,10 +34,6 @@ class Interrupted:
     data_file: Path
     journal_file: Path
 
-    @property
-    def frames(self) -> int:
-        return len(self.journal.frames)
-
 
 def _aside(output: Path) -> Path:
     return output.with_name(output.name + ".interrupted")
