@@ -43,6 +43,7 @@ ProgressCallback = Callable[[int, int, str], None]
 """Called after each frame with (frames done, frames planned, what is being taken)."""
 
 POLL_S = 0.1  # read-back polling period while waiting for the tube (warm-up, stabilising)
+PAUSE_CHECK_S = 0.2  # how often (scan time) a running scan looks for its pause file
 PHASES = ("dark", "flat", "projection", "flat", "dark")
 """The order of a scan's frames: references at the start, projections, references at the end."""
 
@@ -102,6 +103,7 @@ class Sequencer:
         self.pause_file = self.output.with_name(self.output.name + ".pause")
         """While this file exists, the scan pauses between frames (``touch`` it, then delete it)."""
         self._pending_move = None
+        self._pause_checked = -PAUSE_CHECK_S
 
     # -- the scan -------------------------------------------------------------------------------
     def run(self) -> ScanResult:
@@ -370,9 +372,13 @@ class Sequencer:
 
     # -- recovery and pauses ----------------------------------------------------------------------------
     def _step(self, what: str, step: Callable[[], None]) -> None:
-        """One frame, under the recovery policy; first a pause, if one is asked for."""
-        if self.pause_file.exists():
-            self._pause()
+        """One frame, under the recovery policy; first a pause, if one is asked for (the pause file is
+        looked for at most every PAUSE_CHECK_S of scan time: a stat per frame costs more than the rest)."""
+        now = self.clock.monotonic()
+        if now - self._pause_checked >= PAUSE_CHECK_S:
+            self._pause_checked = now
+            if self.pause_file.exists():
+                self._pause()
         self.recovery.run(what, self.writer.frames_written, step)
 
     def _retrying(self, what: str, action: Callable[[], T]) -> T:
