@@ -1,6 +1,6 @@
 """Soak: one long simulated scan with faults injected at random, watching memory and what was recovered.
 
-    python benchmarks/soak.py [--projections 10000] [--size 64] [--seed 7]
+    python benchmarks/soak.py [--projections 30000] [--size 64] [--seed 7]
 
 The in-process simulators in simulated time (sim.toml, frames of --size² pixels); random faults with
 fixed seeds: tube arcs and opened interlocks (closing again after 20 s) during exposures, frames
@@ -46,7 +46,7 @@ def rss_mib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--projections", type=int, default=10_000)
+    parser.add_argument("--projections", type=int, default=30_000)  # HDF5 caches fill over ~10 000 frames
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
