@@ -268,7 +268,7 @@ class AreaDetector(Detector):
 
     def _counters(self) -> dict[str, int]:
         keys = ("counter", "image_counter", "dropped") if not self.writes_own_files else ("counter", "num_captured")
-        return {key: int(self._ca.get(key, fresh=True)) for key in keys}
+        return {key: int(value) for key, value in zip(keys, self._ca.get_fresh(*keys), strict=True)}  # 1 trip
 
     def _frame_budget_s(self, n: int) -> float:
         return n * (self.exposure_s + self.options.readout_s) + self.options.frame_timeout_margin_s

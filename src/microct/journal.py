@@ -112,6 +112,23 @@ class Journal:
         return [record for kind, record in self.entries if kind == "frame"]
 
 
+def _header(path: Path, first_line: bytes | None) -> dict[str, Any]:
+    header = _parse(first_line) if first_line else None
+    if header is None or header.get("t") != "header" or header.get("version") != JOURNAL_VERSION:
+        raise MicroCTError(f"{path} is not a microct scan journal (version {JOURNAL_VERSION})")
+    return header
+
+
+def read_journal_header(path: str | Path) -> dict[str, Any]:
+    """Only the header of a journal (its first line); MicroCTError as ``read_journal``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as stream:
+            return _header(path, stream.readline())
+    except OSError as error:
+        raise MicroCTError(f"cannot read the scan journal {path}: {error}") from None
+
+
 def read_journal(path: str | Path) -> Journal:
     """Read a journal, dropping a torn last line; MicroCTError if it has no whole header."""
     path = Path(path)
@@ -119,10 +136,7 @@ def read_journal(path: str | Path) -> Journal:
         lines = path.read_bytes().splitlines(keepends=True)
     except OSError as error:
         raise MicroCTError(f"cannot read the scan journal {path}: {error}") from None
-    header = _parse(lines[0]) if lines else None
-    if header is None or header.get("t") != "header" or header.get("version") != JOURNAL_VERSION:
-        raise MicroCTError(f"{path} is not a microct scan journal (version {JOURNAL_VERSION})")
-    journal = Journal(header)
+    journal = Journal(_header(path, lines[0] if lines else None))
     frames = 0
     for line in lines[1:]:
         record = _parse(line)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from microct.errors import ConfigurationError, MicroCTError
-from microct.journal import Journal, journal_path, read_journal
+from microct.journal import Journal, journal_path, read_journal, read_journal_header
 from microct.nexus import FrameInfo, NXtomoWriter
 
 
@@ -53,7 +53,7 @@ def _resumable_journal(output: Path) -> Path:
 
 def stored_configuration(output: str | Path) -> dict[str, Any]:
     """The configuration the interrupted scan of ``output`` started with (as ``ScanConfig.model_dump``)."""
-    return read_journal(_resumable_journal(Path(output))).header.get("configuration", {})
+    return read_journal_header(_resumable_journal(Path(output))).get("configuration", {})
 
 
 def set_aside(output: str | Path) -> Interrupted:
