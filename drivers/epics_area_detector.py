@@ -12,9 +12,10 @@ Frames, option ``frames``:
   (``cam1:ArrayCounter_RBV``), passed by the plugin (``image1:ArrayCounter_RBV``), dropped by it
   (``image1:DroppedArrays_RBV``) and received here; any shortfall is a FrameLostError naming them.
 - ``"hdf5-file"``: the IOC's NDFileHDF5 plugin writes every frame itself (Stream mode, one file per
-  connection, capture started at the first frame and ended by ``close()``); frames come back as
-  ``Frame.file`` locations (the IOC's ``FullFileName_RBV`` mapped from ``ioc_file_path`` to
-  ``local_file_path``) and the NXtomo file links that file instead of copying pixels over the network.
+  connection, AutoIncrement on, capture started at the first frame and ended by ``close()``; a capture
+  a dead client left running is closed at connect); frames come back as ``Frame.file`` locations (the
+  IOC's ``FullFileName_RBV`` mapped from ``ioc_file_path`` to ``local_file_path``, the index in the file
+  from ``NumCaptured_RBV``) and the NXtomo file maps them instead of copying pixels over the network.
   Skipped frames are taken with the plugin's callbacks disabled, so they stay out of the file.
 
 The IOC cannot tell the pixel pitch or the usable exposure range: they come from the options, as do
@@ -25,6 +26,7 @@ Varex IOCs (ADPerkinElmer) take their offset / gain correction settings from ``[
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -39,8 +41,12 @@ from microct.errors import (CommunicationError, ConfigurationError, DeviceStateE
 from microct.registry import DriverContext
 from microct.transport.epics import ChannelAccess, configure_environment
 
+log = logging.getLogger(__name__)
+
 HDF_DATASET = "/entry/data/data"
 """Where NDFileHDF5's default layout puts the frames."""
+FILE_TEMPLATE = "%s%s_%6.6d.h5"
+"""FilePath, FileName, FileNumber → the file (NDFileHDF5 formats them with C printf)."""
 
 CAM = {"acquire": "Acquire", "acquire_rbv": "Acquire_RBV", "acquire_time": "AcquireTime",
        "acquire_period": "AcquirePeriod", "num_images": "NumImages", "image_mode": "ImageMode",
@@ -52,7 +58,8 @@ IMAGE = {"image_enable": "EnableCallbacks", "image_counter": "ArrayCounter_RBV",
          "dropped": "DroppedArrays_RBV", "array_data": "ArrayData", "size0": "ArraySize0_RBV",
          "size1": "ArraySize1_RBV"}
 HDF = {"hdf_enable": "EnableCallbacks", "file_path": "FilePath", "file_name": "FileName",
-       "file_template": "FileTemplate", "write_mode": "FileWriteMode", "num_capture": "NumCapture",
+       "file_template": "FileTemplate", "auto_increment": "AutoIncrement", "write_mode": "FileWriteMode",
+       "num_capture": "NumCapture",
        "capture": "Capture", "capture_rbv": "Capture_RBV", "num_captured": "NumCaptured_RBV",
        "full_file_name": "FullFileName_RBV", "write_message": "WriteMessage"}
 PERKINELMER = {"pe_use_offset": "PEUseOffset", "pe_use_gain": "PEUseGain", "pe_offset_constant": "PEOffsetConstant",
@@ -148,7 +155,6 @@ class AreaDetector(Detector):
         self._num_images: int | None = None
         self._capturing = False
         self._file: str | None = None
-        self._file_frames = 0
 
     @classmethod
     def from_config(cls, name: str, options: AreaDetectorOptions, connection: str | None,
@@ -169,7 +175,6 @@ class AreaDetector(Detector):
         self._num_images = None
         self._capturing = False
         self._file = None
-        self._file_frames = 0
 
     def _after_connect(self) -> None:
         ca, opts = self._ca, self.options
@@ -194,10 +199,16 @@ class AreaDetector(Detector):
         ca.put("array_callbacks", 1)
         ca.put("image_enable", 0 if self.writes_own_files else 1)
         if self.writes_own_files:
+            if ca.get("capture_rbv", fresh=True) in (1, "Capture"):  # left running by a client that died
+                log.warning("detector %r: %s was still capturing (a previous run did not close its file); "
+                            "closing that file", self.name, self.pv("capture"))
+                ca.put("capture", 0)
             ca.put("write_mode", 2)  # Stream
             ca.put("num_capture", 0)  # until Capture = 0
             ca.put("file_path", opts.ioc_file_path)
             ca.put("file_name", opts.file_name)
+            ca.put("file_template", FILE_TEMPLATE)
+            ca.put("auto_increment", 1)  # each capture a new file: a resumed scan never overwrites the last
         if opts.perkinelmer is not None:
             pe = opts.perkinelmer
             for key, value in (("pe_use_offset", pe.use_offset), ("pe_use_gain", pe.use_gain),
@@ -324,7 +335,6 @@ class AreaDetector(Detector):
         self._ca.wait_until("capture_rbv", lambda value: value in (1, "Capture"), self.options.put_timeout_s)
         ioc_name = str(self._ca.get("full_file_name", as_string=True, fresh=True))
         self._file = self._local_path(ioc_name)
-        self._file_frames = 0
         self._capturing = True
 
     def _local_path(self, ioc_name: str) -> str:
@@ -340,16 +350,18 @@ class AreaDetector(Detector):
             self._start_capture()
         self._ca.put("hdf_enable", 1)
         before, start = self._run(n)
-        self._ca.wait_until("num_captured", lambda value: int(value) >= before["num_captured"] + n,
-                            self.options.frame_timeout_margin_s)
+        try:  # the plugin may trail the acquisition
+            self._ca.wait_until("num_captured", lambda value: int(value) >= before["num_captured"] + n,
+                                self.options.frame_timeout_margin_s)
+        except DeviceTimeoutError:
+            pass  # a frame never reached the file: the counters below say which
         after = self._counters()
         made, written = after["counter"] - before["counter"], after["num_captured"] - before["num_captured"]
         if made != n or written != n:
             message = self._ca.get("write_message", as_string=True, fresh=True)
             raise self._error(FrameLostError, f"asked for {n} frame(s): the detector made {made}, the HDF5 plugin "
                                               f"wrote {written} ({self.pv('num_captured')}; {message!r})")
-        first = self._file_frames
-        self._file_frames += n
+        first = before["num_captured"]  # frames in the file before these: its count since Capture began
         return [Frame(None, int(before["counter"]) + i + 1, start,
                       FrameFile(self._file, HDF_DATASET, first + i)) for i in range(n)]
 

@@ -69,7 +69,7 @@ class ScanHeader:
     configuration_toml: str
     source_name: str = "source"
     frames_linked: bool = False
-    """Frames stay in the detector's own HDF5 file; ``data`` is an external link to it."""
+    """Frames stay in the detector's own HDF5 files; ``data`` is a virtual dataset mapping them."""
     configuration: dict = field(default_factory=dict, compare=False)
     """The scan's configuration as data (``ScanConfig.model_dump(mode="json")``), for the journal."""
 
@@ -85,6 +85,24 @@ class FrameInfo:
     voltage_kv: float
     current_ua: float
     x_translation_mm: float = 0.0
+
+
+@dataclass
+class _LinkedRun:
+    """Consecutive frames of the scan that are consecutive frames of one detector file."""
+
+    path: str
+    dataset: str
+    first: int  # the run's first frame: its index in the scan ...
+    file_first: int  # ... and in the detector's file
+    count: int = 1
+
+    def continues_with(self, file: FrameFile) -> bool:
+        return (file.path, file.dataset) == (self.path, self.dataset) and file.index == self.file_first + self.count
+
+    def precedes(self, file: FrameFile) -> bool:
+        """True if ``file`` names a place of this run's file that the run has passed (taken twice)."""
+        return (file.path, file.dataset) == (self.path, self.dataset) and file.index < self.file_first + self.count
 
 
 class _Series:
@@ -192,9 +210,10 @@ class NXtomoWriter:
         detector = _group(instrument, "detector", "NXdetector")
         rows, cols = h.frame_shape
         self._detector = detector
-        self._linked_to: tuple[str, str] | None = None
+        self._runs: list[_LinkedRun] = []
+        self._linked_frames = 0  # frames the virtual dataset maps (rewritten at each flush)
         if h.frames_linked:
-            self._data = None  # an external link, made at the first frame
+            self._data = None  # a virtual dataset, made at the first flush with frames
         else:
             self._data = detector.create_dataset("data", shape=(0, rows, cols), maxshape=(None, rows, cols),
                                                  dtype=np.uint16, chunks=(1, rows, cols))
@@ -287,24 +306,46 @@ class NXtomoWriter:
     def append_linked(self, file: FrameFile, info: FrameInfo) -> int:
         """Record a frame the detector wrote to its own HDF5 file (``header.frames_linked``).
 
-        Frame i of this file must be frame i of one detector file: ``data`` (and ``/entry/data/data``)
-        is an HDF5 external link to that file's dataset. MicroCTError if the frames do not line up.
+        ``data`` (and ``/entry/data/data``) is an HDF5 virtual dataset mapping each frame of the scan to
+        its place in the detector's files, rewritten at each flush: frames the detector wrote but the scan
+        did not keep (exposed during an arc, say) stay out, and a resumed scan's new file joins the old
+        one. MicroCTError if the place is one a frame of this scan already took.
         """
         index = self.frames_written
         if not self.header.frames_linked:
             raise MicroCTError(f"frame {index}: this file stores pixels; it was not opened for linked frames")
-        target = (str(file.path), file.dataset)
-        if self._linked_to is None:
-            self._detector["data"] = h5py.ExternalLink(*target)
-            self._nxdata["data"] = h5py.ExternalLink(*target)
-            self._detector.attrs["data_file"] = target[0]
-            self._linked_to = target
-        if target != self._linked_to or file.index != index:
-            raise MicroCTError(f"frame {index}: the detector wrote it as frame {file.index} of {target[0]}:"
-                               f"{target[1]}, expected frame {index} of {self._linked_to[0]}:{self._linked_to[1]}")
+        run = self._runs[-1] if self._runs else None
+        if run is not None and run.continues_with(file):
+            run.count += 1
+        elif run is not None and run.precedes(file):
+            raise MicroCTError(f"frame {index}: the detector says it is frame {file.index} of {file.path}:"
+                               f"{file.dataset}, but this scan has linked that file up to frame "
+                               f"{run.file_first + run.count - 1} already")
+        else:
+            self._runs.append(_LinkedRun(file.path, file.dataset, index, file.index))
         if self._journal is not None:
             self._journal.append({"t": "frame", "i": index, "info": vars(info), "file": vars(file)})
         return self._record(index, info)
+
+    def _map_linked_frames(self) -> None:
+        """(Re)write ``data`` as the virtual dataset of the frames linked so far."""
+        n = self.frames_written
+        if n == self._linked_frames:
+            return
+        rows, cols = self.header.frame_shape
+        layout = h5py.VirtualLayout((n, rows, cols), np.uint16)
+        for run in self._runs:
+            end = run.file_first + run.count
+            source = h5py.VirtualSource(run.path, run.dataset, shape=(end, rows, cols))
+            layout[run.first:run.first + run.count] = source[run.file_first:end]
+        for group in (self._detector, self._nxdata):
+            if "data" in group:
+                del group["data"]
+        data = self._detector.create_virtual_dataset("data", layout)
+        data.attrs["interpretation"] = "image"
+        self._nxdata["data"] = data
+        self._detector.attrs["data_files"] = list(dict.fromkeys(run.path for run in self._runs))
+        self._linked_frames = n
 
     def _record(self, index: int, info: FrameInfo) -> int:
         relative_t = info.start_time - self.header.start_time
@@ -354,7 +395,9 @@ class NXtomoWriter:
         for series in (*self._frame_series.values(), *self._reading_series.values(),
                        *self._event_series.values()):
             series.flush()
-        if self._data is not None and self._capacity != self.frames_written:
+        if self.header.frames_linked:
+            self._map_linked_frames()
+        elif self._capacity != self.frames_written:
             self._capacity = self.frames_written
             self._data.resize(self._capacity, axis=0)
         self._file.flush()

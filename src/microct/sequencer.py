@@ -109,9 +109,6 @@ class Sequencer:
     def run(self) -> ScanResult:
         inst, scan = self.instruments, self.scan
         if self.resume:  # before anything is touched
-            if inst.detector.writes_own_files:
-                raise ConfigurationError(f"resume: detector {inst.detector.name!r} writes its frames to its own "
-                                         f"file, which a resumed scan cannot continue; start the scan again")
             check_configuration(self.output, self.config.model_dump(mode="json"))
         try:
             interrupted = set_aside(self.output) if self.resume else None

@@ -14,6 +14,7 @@ from microct.errors import CommunicationError, ConfigurationError, FrameLostErro
 from microct.registry import DriverContext
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.epics_ad_ioc import start_ad_ioc
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.testing.contracts import DetectorContract
 
@@ -123,6 +124,49 @@ def test_file_mode_frames_are_in_the_iocs_file_and_skipped_ones_are_not(ioc, tmp
         data = f[frames[0].file.dataset]
         assert data.shape == (3, ROWS, COLUMNS) and data.dtype == np.uint16
         assert data[:].mean() > 200  # beam on: real frames
+
+
+def test_file_mode_closes_a_capture_a_dead_client_left_running_and_writes_a_new_file(ioc, tmp_path):
+    import epics
+
+    # a client that died mid-capture: the IOC's file ct_00000N.h5 is still open, Capture busy
+    for pv, value in (("FilePath", str(tmp_path)), ("FileName", "ct"), ("FileWriteMode", 2), ("NumCapture", 0),
+                      ("AutoIncrement", 1)):
+        assert epics.caput(f"ADT:HDF1:{pv}", value, wait=True, timeout=2.0) == 1
+    number = epics.caget("ADT:HDF1:FileNumber", use_monitor=False, timeout=2.0)
+    epics.caput("ADT:HDF1:Capture", 1, wait=False)
+    stale = str(tmp_path / f"ct_{number:06d}.h5")
+    assert epics.caget("ADT:HDF1:Capture_RBV", use_monitor=False, timeout=2.0) == 1
+    with driver("ADT:", frames="hdf5-file", ioc_file_path=str(tmp_path), file_name="ct") as det:
+        assert epics.caget("ADT:HDF1:Capture_RBV", use_monitor=False, timeout=2.0) == 0  # closed at connect
+        with h5py.File(stale, "r") as f:  # ... so the stale file is whole and readable
+            assert f["entry/data/data"].shape[0] == 0
+        det.set_exposure_s(0.01)
+        frames = det.acquire(2)
+    assert [(f.file.path, f.file.index) for f in frames] == [(str(tmp_path / f"ct_{number + 1:06d}.h5"), i)
+                                                              for i in (0, 1)]  # AutoIncrement: a new file
+
+
+def test_file_mode_indexes_frames_by_what_the_plugin_captured(tmp_path):
+    """A frame the plugin wrote in a call that failed keeps its place in the file: the next frame's index is
+    the plugin's count (NumCaptured_RBV), not the count of frames the driver handed out."""
+    schedule = FaultSchedule([{"kind": "frame_dropped", "device": "detector", "at_frame": 2}])
+    lossy = SimulatedDetector("detector", SimulatedDetectorOptions(rows=ROWS, columns=COLUMNS, pixel_pitch_um=PITCH_UM),
+                              DriverContext(clock=Clock(), seed=3, faults=schedule))
+    handle = start_ad_ioc("ADNC:", lossy, PORTS["ad_spare"])
+    try:
+        with driver("ADNC:", frames="hdf5-file", ioc_file_path=str(tmp_path), file_name="nc",
+                    frame_timeout_margin_s=0.3) as det:
+            det.set_exposure_s(0.01)
+            first = det.acquire(1)[0]  # panel frame 0
+            with pytest.raises(FrameLostError, match=r"made 2, the HDF5 plugin wrote 1 \(ADNC:HDF1:NumCaptured_RBV"):
+                det.acquire(2)  # frame 1 is written, frame 2 lost
+            again = det.acquire(1)[0]  # frame 3
+    finally:
+        handle.stop()
+    assert (first.file.index, again.file.index) == (0, 2)
+    with h5py.File(again.file.path, "r") as f:
+        assert f[again.file.dataset].shape[0] == 3
 
 
 def test_file_mode_needs_the_iocs_folder():

@@ -24,6 +24,7 @@ from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOpti
 from microct.simulators.epics_ad_ioc import start_ad_ioc
 from microct.simulators.epics_beamline import DEFAULT_ROTATION, DEFAULT_SAMPLE_OUT, start_beamline
 from microct.simulators.epics_ioc import build as build_tube, run_ioc_in_thread
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.epics_motor_ioc import build as build_motor
 from microct.simulators.source import SimulatedSourceOptions
 
@@ -71,34 +72,80 @@ def test_full_scan_over_channel_access(tmp_path):
     assert np.abs(projections[0] - projections[3]).mean() > 20  # 0° and 90°: the panel saw the stage turn
 
 
-def test_scan_with_the_iocs_hdf5_plugin_links_its_file(tmp_path):
+def file_mode(tmp_path, name="det"):
+    return {"frames": "hdf5-file", "ioc_file_path": str(tmp_path), "file_name": name}
+
+
+def mapped_frames(path):
+    """(the files ``data`` maps, in order, without repeats; the frames as a reader gets them; image keys)"""
+    with h5py.File(path, "r") as f:
+        data = f["entry/instrument/detector/data"]
+        assert data.is_virtual and f["entry/data/data"] == data
+        files = list(dict.fromkeys(source.file_name for source in data.virtual_sources()))
+        return files, data[()], f["entry/instrument/detector/image_key"][()]
+
+
+def test_scan_with_the_iocs_hdf5_plugin_maps_its_file(tmp_path):
     beamline = start_beamline("SCANF:", PORTS["beamline"], source=FAST_TUBE, seed=2)
     try:
-        config = config_for("SCANF:", tmp_path, scan={"frames_skipped": 1},
-                            detector={"frames": "hdf5-file", "ioc_file_path": str(tmp_path), "file_name": "det"})
+        config = config_for("SCANF:", tmp_path, scan={"frames_skipped": 1}, detector=file_mode(tmp_path))
         out = tmp_path / "epics-file.nxs"
         run_scan(config, build_instruments(config), out)
     finally:
         beamline.stop()
-    with h5py.File(out, "r") as f:
-        link = f["entry/instrument/detector"].get("data", getlink=True)
-        assert isinstance(link, h5py.ExternalLink) and link.filename == str(tmp_path / "det_000001.h5")
-        keys = f["entry/instrument/detector/image_key"][()]
-        data = f["entry/data/data"][()]  # through the link, as a reader sees it
+    files, data, keys = mapped_frames(out)
+    assert files == [str(tmp_path / "det_000001.h5")]
     assert data.shape == (len(keys), 128, 128) == (18, 128, 128)  # skipped frames stayed out of the IOC's file
     assert data[keys == 2].mean() < 150 < data[keys == 1].mean()
-    scan = NXtomo().load(str(out), "entry")  # the nxtomo reader follows the link to the IOC's dataset
+    scan = NXtomo().load(str(out), "entry")  # the nxtomo reader resolves the mapping to the IOC's file
     assert len(scan.instrument.detector.image_key) == 18
-    assert scan.instrument.detector.data[0].data_path() == "entry/instrument/detector/data"
+    url = scan.instrument.detector.data[0]
+    assert (url.file_path(), url.data_path()) == (files[0], "/entry/data/data")
 
 
-def test_resume_with_a_detector_writing_its_own_file_is_refused_before_anything_moves(tmp_path, mocker):
-    config = config_for("UNUSED:", tmp_path, detector={"frames": "hdf5-file", "ioc_file_path": str(tmp_path)})
-    instruments = build_instruments(config)
-    connect = mocker.spy(instruments, "connect")
-    with pytest.raises(ValueError, match=r"resume: detector 'detector' writes its frames to its own file"):
-        run_scan(config, instruments, tmp_path / "scan.nxs", resume=True)
-    connect.assert_not_called()
+def test_file_mode_a_frame_exposed_during_an_arc_stays_out_of_the_scan(tmp_path):
+    """The IOC's file keeps the arced frame; the scan's data maps the frames around it."""
+    schedule = FaultSchedule([{"kind": "arc", "device": "source", "at_projection": 4}], seed=1)
+    beamline = start_beamline("ARCF:", PORTS["beamline"], source=FAST_TUBE, seed=4, faults=schedule)
+    try:
+        config = config_for("ARCF:", tmp_path, scan={"recovery": {"arc_wait_s": 0.05}}, detector=file_mode(tmp_path))
+        out = tmp_path / "arc.nxs"
+        result = run_scan(config, build_instruments(config, faults=schedule), out)
+    finally:
+        beamline.stop()
+    assert [hit.fault.kind for hit in schedule.hits] == ["arc"] and result.status == "complete"
+    files, data, keys = mapped_frames(out)
+    with h5py.File(files[0], "r") as f:
+        assert f["entry/data/data"].shape[0] == 19  # the IOC wrote the arced frame too
+    assert data.shape[0] == len(keys) == 18
+    projections = data[keys == 0].reshape(12, -1).mean(axis=1)
+    assert projections.min() > 0.8 * projections.max()  # no frame of the dimmed arc among them
+
+
+def test_file_mode_scan_resumed_maps_both_of_the_iocs_files(tmp_path):
+    beamline = start_beamline("RESF:", PORTS["beamline"], source=FAST_TUBE, seed=5)
+    out = tmp_path / "resumed.nxs"
+
+    def interrupt(written, total, kind):
+        if written == 10:
+            raise KeyboardInterrupt
+
+    try:
+        config = config_for("RESF:", tmp_path, detector=file_mode(tmp_path))
+        with pytest.raises(KeyboardInterrupt):
+            run_scan(config, build_instruments(config), out, progress=interrupt)
+        result = run_scan(config, build_instruments(config), out, resume=True)
+    finally:
+        beamline.stop()
+    assert result.status == "complete" and result.frames_written == 18
+    files, data, keys = mapped_frames(out)
+    assert files == [str(tmp_path / "det_000001.h5"), str(tmp_path / "det_000002.h5")]
+    assert keys.tolist() == [2] * 3 + [1] * 3 + [0] * 12
+    assert read(out, "entry/sample/rotation_angle")[keys == 0] == pytest.approx([30.0 * i for i in range(12)],
+                                                                                 abs=0.01)
+    dark, flat, projections = data[keys == 2].mean(), data[keys == 1].mean(), data[keys == 0]
+    assert dark < 150 < projections.reshape(12, -1).mean(axis=1).min() and projections.mean() < flat
+    assert len(NXtomo().load(str(out), "entry").instrument.detector.image_key) == 18
 
 
 def test_frames_averaged_in_file_mode_is_refused_before_anything_moves(tmp_path):
