@@ -12,9 +12,9 @@ Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube, the
 play "source", "rotation", "sample_out" and "detector": arcs and interlock openings (by time, or offered
 mid-exposure by the panel), stage stalls and limit switches, dropped and late frames (see the IOC
 modules for how each shows in the PVs). The tube's PVs are refreshed before each frame is published,
-so a client that has a frame also has the tube state it was taken in. Request faults (reply time-out,
-garbled reply, disconnect) are not played over Channel Access: a schedule holding some for these
-devices is refused (ConfigurationError).
+so a client that has a frame also has the tube state it was taken in. The tube answers reads late for a
+reply_timeout (see epics_ioc); other request faults are not played over Channel Access: a schedule
+holding some is refused (ConfigurationError).
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ class Beamline:
 def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourceOptions | None = None,
                    panel: SimulatedDetectorOptions | None = None, geometry: Geometry | None = None,
                    rotation: SimulatedAxisOptions | None = None, sample_out: SimulatedAxisOptions | None = None,
-                   seed: int | None = None, faults: FaultSchedule | None = None, timeout_s: float = 5.0) -> Beamline:
+                   seed: int | None = None, faults: FaultSchedule | None = None, timeout_s: float = 5.0,
+                   reply_late_s: float = epics_ioc.REPLY_LATE_S) -> Beamline:
     """Serve the beamline's PVs on 127.0.0.1:``port`` (0: a free one) from a daemon thread, with the
-    physics and frame faults of ``faults``."""
-    refuse_request_faults(faults, "source", "rotation", "sample_out", "detector")
-    tube, tube_ioc = epics_ioc.build(prefix + SOURCE, source, faults, "source")
+    physics and frame faults of ``faults`` (and the tube's late replies, ``reply_late_s`` late)."""
+    refuse_request_faults(faults, "rotation", "sample_out", "detector")
+    tube, tube_ioc = epics_ioc.build(prefix + SOURCE, source, faults, "source", reply_late_s)
     rotation_ioc = epics_motor_ioc.build(prefix + ROTATION, rotation or DEFAULT_ROTATION, high_limit=0.0,
                                          low_limit=0.0, faults=faults, role="rotation")  # HLM = LLM: no soft limits
     sample_ioc = epics_motor_ioc.build(prefix + SAMPLE_OUT, sample_out or DEFAULT_SAMPLE_OUT, high_limit=100.0,
@@ -73,5 +74,5 @@ def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourc
     ad_ioc = epics_ad_ioc.build(prefix + DETECTOR, detector)
     ad_ioc.before_publish = tube_ioc.refresh  # the tube's state reaches clients before the frame does
     pvdb = {**tube_ioc.pvdb, **rotation_ioc.pvdb, **sample_ioc.pvdb, **ad_ioc.pvdb}
-    handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s)
+    handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s, faults)
     return Beamline(tube, rotation_axis, sample_axis, detector, handle)

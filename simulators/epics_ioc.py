@@ -10,11 +10,17 @@ Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube play
 ``FaultReset``) and interlock openings (``Interlock_RBV`` Open), at their ``at_s`` time or when a
 detector simulator on the same schedule offers it an exposure. They show at the next refresh (10 Hz);
 an IOC serving a panel as well refreshes the tube before it publishes each frame (``epics_beamline``).
+A ``reply_timeout`` fault is a read of ``State_RBV`` or ``Interlock_RBV`` that the IOC answers
+``reply_late_s`` late (default ``REPLY_LATE_S``, longer than Channel Access clients wait): the client
+times out, as on an IOC whose scan thread is stuck. Other request faults are not played over Channel
+Access (ConfigurationError): CA is typed, so there is no garbled reply, and a lost link is the IOC's
+circuits closing (``IocHandle.drop_clients``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,7 +34,7 @@ from caproto.server import PVGroup, pvproperty
 from microct.clock import Clock
 from microct.devices.source import SourceState, target_power_w
 from microct.errors import ConfigurationError
-from microct.simulators.faults import REQUEST_KINDS, FaultSchedule
+from microct.simulators.faults import REQUEST_KINDS, DeviceFaults, FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
 log = logging.getLogger("microct.simulators.epics_ioc")
@@ -38,6 +44,8 @@ STATE_STRINGS = ("Warm-up needed", "Warming up", "Standby", "On", "Fault", "Not 
 STATE_INDEX = {SourceState.WARMUP_NEEDED: 0, SourceState.WARMING_UP: 1, SourceState.STANDBY: 2,
                SourceState.BEAM_ON: 3, SourceState.FAULT: 4, SourceState.NOT_READY: 5}
 SCAN_PERIOD_S = 0.1
+REPLY_LATE_S = 10.0
+"""How late the IOC answers a read hit by a ``reply_timeout`` fault (s)."""
 MONITOR_BATCH_S = 0.001
 """caproto's server holds monitor updates for up to its high-load window (10 ms by default, read from
 CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC when caproto is imported); a real IOC sends them at once. The
@@ -68,10 +76,18 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
         FaultReset = pvproperty(value=0)
         WarmUp = pvproperty(value=0, doc="busy: put 1 starts the warm-up; the put completes when it is done")
 
-        def __init__(self, *args, source: SimulatedSource, **kwargs) -> None:
+        def __init__(self, *args, source: SimulatedSource, requests: DeviceFaults | None = None,
+                     reply_late_s: float = REPLY_LATE_S, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.source = source
+            self.requests = requests
+            self.reply_late_s = reply_late_s
             self._fault = ""
+
+        async def answer_read(self, instance) -> None:
+            """A client reads ``instance``: answered now, or ``reply_late_s`` late if a reply_timeout hits."""
+            if self.requests is not None and self.requests.take_now({"reply_timeout"}, f"read of {instance.pvname}"):
+                await asyncio.sleep(self.reply_late_s)
 
         async def refresh(self) -> None:
             """Copy the SimulatedSource's read-backs into the *_RBV PVs."""
@@ -98,6 +114,14 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
             await self.Current.write(self.source.current_ua, verify_value=False)
             await self.FocusMode.write(self.source.spot_mode, verify_value=False)
             await self.refresh()
+
+        @State_RBV.getter
+        async def State_RBV(self, instance) -> None:
+            await self.answer_read(instance)
+
+        @Interlock_RBV.getter
+        async def Interlock_RBV(self, instance) -> None:
+            await self.answer_read(instance)
 
         @HV_RBV.scan(period=SCAN_PERIOD_S)
         async def HV_RBV(self, instance, async_lib) -> None:
@@ -182,24 +206,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError("no port free for both TCP and UDP")
 
 
-def refuse_request_faults(faults: FaultSchedule | None, *devices: str) -> None:
+def refuse_request_faults(faults: FaultSchedule | None, *devices: str, played: tuple[str, ...] = ()) -> None:
     """ConfigurationError if ``faults`` holds request faults (reply time-out, garbled reply, disconnect) for
-    ``devices``: the simulated IOCs play physics and frame faults only, not Channel Access link faults."""
+    ``devices`` other than the kinds the IOC ``played``: the simulated IOCs play physics and frame faults,
+    not Channel Access link faults (the tube IOC plays a late reply)."""
     request = [f"{f.kind} on {f.device}" for f in (faults.faults if faults else ()) if f.kind in REQUEST_KINDS
-               and f.device in devices]
+               and f.kind not in played and f.device in devices]
     if request:
-        raise ConfigurationError(f"the simulated IOCs do not play request faults over Channel Access "
-                                 f"({', '.join(request)}); stop an IOC to lose its link")
+        raise ConfigurationError(f"the simulated IOCs do not play these request faults over Channel Access "
+                                 f"({', '.join(request)}); stop an IOC, or drop its clients, to lose its link")
 
 
 def build(prefix: str, options: SimulatedSourceOptions | None = None, faults: FaultSchedule | None = None,
-          role: str = "source") -> tuple[SimulatedSource, PVGroup]:
-    """The tube model (joining ``faults`` as ``role``) and its PV group (not served yet); ConfigurationError
-    for request faults (``refuse_request_faults``)."""
-    refuse_request_faults(faults, role)
+          role: str = "source", reply_late_s: float = REPLY_LATE_S) -> tuple[SimulatedSource, PVGroup]:
+    """The tube model (joining ``faults`` as ``role``) and its PV group (not served yet: serve it with
+    ``run_ioc_in_thread(..., faults=faults)``); ConfigurationError for request faults other than
+    reply_timeout (``refuse_request_faults``)."""
+    refuse_request_faults(faults, role, played=("reply_timeout",))
     source = SimulatedSource(role, options or SimulatedSourceOptions(), clock=Clock(), faults=faults)
     source.connect()
-    return source, make_ioc_class(tuple(source.capabilities.spot_modes))(prefix=prefix, source=source)
+    requests = faults.device(role) if faults is not None else None
+    return source, make_ioc_class(tuple(source.capabilities.spot_modes))(
+        prefix=prefix, source=source, requests=requests, reply_late_s=reply_late_s)
 
 
 @dataclass
@@ -234,9 +262,11 @@ class IocHandle:
             writer.close()
 
 
-def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5.0) -> IocHandle:
+def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5.0,
+                      faults: FaultSchedule | None = None) -> IocHandle:
     """Serve ``pvdb`` on 127.0.0.1:``port`` (0: a free one) from a daemon thread; RuntimeError naming
-    ``name`` if it has not started within ``timeout_s``."""
+    ``name`` if it has not started within ``timeout_s``. The IOC's calls of the models behind its PVs
+    are physics, quiet in ``faults`` (the request faults are the IOC's to play)."""
     port = port or free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -254,7 +284,8 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(main())
+            with faults.quiet() if faults is not None else contextlib.nullcontext():
+                loop.run_until_complete(main())
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -275,7 +306,9 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
 
 
 def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceOptions | None = None,
-              timeout_s: float = 5.0) -> tuple[IocHandle, SimulatedSource]:
-    """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one); returns (handle, tube)."""
-    source, ioc = build(prefix, options)
-    return run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s), source
+              timeout_s: float = 5.0, faults: FaultSchedule | None = None,
+              reply_late_s: float = REPLY_LATE_S) -> tuple[IocHandle, SimulatedSource]:
+    """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one), playing the source faults of
+    ``faults``; returns (handle, tube)."""
+    source, ioc = build(prefix, options, faults, reply_late_s=reply_late_s)
+    return run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s, faults), source

@@ -9,10 +9,11 @@ import time
 import pytest
 from microct.drivers.epics_source import EpicsSource, EpicsSourceOptions
 from microct.simulators.epics_ioc import start_ioc
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSourceOptions
 
 from microct.devices.source import SourceState
-from microct.errors import CommunicationError, DeviceStateError, InterlockError
+from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError
 from microct.registry import DriverContext
 from microct.testing.contracts import SourceContract
 
@@ -155,3 +156,18 @@ def test_ioc_stopped_mid_session_names_the_pv():
             source.close()
         except CommunicationError:
             pass
+
+
+@pytest.mark.filterwarnings("ignore:ca.get.*timed out:UserWarning")  # pyepics' own word for it
+def test_a_read_the_ioc_answers_late_is_a_timeout_naming_the_pv_and_the_next_read_is_answered():
+    schedule = FaultSchedule([{"kind": "reply_timeout", "device": "source", "at_s": 0.0}])
+    handle, _ = start_ioc("LATE:XRAY:", SPARE_PORT, SIM, faults=schedule, reply_late_s=0.6)
+    try:
+        with build("LATE:XRAY:", connect_timeout_s=0.3) as source:
+            with pytest.raises(DeviceTimeoutError, match=r"reading PV LATE:XRAY:State_RBV: no reply within 0.3 s"):
+                source.read_state()
+            time.sleep(0.4)  # the late answer has come (and gone)
+            assert source.read_state() is SourceState.STANDBY
+    finally:
+        handle.stop()
+    assert [hit.what for hit in schedule.hits] == ["read of LATE:XRAY:State_RBV"]
