@@ -87,7 +87,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
             ("effective resolution R, at the object", f"{plan.effective_resolution_um:.4g} µm"),
             ("limited by", plan.limited_by),
             ("optimum magnification 1 + (2p/f)²", f"{plan.optimum_magnification:.4g} "
-                                                 f"(R = {plan.optimum_resolution_um:.4g} µm)"),
+                                                 f"(R = {plan.optimum_resolution_um:.4g} µm, field of view "
+                                                 f"{plan.optimum_field_of_view_mm:.3g} mm)"),
+            ("largest M with the sample in view (SDD held)",
+             "unknown: set scan.sample_diameter_mm" if plan.largest_magnification_in_view is None else
+             f"{plan.largest_magnification_in_view:.4g} (sample {plan.sample_diameter_mm:g} mm across); best "
+             f"min(M_opt, this) = {plan.best_magnification:.4g} (R = {plan.best_resolution_um:.4g} µm)"),
             ("smallest feature resolved ≈ R", f"{plan.effective_resolution_um:.4g} µm"),
             ("estimated scan time (no warm-up)", f"{plan.scan_time_s:.0f} s ({plan.scan_time_s / 60:.1f} min)")]
     for label, value in rows:
@@ -247,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="print magnification, resolution and scan time for a configuration",
                           description="Plan a scan before switching a tube on: magnification, voxel size, "
                                       "focal-spot size at the set power, geometric and detector unsharpness, the "
-                                      "effective resolution and the magnification that minimises it, and the "
+                                      "effective resolution and the magnification that minimises it (bounded by "
+                                      "scan.sample_diameter_mm, if given, so the sample stays in view), and the "
                                       "estimated scan time. Connects nothing.")
     plan.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
     plan.set_defaults(func=cmd_plan)

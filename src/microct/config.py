@@ -56,6 +56,9 @@ class ScanSettings(_Strict):
     n_flats: int = Field(default=10, ge=0)
     references_at: Literal["start", "end", "both"] = "start"
     sample_out_position_mm: float | None = Field(default=None, description="sample-out axis position for flats")
+    sample_diameter_mm: float | None = Field(
+        default=None, gt=0, description="the sample's largest width across the rotation axis (mm); "
+                                        "`microct plan` keeps it in the field of view")
     stable_tolerance: float = Field(default=0.01, gt=0, lt=1, description="relative kV/µA tolerance")
     stable_hold_s: float = Field(default=2.0, ge=0, description="read-backs within tolerance this long")
     stable_timeout_s: float = Field(default=300.0, gt=0)

@@ -1,17 +1,23 @@
-"""The virtual scanner obeys the physics of the product brief: focal-spot penumbra, Poisson noise."""
+"""The virtual scanner obeys the physics of the product brief: focal-spot penumbra, Poisson noise, saturation."""
 
 from __future__ import annotations
 
 import math
+import tomllib
+from importlib.resources import files
 
+import h5py
 import numpy as np
 import pytest
 from scipy.optimize import curve_fit
 from scipy.special import erf
 
 from microct.clock import SimulatedClock
+from microct.config import deep_merged, parse_config
 from microct.geometry import Geometry
+from microct.instruments import build_instruments
 from microct.registry import DriverContext
+from microct.sequencer import run_scan
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
@@ -114,8 +120,10 @@ def test_larger_spot_or_higher_power_widens_the_edge_as_modelled():
         assert measured == pytest.approx(model(*setting), rel=0.10)
 
 
-def test_flat_field_noise_is_poisson_after_gain_correction():
+@pytest.mark.parametrize("exposure_s", [0.05, 0.2, 0.8])  # about 1900, 7700 and 31 000 counts per pixel
+def test_flat_field_noise_is_poisson_after_gain_correction(exposure_s):
     source, sample_out, detector = bench(10.0, psf_fwhm_um=150.0, phantom="spheres")
+    detector.set_exposure_s(exposure_s)
     sample_out.move_to(40.0)  # open beam
     beam(source, 80.0, 100.0, "small")
     flats = np.array([f.data for f in detector.acquire(40)], float)
@@ -126,4 +134,24 @@ def test_flat_field_noise_is_poisson_after_gain_correction():
     pair = [(f.data - dark) / gain for f in detector.acquire(2)]
     mean = (pair[0] + pair[1]).mean() / 2
     variance = np.var(pair[0] - pair[1]) / 2  # the difference cancels what is left of the fixed pattern
+    assert mean == pytest.approx(detector.options.counts_per_ua_s * 0.8 ** 2 * 100.0 * exposure_s, rel=0.02)
     assert variance == pytest.approx(mean, rel=0.05)
+
+
+@pytest.mark.parametrize("counts_per_ua_s, saturates", [(600.0, False), (2400.0, True)])
+def test_saturation_is_reported_when_it_happens(tmp_path, counts_per_ua_s, saturates):
+    """The default demo (about 19 000 open-beam counts) stays below 65 535; four times the yield saturates
+    the open beam, and the scan's event log names the first saturated frame, once."""
+    data = deep_merged(tomllib.loads(files("microct.configs").joinpath("sim.toml").read_text()), {
+        "detector": {"options": {"counts_per_ua_s": counts_per_ua_s}},
+        "scan": {"n_projections": 4, "n_darks": 2, "n_flats": 2}})
+    config = parse_config(data)
+    out = tmp_path / "scan.nxs"
+    run_scan(config, build_instruments(config), out)
+    with h5py.File(out, "r") as f:
+        saturated = (f["entry/instrument/detector/data"][()] == 65535).any(axis=(1, 2))
+        reports = [m.decode() for m in f["entry/logs/events/message"][()] if m.startswith(b"saturated pixels")]
+    assert saturated.any() == saturates
+    assert len(reports) == saturates
+    if saturates:
+        assert reports[0].startswith(f"saturated pixels in flat frame {np.flatnonzero(saturated)[0]}:")
