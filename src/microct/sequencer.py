@@ -134,7 +134,7 @@ class Sequencer:
             self._darks(end_darks)
             if scan.return_to_start:
                 self._retrying("return to start", lambda: inst.rotation.move_to(scan.start_deg, scan.move_timeout_s))
-            self._record_pixel_mask()
+            self._record_at_close()
             self.writer.close("complete", self.clock.time())
         except BaseException as error:
             with signals_deferred():
@@ -171,9 +171,9 @@ class Sequencer:
         if self.writer is not None:
             self._event(f"scan aborted: {reason}")
             try:
-                self._record_pixel_mask()
+                self._record_at_close()
             except Exception as failure:
-                log.critical("during abort, recording the pixel mask failed: %s", failure)
+                log.critical("during abort, recording the pixel mask and saturation count failed: %s", failure)
             try:
                 self.writer.close("aborted", self.clock.time())
             except Exception as failure:
@@ -240,8 +240,12 @@ class Sequencer:
     def _remaining(self) -> list[int]:
         return [size - done for size, done in zip(self._plan(), self._done, strict=True)]
 
-    def _record_pixel_mask(self) -> None:
-        """The detector's mask of unusable pixels, as known at the end (it may learn them from frames)."""
+    def _record_at_close(self) -> None:
+        """What is known only at the end: the detector's mask of unusable pixels (it may learn them from
+        frames) and how many frames had saturated pixels."""
+        if self._saturated_frames:
+            self._event(f"{self._saturated_frames} of {self.writer.frames_written} frames had saturated pixels",
+                        level=logging.WARNING)
         mask = self.instruments.detector.pixel_mask
         if mask is not None and mask.shape == self.instruments.detector.shape:
             self.writer.set_pixel_mask(mask)

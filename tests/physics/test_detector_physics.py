@@ -141,7 +141,8 @@ def test_flat_field_noise_is_poisson_after_gain_correction(exposure_s):
 @pytest.mark.parametrize("counts_per_ua_s, saturates", [(600.0, False), (2400.0, True)])
 def test_saturation_is_reported_when_it_happens(tmp_path, counts_per_ua_s, saturates):
     """The default demo (about 19 000 open-beam counts) stays below 65 535; four times the yield saturates
-    the open beam, and the scan's event log names the first saturated frame, once."""
+    the open beam, and the scan's event log names the first saturated frame, once, and counts them all at the
+    end."""
     data = deep_merged(tomllib.loads(files("microct.configs").joinpath("sim.toml").read_text()), {
         "detector": {"options": {"counts_per_ua_s": counts_per_ua_s}},
         "scan": {"n_projections": 4, "n_darks": 2, "n_flats": 2}})
@@ -150,8 +151,11 @@ def test_saturation_is_reported_when_it_happens(tmp_path, counts_per_ua_s, satur
     run_scan(config, build_instruments(config), out)
     with h5py.File(out, "r") as f:
         saturated = (f["entry/instrument/detector/data"][()] == 65535).any(axis=(1, 2))
-        reports = [m.decode() for m in f["entry/logs/events/message"][()] if m.startswith(b"saturated pixels")]
+        events = [m.decode() for m in f["entry/logs/events/message"][()]]
+    reports = [e for e in events if e.startswith("saturated pixels")]
+    totals = [e for e in events if e.endswith("frames had saturated pixels")]
     assert saturated.any() == saturates
-    assert len(reports) == saturates
+    assert len(reports) == len(totals) == saturates
     if saturates:
         assert reports[0].startswith(f"saturated pixels in flat frame {np.flatnonzero(saturated)[0]}:")
+        assert totals[0] == f"{saturated.sum()} of {len(saturated)} frames had saturated pixels"
