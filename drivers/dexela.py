@@ -352,7 +352,10 @@ class FolderChannel(FrameChannel):
 
 
 class StreamChannel(FrameChannel):
-    """Frames over TCP from ``host:port`` (see the module docstring)."""
+    """Frames over TCP from ``host:port`` (see the module docstring). A connection that fails
+    (CommunicationError) or falls out of step (ProtocolError: a header that is not one) is closed, and
+    the next request connects anew, as the serial and VISA transports re-open a lost link: a retry
+    recovers once the grabber is reachable."""
 
     CHUNK = 1 << 20
 
@@ -362,6 +365,7 @@ class StreamChannel(FrameChannel):
         self.connect_timeout_s = connect_timeout_s
         self.description = f"frame stream {address}"
         self._socket: socket.socket | None = None
+        self._lost = False
         self._buffer = bytearray()
 
     def open(self) -> int:
@@ -371,23 +375,44 @@ class StreamChannel(FrameChannel):
             raise CommunicationError(f"{self.description}: cannot connect: {error}") from None
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffer.clear()
+        self._lost = False
         return 0
 
     def close(self) -> None:
         sock, self._socket = self._socket, None
+        self._lost = False
         if sock is not None:
             sock.close()
 
     def request(self, number: int | None, wait_s: float = 0.0) -> None:
+        what = "the next frame" if number is None else f"frame {number}"
+        if self._lost:
+            try:
+                self.open()
+            except CommunicationError as error:
+                raise CommunicationError(f"{error} (re-opening it for {what})") from None
+            log.info("%s: re-opened for %s", self.description, what)
         try:
             self._connected().sendall(encode_frame_request(number, wait_s) + b"\r")
         except OSError as error:
-            what = "the next frame" if number is None else f"frame {number}"
-            raise CommunicationError(f"{self.description}: sending the request for {what} failed: "
-                                     f"{error}") from None
+            raise self._drop(CommunicationError(f"{self.description}: sending the request for {what} failed: "
+                                                f"{error}")) from None
 
     def receive(self, number: int, shape: tuple[int, int], timeout_s: float) -> tuple[int, np.ndarray]:
         """The next frame numbered ``number`` or above (a late one below, after a time-out, is skipped)."""
+        try:
+            return self._receive(number, shape, timeout_s)
+        except (CommunicationError, ProtocolError) as error:
+            raise self._drop(error) from None
+
+    def _drop(self, error: CommunicationError | ProtocolError) -> CommunicationError | ProtocolError:
+        """Close the open connection (the next request opens a new one); returns ``error`` to raise."""
+        if self._socket is not None:
+            self.close()
+            self._lost = True
+        return error
+
+    def _receive(self, number: int, shape: tuple[int, int], timeout_s: float) -> tuple[int, np.ndarray]:
         deadline = time.monotonic() + timeout_s
         header_size = FRAME_HEADER.size
         while True:
@@ -396,7 +421,10 @@ class StreamChannel(FrameChannel):
             if header == NO_FRAME:
                 del self._buffer[:header_size]
                 raise self._timeout(number, timeout_s, " (the grabber saw no trigger)")
-            got, rows, columns = parse_frame_header(header)
+            try:
+                got, rows, columns = parse_frame_header(header)
+            except ProtocolError as error:
+                raise ProtocolError(f"{self.description}: {error}") from None
             if (rows, columns) != shape:  # checked before reading: a garbled header may announce gigabytes
                 raise ProtocolError(f"{self.description}: frame {got} is {rows} × {columns}, expected "
                                     f"{shape[0]} × {shape[1]}")

@@ -15,7 +15,19 @@ installation maps an NFS export.
 
 The panel sees the instruments in ``devices`` ("source", "rotation", "sample_out", as in
 DriverContext.devices), so in a test it images the scan's tube and stage; standalone it builds its own
-tube, warmed up with the beam on at ``voltage_kv`` / ``current_ua``, so frames show the phantom.
+tube, warmed up with the beam on at ``voltage_kv`` / ``current_ua``, so frames show the phantom. It
+exposes in real time: image i of a series is exposed from delay + i × period after the start, for the
+exposure time (a K cuts the exposure short, and that image is not written).
+
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the panel plays the "detector": it
+counts frames and projections, offers its exposures to a tube on the same schedule (arcs, interlock
+openings), and takes the frame faults: frame_dropped, the image file is never written and the series
+goes on; frame_timeout, the series stops there, silent (no more files, no ``7 OK``) until K. Served by
+a ``WireServer`` given the same schedule, every command line meets the detector's request faults
+(``fault_device``): a lost or garbled reply (e.g. ``15 OK`` to ``Exposure``, whose series runs all the
+same), or the link dropped at that command (a series under way runs on, as camserver's does when its
+client goes away). ``hooks`` (a ``Hooks``) holds the faults a test sets that the schedule does not
+express.
 
 From the sheet: the reply codes and texts, any control character ending a command, case-insensitive
 unambiguous abbreviations, control for the first client only (``1 ERR access denied`` to the others'
@@ -42,14 +54,15 @@ from pathlib import Path
 
 import numpy as np
 
-from microct.clock import SimulatedClock
+from microct.clock import Clock
 from microct.devices.base import Device
 from microct.drivers import camserver_codec as codec
 from microct.drivers.camserver_codec import Reply
-from microct.errors import MicroCTError
+from microct.errors import DeviceTimeoutError, FrameLostError, MicroCTError
 from microct.geometry import Geometry
 from microct.registry import DriverContext
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
 log = logging.getLogger("microct.simulators.camserver")
@@ -58,21 +71,32 @@ BUSY = "ERROR: an exposure series is running (K stops it)"
 READ_ONLY = {"Version", "THread"}
 """Commands a read-only client may send (and any command without an argument, which only reports)."""
 EXPOSURE_LIMITS_S = (1e-7, 1e6)
+ROLE = "detector"
+"""The device the simulator plays in a FaultSchedule."""
 
 
 @dataclass
-class Faults:
-    """Fault injection for tests. Frame numbers count every image file the simulator has started since
-    it was made, from 0."""
+class Hooks:
+    """Faults a test sets that a FaultSchedule does not express (a file cut short, the link lost between
+    commands, the detector's own ERR replies). Frame numbers count every image file the simulator has
+    started since it was made, from 0."""
 
-    missing_frame: int | None = None
-    """This file is never written; the series goes on."""
     truncated_frame: int | None = None
     """This file is written with half its bytes only."""
     drop_at_frame: int | None = None
-    """Instead of writing this file, the controlling client's connection is dropped and the series ends."""
+    """Instead of exposing this image, the controlling client's connection is dropped and the series ends."""
     error_replies: dict[str, str] = field(default_factory=dict)
     """Command name (as in the codec's COMMANDS) → the text of the ERR reply it gets instead."""
+
+
+class _ExposureClock(Clock):
+    """Real time whose sleeps (the panel's exposures) end early when ``cut`` (the series' K) is set."""
+
+    def __init__(self) -> None:
+        self.cut = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        self.cut.wait(max(seconds, 0.0))
 
 
 @dataclass
@@ -97,11 +121,8 @@ class _Session:
         self.connection = connection
 
     def respond(self, line: bytes) -> list[bytes]:
-        """Sends the replies itself (nothing returned), so that they keep their order with the
-        replies the series pushes."""
-        for reply in self.server.answer(self, line):
-            self.send(reply)
-        return []
+        """The immediate reply; a series' ``7 OK`` comes later, through ``send``."""
+        return [codec.format_reply(self.server.answer(self, line))]
 
     def send(self, reply: Reply) -> None:
         self.connection.send(codec.format_reply(reply))
@@ -113,18 +134,21 @@ class _Session:
 class CamserverResponder:
     """camserver and its detector. Options: ``image_root`` (folder holding every camserver path),
     ``model`` (a size of the sheet), ``image_path`` (the ImgPath at start), ``devices``, ``geometry``,
-    ``phantom``, ``seed``, ``bad_pixels`` (how many), ``gain_spread``, ``counts_per_ua_s``, and for the
-    standalone tube ``voltage_kv`` and ``current_ua``. ``faults`` (a ``Faults``) is for tests."""
+    ``phantom``, ``seed``, ``bad_pixels`` (how many), ``gain_spread``, ``counts_per_ua_s``, for the
+    standalone tube ``voltage_kv`` and ``current_ua``, and ``faults`` (the schedule the panel joins as
+    "detector"). ``hooks`` (a ``Hooks``) is for tests."""
 
     def __init__(self, image_root: str | Path, model: str = "300K", image_path: str = "/ramdisk/",
                  devices: MutableMapping[str, Device] | None = None, geometry: Geometry | None = None,
                  phantom: str = "spheres", seed: int | None = None, bad_pixels: int = 5, gain_spread: float = 0.01,
-                 counts_per_ua_s: float = 600.0, voltage_kv: float = 50.0, current_ua: float = 100.0) -> None:
+                 counts_per_ua_s: float = 600.0, voltage_kv: float = 50.0, current_ua: float = 100.0,
+                 faults: FaultSchedule | None = None) -> None:
         if model not in codec.SIZES:
             raise ValueError(f"model={model!r}: known models {', '.join(codec.SIZES)}")
         self.image_root = Path(image_root)
         self.model = model
-        self.faults = Faults()
+        self.hooks = Hooks()
+        self.schedule = faults if faults is not None else FaultSchedule()
         self.lines: list[bytes] = []
         """Every command line received, from any client (for tests)."""
         self.frames_started = 0
@@ -137,20 +161,25 @@ class CamserverResponder:
         if devices is None:
             devices = {"source": _standalone_tube(voltage_kv, current_ua, seed)}
         width, height = codec.SIZES[model]
-        self.panel = SimulatedDetector("camserver panel", SimulatedDetectorOptions(
+        self._clock = _ExposureClock()
+        self.panel = SimulatedDetector(ROLE, SimulatedDetectorOptions(
             rows=height, columns=width, pixel_pitch_um=172.0, bit_depth=16, binnings=(1,),
             exposure_range_s=EXPOSURE_LIMITS_S, counts_per_ua_s=counts_per_ua_s, gain_spread=gain_spread,
             dark_offset=0.0, dark_offset_spread=0.0, dark_current_per_s=0.0, read_noise=0.0, phantom=phantom),
-            DriverContext(clock=SimulatedClock(), geometry=geometry, seed=seed, devices=devices))
+            DriverContext(clock=self._clock, geometry=geometry, seed=seed, devices=devices, faults=self.schedule))
         self.panel.connect()
         self.gaps = codec.gap_mask(width, height)
         candidates = np.flatnonzero(~self.gaps)
         self.bad = np.random.default_rng(seed).choice(candidates, size=bad_pixels, replace=False)
-        self._handlers: dict[str, Callable[[_Session, str], Reply | None]] = {
+        self._handlers: dict[str, Callable[[_Session, str], Reply]] = {
             "NImages": self._n_images, "ExpTime": self._exposure_time, "ExpPeriod": self._exposure_period,
             "Delay": self._delay, "ImgPath": self._image_path, "Exposure": self._exposure, "K": self._kill,
             "Version": lambda session, argument: Reply(24, True, codec.VERSION),
             "THread": lambda session, argument: Reply(215, True, self._thread_text())}
+
+    def fault_device(self, line: bytes) -> str:
+        """Every line is for the detector."""
+        return ROLE
 
     # -- connections ----------------------------------------------------------------------------------
     def connect(self, connection) -> _Session:
@@ -173,31 +202,30 @@ class CamserverResponder:
         return self._controller is session
 
     # -- commands -------------------------------------------------------------------------------------
-    def answer(self, session: _Session, line: bytes) -> list[Reply]:
-        """The immediate replies to one command line (replies pushed later go through the session)."""
+    def answer(self, session: _Session, line: bytes) -> Reply:
+        """The immediate reply to one command line (a series' reply comes later, through the session)."""
         self.lines.append(line)
         word, _, argument = line.decode("latin-1").strip().partition(" ")
         argument = argument.strip()
         name = codec.resolve_command(word)
         if name is None:
-            return [Reply(codec.UNRECOGNIZED_CODE, False, codec.unrecognized_text(word))]
+            return Reply(codec.UNRECOGNIZED_CODE, False, codec.unrecognized_text(word))
         code = codec.reply_code(name)
         with self._lock:
-            if name in self.faults.error_replies:
-                return [Reply(code, False, self.faults.error_replies[name])]
+            if name in self.hooks.error_replies:
+                return Reply(code, False, self.hooks.error_replies[name])
             handler = self._handlers.get(name)
             if handler is None:
-                return [Reply(code, False, f"ERROR: {name} is not simulated")]
+                return Reply(code, False, f"ERROR: {name} is not simulated")
             changes = name in ("Exposure", "K") or (name not in READ_ONLY and argument)
             if changes and not self._has_control(session):
-                return [Reply(codec.UNRECOGNIZED_CODE, False, codec.ACCESS_DENIED)]
+                return Reply(codec.UNRECOGNIZED_CODE, False, codec.ACCESS_DENIED)
             if changes and name != "K" and self._series is not None:
-                return [Reply(codec.GENERIC, False, BUSY)]
+                return Reply(codec.GENERIC, False, BUSY)
             try:
-                reply = handler(session, argument)
+                return handler(session, argument)
             except _Refused as refused:
-                reply = Reply(code, False, str(refused))
-        return [] if reply is None else [reply]
+                return Reply(code, False, str(refused))
 
     def _setting(self, argument: str, parse: Callable[[str], float], valid: Callable[[float], bool],
                  what: str) -> float | None:
@@ -241,7 +269,7 @@ class CamserverResponder:
             self.image_path = path
         return Reply(codec.reply_code("ImgPath"), True, self.image_path)
 
-    def _exposure(self, session: _Session, argument: str) -> Reply | None:
+    def _exposure(self, session: _Session, argument: str) -> Reply:
         if not argument:
             return Reply(codec.GENERIC, False, "ERROR: no file name")
         if not argument.lower().endswith((".tif", ".tiff")):
@@ -250,19 +278,19 @@ class CamserverResponder:
             return Reply(codec.GENERIC, False, f"ERROR: exposure period {codec.format_seconds(self.period_s)} s is "
                                                f"shorter than the exposure time + {codec.MIN_READOUT_S * 1e3:g} ms")
         names = [posixpath.join(self.image_path, name) for name in codec.series_names(argument, self.n_images)]
-        self.panel.set_exposure_s(self.exposure_s)
+        with self.schedule.quiet():  # the panel is physics: not a request
+            self.panel.set_exposure_s(self.exposure_s)
         series = _Series(session, names, self.exposure_s, self.period_s, self.delay_s, time.monotonic(), names[0])
-        session.send(Reply(codec.GENERIC, True, codec.starting_text(self.exposure_s, datetime.now())))
         self._series = series
+        self._clock.cut = series.kill
         threading.Thread(target=self._run, args=(series,), name="camserver-series", daemon=True).start()
-        return None  # sent above: before the series' own replies
+        return Reply(codec.GENERIC, True, codec.starting_text(self.exposure_s, datetime.now()))
 
-    def _kill(self, session: _Session, argument: str) -> Reply | None:
+    def _kill(self, session: _Session, argument: str) -> Reply:
         if self._series is None:
             return Reply(codec.reply_code("K"), True, codec.KILL)
-        session.send(Reply(codec.reply_code("K"), False, codec.KILL))
         self._series.kill.set()
-        return None
+        return Reply(codec.reply_code("K"), False, codec.KILL)
 
     def _thread_text(self) -> str:
         across, down = codec.module_grid(*codec.SIZES[self.model])
@@ -271,31 +299,39 @@ class CamserverResponder:
 
     # -- the series -----------------------------------------------------------------------------------
     def _run(self, series: _Series) -> None:
-        """Write the series' files on schedule, then ``7 OK <last file>`` (not after a dropped link). If
-        the panel cannot read its instruments (closed), the series ends there."""
+        """Expose and write the series' images on schedule, then ``7 OK <last file>`` (not after a
+        dropped link). A frame_dropped fault skips an image; after a frame_timeout fault the series
+        waits for K; if the panel cannot read its instruments (closed), the series ends there."""
         dropped = False
         try:
             for i, name in enumerate(series.names):
-                due = series.start + series.delay_s + i * series.period_s + series.exposure_s
-                if series.kill.wait(max(0.0, due - time.monotonic())):
+                start = series.start + series.delay_s + i * series.period_s
+                if series.kill.wait(max(0.0, start - time.monotonic())):
                     break
                 with self._lock:
                     index = self.frames_started
                     self.frames_started += 1
-                    faults = self.faults
-                if index == faults.drop_at_frame:
+                    hooks = self.hooks
+                if index == hooks.drop_at_frame:
                     dropped = True
                     series.session.connection.close()
                     break
-                if index == faults.missing_frame:
-                    continue
                 try:
                     counts = self.counts()
+                except FrameLostError as error:  # frame_dropped: no file, the series goes on
+                    log.info("camserver simulator: %s: %s never written", error, name)
+                    continue
+                except DeviceTimeoutError as error:  # frame_timeout: camserver hangs until K
+                    log.info("camserver simulator: %s: series halted at %s until K", error, name)
+                    series.kill.wait()
+                    break
                 except MicroCTError as error:  # e.g. the scan closed the tube the panel reads
                     log.warning("camserver simulator: series ended early, the panel cannot image: %s", error)
                     break
+                if series.kill.is_set():  # K during the exposure
+                    break
                 data = codec.encode_tiff(counts, self._description(series))
-                if index == faults.truncated_frame:
+                if index == hooks.truncated_frame:
                     data = data[:len(data) // 2]
                 self._folder(name).write_bytes(data)
                 series.last = name
@@ -306,8 +342,11 @@ class CamserverResponder:
             series.session.send(Reply(codec.reply_code("Exposure"), True, series.last))
 
     def counts(self) -> np.ndarray:
-        """One image as camserver writes it: int32 counts, −1 in the module gaps, −2 on the bad pixels."""
-        counts = self.panel.acquire(1)[0].data.astype(np.int32)
+        """One image as camserver writes it, exposed now for the set exposure time: int32 counts, −1 in
+        the module gaps, −2 on the bad pixels. The panel's frame faults as FrameLostError and
+        DeviceTimeoutError."""
+        with self.schedule.quiet():  # the panel is physics: not a request
+            counts = self.panel.acquire(1)[0].data.astype(np.int32)
         counts[self.gaps] = codec.GAP_VALUE
         counts.flat[self.bad] = codec.BAD_VALUE
         return counts

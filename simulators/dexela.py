@@ -16,8 +16,16 @@ Inferred, not in the sheet: register access before ``WC1`` and a line that is no
 In software-trigger mode (register 0's trigger field 0) each trigger exposes one frame; in edge or
 duration mode software triggers are ignored and ``external_trigger()`` stands for the trigger input.
 
-Fault hooks for tests: ``refused_registers`` (writes answered E), ``missing_frames`` (frame numbers
-never delivered), ``stop()`` (the frame grabber goes away; stop the WireServer for the serial link).
+Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the panel plays the "detector": it
+counts frames and projections, offers its exposures to a tube on the same schedule (arcs, interlock
+openings), and takes the frame faults: frame_dropped and frame_timeout, the frame is exposed but never
+delivered (no frame file; nothing on the stream), so the host times out either way. Served by a
+``WireServer`` given the same schedule, every register line meets the detector's request faults
+(``fault_device``), and so does every request on the TCP frame stream (its server plays them itself:
+no frame, a frame whose header is line noise, the stream connection dropped; a reply is played once its
+frame is made, so a fault ``at_frame = N`` hits the reply carrying frame N − 1). Test hooks for what
+the schedule does not express: ``refused_registers`` (writes answered E), ``stop()`` (the frame grabber
+goes away; stop the WireServer for the serial link).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from microct.errors import MicroCTError, ProtocolError
 from microct.geometry import Geometry
 from microct.registry import DriverContext
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireServer
 
@@ -51,6 +60,8 @@ log = logging.getLogger("microct.simulators.dexela")
 _FIXED_PANEL = {"rows", "columns", "pixel_pitch_um", "bit_depth", "binnings", "exposure_range_s"}
 POLL_S = 0.002
 """How often the folder grabber looks for trigger files, and the stream grabber for a stop."""
+ROLE = "detector"
+"""The device the simulator plays in a FaultSchedule."""
 
 
 class DexelaResponder:
@@ -58,8 +69,9 @@ class DexelaResponder:
 
     Keyword options: ``frame_folder`` or ``frame_port`` (exactly one), ``rows``, ``columns``,
     ``pixel_pitch_um``, ``reads_return_zeros``, ``devices``, ``geometry`` (a Geometry or its fields),
-    ``seed``, ``voltage_kv`` and ``current_ua`` (the own tube), and SimulatedDetectorOptions fields for
-    the panel's physics (``phantom``, ``readout_s``, ``counts_per_ua_s``, ...).
+    ``seed``, ``voltage_kv`` and ``current_ua`` (the own tube), ``faults`` (the schedule the panel joins
+    as "detector"), and SimulatedDetectorOptions fields for the panel's physics (``phantom``,
+    ``readout_s``, ``counts_per_ua_s``, ...).
     """
 
     request_terminators = b"\r"
@@ -68,7 +80,8 @@ class DexelaResponder:
                  columns: int = 1024, pixel_pitch_um: float = 74.8, reads_return_zeros: bool = False,
                  devices: MutableMapping[str, Device] | None = None,
                  geometry: Geometry | dict[str, Any] | None = None, seed: int | None = None,
-                 voltage_kv: float = 80.0, current_ua: float = 100.0, **panel: Any) -> None:
+                 voltage_kv: float = 80.0, current_ua: float = 100.0, faults: FaultSchedule | None = None,
+                 **panel: Any) -> None:
         if (frame_folder is None) == (frame_port is None):
             raise TypeError("give one frame channel: frame_folder=PATH or frame_port=PORT (0: a free port)")
         taken = sorted(_FIXED_PANEL & panel.keys())
@@ -80,15 +93,15 @@ class DexelaResponder:
         self.awake = False
         self.reads_return_zeros = reads_return_zeros
         self.refused_registers: set[int] = set()
-        self.missing_frames: set[int] = set()
         self.frames_delivered = 0
+        self.schedule = faults if faults is not None else FaultSchedule()
         self.devices = devices if devices is not None else {"source": _own_tube(voltage_kv, current_ua, seed)}
         if isinstance(geometry, dict):
             geometry = Geometry(**geometry)
         options = SimulatedDetectorOptions(rows=rows, columns=columns, pixel_pitch_um=pixel_pitch_um, bit_depth=16,
                                            binnings=(1,), exposure_range_s=EXPOSURE_RANGE_S, **panel)
-        self.panel = SimulatedDetector("dexela simulator", options,
-                                       DriverContext(geometry=geometry, seed=seed, devices=self.devices))
+        self.panel = SimulatedDetector(ROLE, options, DriverContext(geometry=geometry, seed=seed, devices=self.devices,
+                                                                    faults=self.schedule))
         self.panel.connect()
         self._panel_lock = threading.Lock()
         self._external: queue.Queue[tuple[int, np.ndarray]] = queue.Queue()
@@ -105,11 +118,15 @@ class DexelaResponder:
             log.info("dexela simulator: frames in %s", self.folder)
         else:
             self._next_number = 0
-            self._stream = WireServer(_FrameStream(self), "dexela-frames")
+            self._stream = WireServer(_FrameStream(self), "dexela-frames", self.schedule.device(ROLE))
             self.frame_port = self._stream.serve_tcp(frame_port)
             log.info("dexela simulator: frame stream on 127.0.0.1:%d", self.frame_port)
 
     # -- the serial end ------------------------------------------------------------------------------
+    def fault_device(self, line: bytes) -> str:
+        """Every line is for the detector."""
+        return ROLE
+
     def respond(self, line: bytes) -> list[bytes]:
         """The reply (with CR) to one command line."""
         try:
@@ -144,16 +161,16 @@ class DexelaResponder:
     def external_trigger(self, duration_s: float | None = None) -> int | None:
         """A pulse on the trigger input: in edge mode one frame of the register exposure, in duration mode
         of ``duration_s`` (default: the register exposure). Returns the frame's number (None: ignored in
-        software-trigger mode)."""
+        software-trigger mode), delivered unless it is lost."""
         if self.trigger_mode not in ("edge", "duration"):
             return None
         exposure_s = duration_s if self.trigger_mode == "duration" and duration_s else self.exposure_s
         number = self._next_number
         self._next_number += 1
-        pixels = self._expose(exposure_s)
-        if self.folder is not None:
+        pixels = self._expose(number, exposure_s)
+        if pixels is not None and self.folder is not None:
             self._deliver_file(number, pixels)
-        else:
+        elif pixels is not None:
             self._external.put((number, pixels))
         return number
 
@@ -170,16 +187,13 @@ class DexelaResponder:
             self._watcher.join(timeout=2.0)
 
     def software_frame(self, number: int) -> np.ndarray | None:
-        """A software trigger for frame ``number``: its pixels, or None if ignored (not in software mode)."""
+        """A software trigger for frame ``number``: its pixels, or None if ignored (not in software mode)
+        or lost."""
         if self.trigger_mode != "software":
             log.info("dexela simulator: software trigger of frame %d ignored in %s mode", number, self.trigger_mode)
             return None
         self._next_number = number + 1
-        try:
-            return self._expose(self.exposure_s)
-        except MicroCTError as error:  # e.g. the scan's tube already closed: the frame is lost, the grabber lives
-            log.error("dexela simulator: exposing frame %d failed: %s", number, error)
-            return None
+        return self._expose(number, self.exposure_s)
 
     def next_external_frame(self, wait_s: float) -> tuple[int, np.ndarray] | None:
         """(number, pixels) of the next externally triggered frame (the stream's ``N`` request), waiting
@@ -193,18 +207,17 @@ class DexelaResponder:
                     return None
         return None
 
-    def delivered(self, number: int) -> bool:
-        """Whether frame ``number`` goes out (not in ``missing_frames``); counts those that do."""
-        if number in self.missing_frames:
-            log.info("dexela simulator: frame %d lost (fault hook)", number)
-            return False
-        self.frames_delivered += 1
-        return True
-
-    def _expose(self, exposure_s: float) -> np.ndarray:
-        with self._panel_lock:
-            self.panel.set_exposure_s(exposure_s)
-            return self.panel.acquire(1)[0].data
+    def _expose(self, number: int, exposure_s: float) -> np.ndarray | None:
+        """The pixels of frame ``number``, exposed for ``exposure_s``; None if the frame is lost: a frame
+        fault of the schedule, or a panel that cannot image (e.g. the scan's tube already closed; the
+        grabber lives on)."""
+        try:
+            with self._panel_lock, self.schedule.quiet():  # the panel is physics: not a request
+                self.panel.set_exposure_s(exposure_s)
+                return self.panel.acquire(1)[0].data
+        except MicroCTError as error:
+            log.warning("dexela simulator: frame %d not delivered: %s", number, error)
+            return None
 
     def _watch_folder(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -222,12 +235,11 @@ class DexelaResponder:
 
     def _deliver_file(self, number: int, pixels: np.ndarray) -> None:
         """Write the frame under a temporary name, then rename it: a frame file is always complete."""
-        if not self.delivered(number):
-            return
         final = self.folder / frame_file_name(number)
         partial = final.with_suffix(".part")
         pixels.astype(PIXEL_DTYPE, copy=False).tofile(partial)
         os.replace(partial, final)
+        self.frames_delivered += 1
 
 
 class _FrameStream:
@@ -250,8 +262,9 @@ class _FrameStream:
         else:
             pixels = self.grabber.software_frame(number)
             frame = None if pixels is None else (number, pixels)
-        if frame is None or not self.grabber.delivered(frame[0]):
+        if frame is None:
             return []
+        self.grabber.frames_delivered += 1
         return [encode_frame(*frame)]
 
 

@@ -9,7 +9,10 @@ lines, and runs in daemon threads, so it ends with the process.
 A responder that must tell its clients apart or push replies later (a camserver
 answering ``7 OK`` when an exposure series ends, control for the first client
 only) defines ``connect(connection)``: it is called for each new client with a
-``Connection`` and returns that client's handler, which answers its lines.
+``Connection`` and returns that client's handler, which answers its lines. The
+replies a handler returns meet the request faults like any responder's, and are
+sent before anything it pushes meanwhile (``Connection.send`` from another
+thread waits until they are out).
 
 Request faults (``microct.simulators.faults``: reply_timeout, garbled_reply, disconnect) are played
 here, the same way for every protocol, by a server given ``faults`` (see ``WireFaults``): a
@@ -97,8 +100,13 @@ class Connection:
     def __init__(self, write: Callable[[bytes], None], sock: socket.socket | None = None) -> None:
         self._write = write
         self._sock = sock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
+
+    def answering(self) -> contextlib.AbstractContextManager:
+        """Held by the server while it answers lines and sends their replies: a reply pushed from
+        another thread meanwhile waits, so it never overtakes them."""
+        return self._lock
 
     def send(self, data: bytes) -> None:
         with self._lock:
@@ -345,9 +353,10 @@ class WireServer:
                     data = os.read(master, 4096)
                 except OSError:  # the pty was closed
                     return
-                replies, _ = splitter.feed(data)  # a pty cannot hang up (disconnect: silence)
-                if replies:
-                    connection.send(replies)
+                with connection.answering():
+                    replies, _ = splitter.feed(data)  # a pty cannot hang up (disconnect: silence)
+                    if replies:
+                        connection.send(replies)
         finally:
             self._hung_up(handler)
 
@@ -380,9 +389,10 @@ class WireServer:
                 if not data:  # the client hung up (or close() shut the link)
                     sock.close()
                     return
-                replies, hang_up = splitter.feed(data)
-                if replies:
-                    connection.send(replies)
+                with connection.answering():
+                    replies, hang_up = splitter.feed(data)
+                    if replies:
+                        connection.send(replies)
                 if hang_up:  # a disconnect fault: the device drops the link
                     log.info("%s: dropping the connection (simulated fault)", self.name)
                     connection.close()

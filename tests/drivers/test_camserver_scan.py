@@ -22,6 +22,7 @@ from microct.instruments import build_instruments
 from microct.policies import RecoveryPolicy
 from microct.sequencer import run_scan
 from microct.simulators.camserver import CamserverResponder
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.wire import WireServer
 
 SMALL_SCAN = {"n_projections": 8, "exposure_s": 0.02, "n_darks": 2, "n_flats": 2, "settle_s": 0.0,
@@ -29,27 +30,40 @@ SMALL_SCAN = {"n_projections": 8, "exposure_s": 0.02, "n_darks": 2, "n_flats": 2
 
 
 @pytest.fixture
-def bench(tmp_path):
-    """sim-camserver.toml with the simulator served on a free port, its panel seeing the scan's tube and
-    stages: (config, responder, instruments)."""
-    devices: dict = {}
-    data = tomllib.loads(files("microct.configs").joinpath("sim-camserver.toml").read_text())
-    data["scan"].update(SMALL_SCAN)
-    for role in ("rotation", "sample_out"):  # quick stages: the scan's time goes to the detector
-        data[role]["options"].update(max_velocity=5000.0, acceleration=1e5)
-    config = parse_config(data)
-    root = tmp_path / "camserver"
-    responder = CamserverResponder(root, model="300K", devices=devices, geometry=config.geometry, phantom="bga",
-                                   seed=1)
-    server = WireServer(responder, "camserver")
-    data["detector"]["connection"] = f"TCPIP::127.0.0.1::{server.serve_tcp()}::SOCKET"
-    data["detector"]["options"].update(local_image_path=str(root / "ramdisk" / "microct"), reply_timeout_s=0.3,
-                                       margin_s=0.5)
-    config = parse_config(data)
-    instruments = build_instruments(config)
-    devices.update((role, device) for role, device in instruments.devices().items() if role != "detector")
-    yield config, responder, instruments
-    server.stop()
+def make_bench(tmp_path):
+    """make_bench(*faults) -> (config, responder, instruments): sim-camserver.toml with the simulator served
+    on a free port with ``FaultSchedule(faults)``, its panel seeing the scan's tube and stages."""
+    servers = []
+
+    def make(*faults: dict):
+        devices: dict = {}
+        data = tomllib.loads(files("microct.configs").joinpath("sim-camserver.toml").read_text())
+        data["scan"].update(SMALL_SCAN)
+        for role in ("rotation", "sample_out"):  # quick stages: the scan's time goes to the detector
+            data[role]["options"].update(max_velocity=5000.0, acceleration=1e5)
+        config = parse_config(data)
+        root = tmp_path / "camserver"
+        schedule = FaultSchedule(faults)
+        responder = CamserverResponder(root, model="300K", devices=devices, geometry=config.geometry, phantom="bga",
+                                       seed=1, faults=schedule)
+        servers.append(WireServer(responder, "camserver", schedule))
+        data["detector"]["connection"] = f"TCPIP::127.0.0.1::{servers[-1].serve_tcp()}::SOCKET"
+        data["detector"]["options"].update(local_image_path=str(root / "ramdisk" / "microct"), reply_timeout_s=0.3,
+                                           margin_s=0.5)
+        config = parse_config(data)
+        instruments = build_instruments(config)
+        devices.update((role, device) for role, device in instruments.devices().items() if role != "detector")
+        return config, responder, instruments
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def bench(make_bench):
+    """make_bench() without scheduled faults."""
+    return make_bench()
 
 
 def test_full_scan_over_camserver(bench, tmp_path):
@@ -93,21 +107,23 @@ def fault_after(responder: CamserverResponder, frames: int, fault) -> threading.
 
 
 @pytest.mark.parametrize(("fault", "cause", "message", "k_sent"), [
-    ("missing_frame", DeviceTimeoutError, r"image file .*microct_00006\.tif .* did not appear", True),
+    ("frame_dropped", DeviceTimeoutError, r"image file .*microct_00006\.tif .* did not appear", True),
     ("truncated_frame", DeviceTimeoutError, r"image file .*microct_00006\.tif .* stayed incomplete", True),
     ("drop_at_frame", DeviceTimeoutError, r"image file .*microct_00006\.tif .* did not appear", False),
     ("error_reply", ErrorReply, r"'Exposure microct_00006\.tif' was refused: '7 ERR ERROR: disk full'", False),
 ])
-def test_a_detector_fault_mid_scan_aborts_safely_and_keeps_every_frame(bench, tmp_path, fault, cause, message,
+def test_a_detector_fault_mid_scan_aborts_safely_and_keeps_every_frame(make_bench, tmp_path, fault, cause, message,
                                                                         k_sent):
-    """Frames 0-5 come (2 darks, 2 flats, 2 projections); the 7th file fails (recovery off: the abort path)."""
-    config, responder, instruments = bench
+    """Frames 0-5 come (2 darks, 2 flats, 2 projections); the 7th file fails (recovery off: the abort path):
+    frame_dropped from the schedule, the others from the simulator's test hooks."""
+    scheduled = [{"kind": fault, "device": "detector", "at_frame": 6}] if fault == "frame_dropped" else []
+    config, responder, instruments = make_bench(*scheduled)
     config.scan.recovery = RecoveryPolicy(frame_retakes=0, retries=0)
     watcher = None
     if fault == "error_reply":
-        watcher = fault_after(responder, 6, lambda r: r.faults.error_replies.update(Exposure="ERROR: disk full"))
-    else:
-        setattr(responder.faults, fault, 6)
+        watcher = fault_after(responder, 6, lambda r: r.hooks.error_replies.update(Exposure="ERROR: disk full"))
+    elif not scheduled:
+        setattr(responder.hooks, fault, 6)
     out = tmp_path / "aborted.nxs"
     with pytest.raises(ScanAborted) as aborted:
         run_scan(config, instruments, out)
@@ -129,9 +145,8 @@ def test_a_detector_fault_mid_scan_aborts_safely_and_keeps_every_frame(bench, tm
     source.close()
 
 
-def test_with_the_default_policy_a_missing_file_is_retaken_and_the_scan_completes(bench, tmp_path):
-    config, responder, instruments = bench
-    responder.faults.missing_frame = 6
+def test_with_the_default_policy_a_missing_file_is_retaken_and_the_scan_completes(make_bench, tmp_path):
+    config, responder, instruments = make_bench({"kind": "frame_dropped", "device": "detector", "at_frame": 6})
     out = tmp_path / "retaken.nxs"
     result = run_scan(config, instruments, out)
     assert result.frames_written == 2 + 2 + 8

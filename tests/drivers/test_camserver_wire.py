@@ -21,10 +21,11 @@ from scan_helpers import sim_serve
 from microct.devices.detector import Detector
 from microct.drivers import camserver_codec as codec
 from microct.drivers.camserver import CamserverDetector, CamserverOptions, ErrorReply
-from microct.errors import DeviceStateError, DeviceTimeoutError, MicroCTError, ProtocolError
+from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, MicroCTError, ProtocolError
 from microct.registry import DriverContext
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.camserver import CamserverResponder
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import DetectorContract
@@ -199,58 +200,100 @@ def test_the_panel_images_the_tube_and_stage_it_is_given(tmp_path):
 
 # -- faults through the driver --------------------------------------------------------------------------------
 @pytest.fixture
-def rig(tmp_path):
-    """A 100K simulator and a connected driver: (responder, detector)."""
-    responder = CamserverResponder(tmp_path, model="100K", seed=1)
-    server = WireServer(responder, "camserver")
-    detector = build(resource(server), tmp_path)
-    detector.connect()
-    detector.set_exposure_s(0.01)
-    yield responder, detector
-    with contextlib.suppress(MicroCTError):
-        detector.close()
-    server.stop()
+def make_rig(tmp_path):
+    """make_rig(*faults) -> (responder, detector): a 100K simulator served with ``FaultSchedule(faults)``
+    and a connected driver (exposure 0.01 s), closed after the test."""
+    made = []
+
+    def make(*faults: dict):
+        schedule = FaultSchedule(faults)
+        responder = CamserverResponder(tmp_path, model="100K", seed=1, faults=schedule)
+        server = WireServer(responder, "camserver", schedule)
+        detector = build(resource(server), tmp_path)
+        made.append((server, detector))
+        detector.connect()
+        detector.set_exposure_s(0.01)
+        return responder, detector
+
+    yield make
+    for server, detector in made:
+        with contextlib.suppress(MicroCTError):
+            detector.close()
+        server.stop()
+
+
+@pytest.fixture
+def rig(make_rig):
+    """A 100K simulator without scheduled faults and a connected driver: (responder, detector)."""
+    return make_rig()
 
 
 def folder(detector: Detector) -> list[str]:
     return sorted(p.name for p in detector.local_image_path.iterdir())
 
 
-@pytest.mark.parametrize(("fault", "message"), [
-    ("missing_frame", r"image file .*microct_00001\.tif \(frame 2 of 3 of 'Exposure microct_00000\.tif'\) did not "
-                      r"appear within 0\.\d+ s of the start; K sent: camserver stopped the series"),
-    ("truncated_frame", r"image file .*microct_00001\.tif \(frame 2 of 3 .*\) stayed incomplete \(191978 of 383956 "
-                        r"bytes\) within .*; K sent: camserver stopped the series"),
-])
-def test_a_file_that_does_not_come_complete_is_named_and_the_series_stopped(rig, fault, message):
+@pytest.mark.parametrize("kind", ["frame_dropped", "frame_timeout"])
+def test_a_frame_fault_is_a_file_that_never_comes_named_and_the_series_stopped(make_rig, kind):
+    responder, detector = make_rig({"kind": kind, "device": "detector", "at_frame": 1})
+    with pytest.raises(DeviceTimeoutError, match=r"image file .*microct_00001\.tif \(frame 2 of 3 of 'Exposure "
+                                                 r"microct_00000\.tif'\) did not appear within 0\.\d+ s of the "
+                                                 r"start; K sent: camserver stopped the series"):
+        detector.acquire(3)
+    assert responder.lines[-1] == b"K"
+    assert [hit.what for hit in responder.schedule.hits] == ["frame 1"]
+    assert responder.frames_started == (3 if kind == "frame_dropped" else 2)  # a time-out halts the series
+    assert folder(detector) == []  # what was written is cleaned up
+    assert [f.frame_number for f in detector.acquire(2)] == [3, 4]  # the next series works
+
+
+def test_a_file_cut_short_is_named_and_the_series_stopped(rig):
     responder, detector = rig
-    setattr(responder.faults, fault, 1)
-    with pytest.raises(DeviceTimeoutError, match=message):
+    responder.hooks.truncated_frame = 1
+    with pytest.raises(DeviceTimeoutError, match=r"image file .*microct_00001\.tif \(frame 2 of 3 .*\) stayed "
+                                                 r"incomplete \(191978 of 383956 bytes\) within .*; K sent: camserver "
+                                                 r"stopped the series"):
         detector.acquire(3)
     assert responder.lines[-1] == b"K"
     assert folder(detector) == []  # what was written is cleaned up
-    setattr(responder.faults, fault, None)
+    responder.hooks.truncated_frame = None
     assert [f.frame_number for f in detector.acquire(2)] == [3, 4]  # the next series works
 
 
 def test_an_err_reply_names_the_command(rig):
     responder, detector = rig
-    responder.faults.error_replies["ExpTime"] = "ERROR: exposure time too long"
+    responder.hooks.error_replies["ExpTime"] = "ERROR: exposure time too long"
     with pytest.raises(ErrorReply, match=r"detector 'det': 'ExpTime 0.5000000' was refused: '15 ERR ERROR: "
                                          r"exposure time too long'"):
         detector.set_exposure_s(0.5)
     assert detector.exposure_s == 0.01
-    responder.faults.error_replies.clear()
+    responder.hooks.error_replies.clear()
     detector.set_exposure_s(0.5)
+
+
+@pytest.mark.parametrize(("kind", "error", "message"), [
+    ("garbled_reply", ProtocolError, r"'Exposure microct_00001\.tif': garbled reply"),
+    ("reply_timeout", ProtocolError, r"'Exposure microct_00001\.tif': the reply '7 OK .*microct_00001\.tif' has "
+                                     r"code 7, expected 15"),  # its series ran: its end came in place of '15 OK'
+    ("disconnect", CommunicationError, r"reading the reply to 'Exposure microct_00001\.tif' .* the device closed "
+                                       r"the connection"),
+])
+def test_a_request_fault_on_exposure_is_an_error_naming_it_and_the_next_series_works(make_rig, kind, error, message):
+    responder, detector = make_rig({"kind": kind, "device": "detector", "at_frame": 1})
+    detector.acquire(1)  # frame 0; the fault hits the first request after it
+    with pytest.raises(error, match=message):
+        detector.acquire(1)
+    assert [hit.what for hit in responder.schedule.hits] == ["request"]
+    assert responder.lines[-1] == b"K"  # its series was stopped (after a disconnect: over a new connection)
+    assert [f.frame_number for f in detector.acquire(2)] == [2, 3]
 
 
 def test_a_connection_dropped_mid_series_is_a_clear_error_and_reconnecting_works(rig):
     responder, detector = rig
-    responder.faults.drop_at_frame = 1
+    responder.hooks.drop_at_frame = 1
     with pytest.raises((DeviceTimeoutError, ProtocolError), match=r"detector 'det': image file .*microct_00001\.tif "
                                                                   r"\(frame 2 of 3 .*\) did not appear"):
         detector.acquire(3)
-    responder.faults.drop_at_frame = None
+    responder.hooks.drop_at_frame = None
     detector.close()
     detector.connect()  # a new connection, and control, since the old one is gone
     detector.set_exposure_s(0.01)
@@ -300,3 +343,18 @@ def test_sim_serve_camserver_serves_images_a_driver_reads(tmp_path):
             detector.set_exposure_s(0.02)
             (frame,) = detector.acquire(1)
     assert frame.data.mean() > 50  # the simulator's own tube is on
+
+
+def test_sim_serve_camserver_with_a_fault_file_plays_the_faults(tmp_path):
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[faults]]\nkind = "garbled_reply"\ndevice = "detector"\nat_s = 0.0\n'  # Version, at connect
+                      '[[faults]]\nkind = "frame_dropped"\ndevice = "detector"\nat_frame = 0\n')
+    with sim_serve("camserver", f"image_root={tmp_path}", "model=100K", extra=("--faults", str(faults))) as port:
+        detector = build(f"TCPIP::127.0.0.1::{port}::SOCKET", tmp_path, reply_timeout_s=2.0)
+        with pytest.raises(ProtocolError, match="'Version': garbled reply"):
+            detector.connect()
+        with detector:
+            detector.set_exposure_s(0.02)
+            with pytest.raises(DeviceTimeoutError, match=r"microct_00000\.tif .* did not appear"):
+                detector.acquire(1)
+            assert [frame.frame_number for frame in detector.acquire(1)] == [1]

@@ -18,6 +18,7 @@ from microct.instruments import build_instruments
 from microct.policies import RecoveryPolicy
 from microct.sequencer import run_scan
 from microct.simulators.dexela import DexelaResponder
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.wire import WireServer
 
 PANEL = {"rows": 48, "columns": 64, "pixel_pitch_um": 1200.0}  # 77 mm wide: the 15 mm field of view at M = 5
@@ -29,16 +30,19 @@ FAST = {"source": {"ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5},
 
 
 class Bench:
-    """The Dexela simulator served on TCP (registers) with a frame ``channel``, and the parsed
-    sim-dexela.toml pointing at it; ``build()`` makes the instruments and shows them to the panel."""
+    """The Dexela simulator served on TCP (registers) with a frame ``channel`` and ``FaultSchedule(faults)``,
+    and the parsed sim-dexela.toml pointing at it; ``build()`` makes the instruments and shows them to the
+    panel."""
 
-    def __init__(self, channel: str, folder) -> None:
+    def __init__(self, channel: str, folder, faults: tuple[dict, ...] = ()) -> None:
         self.devices: dict = {}
         data = tomllib.loads(files("microct.configs").joinpath("sim-dexela.toml").read_text())
         geometry = data["geometry"]
         grabber = {"frame_port": 0} if channel == "tcp" else {"frame_folder": str(folder)}
-        self.responder = DexelaResponder(**grabber, **PANEL, devices=self.devices, geometry=geometry, seed=1)
-        self.server = WireServer(self.responder, "dexela")
+        schedule = FaultSchedule(faults)
+        self.responder = DexelaResponder(**grabber, **PANEL, devices=self.devices, geometry=geometry, seed=1,
+                                         faults=schedule)
+        self.server = WireServer(self.responder, "dexela", schedule)
         data["detector"]["connection"] = f"socket://127.0.0.1:{self.server.serve_tcp()}"
         data["detector"]["options"].update(PANEL, frame_channel=channel, frame_folder=str(folder),
                                            frame_address=f"127.0.0.1:{self.responder.frame_port}",
@@ -59,10 +63,26 @@ class Bench:
 
 
 @pytest.fixture(params=["tcp", "folder"])
-def bench(request, tmp_path):
-    bench = Bench(request.param, tmp_path / "frames")
-    yield bench
-    bench.stop()
+def make_bench(request, tmp_path):
+    """make_bench(*faults) -> a Bench on each frame channel, stopped after the test."""
+    benches = []
+
+    def make(*faults: dict) -> Bench:
+        benches.append(Bench(request.param, tmp_path / "frames", faults))
+        return benches[-1]
+
+    yield make
+    for bench in benches:
+        bench.stop()
+
+
+@pytest.fixture
+def bench(make_bench):
+    return make_bench()
+
+
+FRAME_8_LOST = {"kind": "frame_dropped", "device": "detector", "at_frame": 8}
+"""The third projection (frames 0-2 darks, 3-5 flats) never comes."""
 
 
 def test_full_scan_writes_an_nxtomo_file_of_the_scan(bench, tmp_path):
@@ -91,8 +111,8 @@ def test_full_scan_writes_an_nxtomo_file_of_the_scan(bench, tmp_path):
     assert not instruments.source._beam  # beam off at the end
 
 
-def test_a_frame_that_never_comes_aborts_the_scan_and_keeps_the_frames_taken(bench, tmp_path):
-    bench.responder.missing_frames.add(8)  # the third projection (frames 0-2 darks, 3-5 flats)
+def test_a_frame_that_never_comes_aborts_the_scan_and_keeps_the_frames_taken(make_bench, tmp_path):
+    bench = make_bench(FRAME_8_LOST)
     out = tmp_path / "missing.nxs"
     instruments = bench.build()
     bench.config.scan.recovery = RecoveryPolicy(frame_retakes=0, retries=0)  # the abort path
@@ -108,8 +128,8 @@ def test_a_frame_that_never_comes_aborts_the_scan_and_keeps_the_frames_taken(ben
     assert not instruments.source._beam
 
 
-def test_with_the_default_policy_a_frame_that_never_comes_is_retaken(bench, tmp_path):
-    bench.responder.missing_frames.add(8)
+def test_with_the_default_policy_a_frame_that_never_comes_is_retaken(make_bench, tmp_path):
+    bench = make_bench(FRAME_8_LOST)
     out = tmp_path / "retaken.nxs"
     result = run_scan(bench.config, bench.build(), out)
     assert result.status == "complete"

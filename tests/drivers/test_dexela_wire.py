@@ -15,6 +15,7 @@ from microct.devices.detector import TriggerMode
 from microct.drivers.dexela import DexelaDetector, DexelaOptions
 from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
 from microct.simulators.dexela import DexelaResponder
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import DetectorContract
 
@@ -22,14 +23,16 @@ SIZE = {"rows": 32, "columns": 48}
 
 
 class Bench:
-    """A served simulator and a factory of drivers for it; ``channel`` is "tcp" or "folder"."""
+    """A served simulator and a factory of drivers for it; ``channel`` is "tcp" or "folder"; ``faults``: the
+    simulator and its server play ``FaultSchedule(faults)``."""
 
-    def __init__(self, channel: str, folder, link: str = "tcp", **simulator) -> None:
+    def __init__(self, channel: str, folder, link: str = "tcp", faults: tuple[dict, ...] = (), **simulator) -> None:
         self.channel = channel
         self.folder = str(folder)
+        self.schedule = FaultSchedule(faults)
         self.responder = DexelaResponder(**({"frame_port": 0} if channel == "tcp" else {"frame_folder": self.folder}),
-                                         **{**SIZE, "seed": 1, **simulator})
-        self.server = WireServer(self.responder, "dexela")
+                                         **{**SIZE, "seed": 1, **simulator}, faults=self.schedule)
+        self.server = WireServer(self.responder, "dexela", self.schedule)
         self.url = self.server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{self.server.serve_tcp()}"
 
     def detector(self, name: str = "panel", **fields) -> DexelaDetector:
@@ -151,15 +154,66 @@ def test_a_refused_write_names_register_and_value_and_the_link_still_works(bench
         assert bench.responder.registers[12] == 1
 
 
-def test_a_frame_that_never_comes_is_a_timeout_naming_frame_and_channel(bench):
-    bench.responder.missing_frames.add(1)
-    channel = "frame stream 127.0.0.1:" if bench.channel == "tcp" else "frame folder "
-    with bench.detector() as detector:
-        detector.set_exposure_s(0.01)
-        with pytest.raises(DeviceTimeoutError, match=rf"detector 'panel': frame 1 did not come on the {channel}"
-                                                     r".* within 0.31 s"):
-            detector.acquire(3)
-        assert [frame.frame_number for frame in detector.acquire(2)] == [2, 3]  # the next frames come
+@pytest.mark.parametrize("kind", ["frame_dropped", "frame_timeout"])
+@pytest.mark.parametrize("channel", ["tcp", "folder"])
+def test_a_frame_fault_is_a_frame_that_never_comes_a_timeout_naming_frame_and_channel(tmp_path, channel, kind):
+    bench = Bench(channel, tmp_path, faults=({"kind": kind, "device": "detector", "at_frame": 1},))
+    where = "frame stream 127.0.0.1:" if channel == "tcp" else "frame folder "
+    try:
+        with bench.detector() as detector:
+            detector.set_exposure_s(0.01)
+            with pytest.raises(DeviceTimeoutError, match=rf"detector 'panel': frame 1 did not come on the {where}"
+                                                         r".* within 0.31 s"):
+                detector.acquire(3)
+            assert [frame.frame_number for frame in detector.acquire(2)] == [2, 3]  # the next frames come
+    finally:
+        bench.stop()
+    assert [hit.what for hit in bench.schedule.hits] == ["frame 1"]
+
+
+@pytest.mark.parametrize(("kind", "error", "message"), [
+    ("reply_timeout", DeviceTimeoutError, r"'W001100200' \(register 11 \(exposure, low word\) = 200\) failed: .*no "
+                                          r"complete reply"),
+    ("garbled_reply", ProtocolError, r"'W001100200' \(register 11 \(exposure, low word\) = 200\): reply b'\\xff' is "
+                                     r"neither X"),
+    ("disconnect", CommunicationError, r"'W001100200' \(register 11 \(exposure, low word\) = 200\) failed: .*socket "
+                                       r"disconnected"),
+])
+def test_a_request_fault_on_the_register_link_names_the_write_and_the_link_works_after(tmp_path, kind, error,
+                                                                                         message):
+    bench = Bench("folder", tmp_path, faults=({"kind": kind, "device": "detector", "at_frame": 1},))
+    try:
+        with bench.detector() as detector:
+            detector.set_exposure_s(0.01)
+            detector.acquire(1)  # frame 0; the fault hits the next request
+            with pytest.raises(error, match=message):
+                detector.set_exposure_s(0.002)
+            detector.set_exposure_s(0.002)  # written again: the driver's record was not updated
+            assert bench.responder.registers[11] == 200
+    finally:
+        bench.stop()
+    assert [hit.what for hit in bench.schedule.hits] == ["request"]
+
+
+@pytest.mark.parametrize(("kind", "error", "message"), [
+    ("reply_timeout", DeviceTimeoutError, r"frame 1 did not come on the frame stream .* within 0.31 s"),
+    ("garbled_reply", ProtocolError, r"frame stream .*: frame header b'\\xffXFR.* does not start with b'DXFR'"),
+    ("disconnect", CommunicationError, r"frame stream .*: the grabber closed the connection while frame 1 was "
+                                       r"awaited"),
+])
+def test_a_request_fault_on_the_frame_stream_loses_that_frame_and_the_stream_recovers(tmp_path, kind, error, message):
+    """The stream's reply to T<N> is played after frame N is made: a fault at_frame 2 hits frame 1's reply."""
+    bench = Bench("tcp", tmp_path, faults=({"kind": kind, "device": "detector", "at_frame": 2},))
+    try:
+        with bench.detector() as detector:
+            detector.set_exposure_s(0.01)
+            detector.acquire(1)
+            with pytest.raises(error, match=rf"detector 'panel': {message}"):
+                detector.acquire(1)
+            assert [frame.frame_number for frame in detector.acquire(2)] == [2, 3]  # a new connection if lost
+    finally:
+        bench.stop()
+    assert [hit.what for hit in bench.schedule.hits] == ["request"]
 
 
 def test_a_frame_arriving_after_its_time_out_is_never_taken_for_the_next(bench):
@@ -198,6 +252,10 @@ def test_the_grabber_going_away_mid_series_names_the_channel(bench):
         with expected:
             detector.acquire(20)
         stopper.join()
+        if bench.channel == "tcp":  # the next request tries a new connection
+            with pytest.raises(CommunicationError, match=r"frame stream 127.0.0.1:\d+: cannot connect: .* \(re-opening "
+                                                         r"it for frame \d+\)"):
+                detector.acquire(1)
 
 
 def test_frames_of_another_size_are_protocol_errors(bench):
@@ -222,3 +280,20 @@ def test_sim_serve_without_a_frame_channel_is_a_configuration_error():
                           check=False, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done
     assert "frame_folder=PATH or frame_port=PORT" in done.stdout + done.stderr
+
+
+def test_sim_serve_dexela_with_a_fault_file_plays_the_faults(tmp_path):
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[faults]]\nkind = "reply_timeout"\ndevice = "detector"\nat_s = 0.0\n'  # WC1, at connect
+                      '[[faults]]\nkind = "frame_dropped"\ndevice = "detector"\nat_frame = 0\n')
+    with sim_serve("dexela", f"frame_folder={tmp_path}", "rows=32", "columns=48",
+                   extra=("--faults", str(faults))) as port:
+        options = DexelaOptions(**SIZE, frame_folder=str(tmp_path), readout_margin_s=0.5, serial={"timeout_s": 0.5})
+        detector = DexelaDetector("panel", options, connection=f"socket://127.0.0.1:{port}")
+        with pytest.raises(DeviceTimeoutError, match="'WC1' \\(wake-up\\) failed"):
+            detector.connect()
+        with detector:
+            detector.set_exposure_s(0.02)
+            with pytest.raises(DeviceTimeoutError, match="frame 0 did not come"):
+                detector.acquire(1)
+            assert [frame.frame_number for frame in detector.acquire(1)] == [1]

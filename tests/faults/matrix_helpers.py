@@ -4,8 +4,11 @@ that share one FaultSchedule, and what the file it leaves says (reactions, frame
 Backends: "in-process" (sim.toml, simulated clock), "serial" (Hamamatsu tube and Zaber stages over
 socket:// to WireServers started here, the in-process panel), "VISA" (Spellman generator and PI stages
 over pyvisa-py TCPIP SOCKET), "EPICS" (epics_beamline: tube, motor records and areaDetector over Channel
-Access). The wire servers and the IOC join the schedule themselves, so the instruments are built here
-with that schedule (``instruments_on``) rather than by ``build_instruments``, which makes its own.
+Access), and the wire detectors with the in-process tube and stages, which their panels see: "camserver"
+(the camserver driver over pyvisa-py against a PILATUS 100K simulator, image files in a temporary folder)
+and "Dexela" (the Dexela driver: registers over socket://, frames on the TCP frame stream). The wire
+servers and the IOC join the schedule themselves, so the instruments are built here with that schedule
+(``instruments_on``) rather than by ``build_instruments``, which makes its own.
 
 Channel Access: pyepics reads its environment once. tests/drivers/epics/conftest.py sets it (ports by
 role, ``matrix`` among them) when pytest collects that folder; without it, importing this module sets
@@ -19,6 +22,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import tempfile
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -30,6 +34,7 @@ import h5py
 import numpy as np
 
 from microct.config import ScanConfig, parse_config
+from microct.geometry import Geometry
 from microct.instruments import Instruments, build_instruments
 from microct.simulators.faults import Fault, FaultSchedule, Hit
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
@@ -45,18 +50,36 @@ DARKS, FLATS, PROJECTIONS = 1, 1, 4
 FIRST_PROJECTION = DARKS + FLATS
 PANEL = {"rows": 32, "columns": 32, "pixel_pitch_um": 1600.0}
 """±2.56 mm at the sample (M = 10): the BGA board (6 mm square) leaves it entirely 8 mm out."""
-BACKENDS = ("in-process", "serial", "VISA", "EPICS")
+WIRE_DETECTORS = ("camserver", "Dexela")
+BACKENDS = ("in-process", "serial", "VISA", "EPICS", *WIRE_DETECTORS)
 
 ROTATION_DEG_S, SAMPLE_OUT_MM_S = 1440.0, 200.0
-"""Stage speeds, driver and simulator alike, on every backend (faster than the stage tables: the real
-clock's scans stay short)."""
+"""Stage speeds, driver and simulator alike, on every backend but the wire detectors' (faster than the
+stage tables: the real clock's scans stay short)."""
+IN_PROCESS_STAGES = {"rotation": {"options": {"max_velocity": ROTATION_DEG_S, "acceleration": 1e5}},
+                     "sample_out": {"options": {"max_velocity": SAMPLE_OUT_MM_S, "acceleration": 1e4}}}
 FAST_ROTATION, FAST_SAMPLE_OUT = {"max_speed": ROTATION_DEG_S}, {"max_speed": SAMPLE_OUT_MM_S}  # Zaber
 PI_ROTATION, PI_SAMPLE_OUT = {"max_velocity": ROTATION_DEG_S}, {"max_velocity": SAMPLE_OUT_MM_S}
-TUBE = {"warmed_up": True, "ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5, "seed": 1}
+QUICK_TUBE = {"warmed_up": True, "ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5}
+TUBE = {**QUICK_TUBE, "seed": 1}
 GENERATOR = {"ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e6, "seed": 1}
-FAST_TUBE = SimulatedSourceOptions(warmed_up=True, ramp_kv_per_s=1e4, ramp_ua_per_s=1e5)
+FAST_TUBE = SimulatedSourceOptions(**QUICK_TUBE)
+BESIDE_A_WIRE_DETECTOR = {"source": {"options": QUICK_TUBE},
+                          "rotation": {"options": {"max_velocity": 5 * ROTATION_DEG_S, "acceleration": 1e6}},
+                          "sample_out": {"options": {"max_velocity": 5 * SAMPLE_OUT_MM_S, "acceleration": 1e5}}}
+"""The in-process tube and stages beside the wire detectors, in real time: quick ramps, and stages 5 times
+as fast as the other backends' (the scan's time goes to the detector: a move takes under 0.05 s)."""
+QUICK_MOVE_TIMEOUT_S = 0.4
+"""SCAN's move_timeout_s beside the wire detectors (1 s elsewhere): what a stalled stage costs there."""
 WIRE_TIMEOUT_S = 0.3
 """Reply time-out of the wire drivers: a lost reply costs this much."""
+FRAME_MARGIN_S = 0.3
+"""How late a wire detector's frame may be before the driver gives up on it (camserver ``margin_s``,
+Dexela ``readout_margin_s``): a frame that never comes costs this much."""
+CAMSERVER = {"model": "100K", "image_path": "/ramdisk/microct", "reply_timeout_s": WIRE_TIMEOUT_S,
+             "margin_s": FRAME_MARGIN_S}
+"""The smallest PILATUS (487 × 195 pixels of 172 µm: ±4.2 mm at the sample, the board 8 mm out clear of it)."""
+DEXELA = {**PANEL, "frame_channel": "tcp", "readout_margin_s": FRAME_MARGIN_S, "serial": {"timeout_s": WIRE_TIMEOUT_S}}
 
 
 def _load(path: Path, name: str):
@@ -120,8 +143,9 @@ class Bench:
         return self.instruments.faults
 
 
-def _config(data: dict, faults: list[dict], detector: dict | None = None) -> ScanConfig:
-    data = merged(data, {"scan": SCAN, "detector": {"options": detector or PANEL},
+def _config(data: dict, faults: list[dict], detector: dict | None = None, scan: dict | None = None) -> ScanConfig:
+    """``data`` with SCAN (updated by ``scan``), the detector options (default: PANEL) and ``faults``."""
+    data = merged(data, {"scan": {**SCAN, **(scan or {})}, "detector": {"options": detector or PANEL},
                          "simulation": {"seed": 1, "faults": faults}})
     return parse_config(data)
 
@@ -130,10 +154,7 @@ def _config(data: dict, faults: list[dict], detector: dict | None = None) -> Sca
 def in_process(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
     """sim.toml in simulated time: every instrument an in-process simulator (stages as fast as the other
     backends')."""
-    data = merged(packaged_config("sim.toml"), {
-        "rotation": {"options": {"max_velocity": ROTATION_DEG_S, "acceleration": 1e5}},
-        "sample_out": {"options": {"max_velocity": SAMPLE_OUT_MM_S, "acceleration": 1e4}}})
-    config = _config(data, faults)
+    config = _config(merged(packaged_config("sim.toml"), IN_PROCESS_STAGES), faults)
     instruments = build_instruments(config)
     yield Bench(config, instruments, instruments.source)
 
@@ -243,7 +264,61 @@ def _drop_circuits_after(schedule: FaultSchedule, drop: Fault, handle, stop: thr
         stop.wait(0.001)
 
 
-BENCHES = {"in-process": in_process, "serial": over_serial, "VISA": over_visa, "EPICS": over_epics}
+def _panel_sees(devices: dict, instruments: Instruments) -> None:
+    """Show a wire detector simulator's panel the scan's tube and stages (filled into its ``devices``)."""
+    devices.update((role, device) for role, device in instruments.devices().items() if role != "detector")
+
+
+@contextlib.contextmanager
+def over_camserver(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
+    """sim-camserver.toml: the camserver driver over pyvisa-py against the camserver simulator (a 100K),
+    in-process tube and stages."""
+    from microct.simulators.camserver import CamserverResponder
+    from microct.simulators.wire import WireServer
+
+    data = merged(packaged_config("sim-camserver.toml"), BESIDE_A_WIRE_DETECTOR)
+    schedule = FaultSchedule(faults, seed=1)
+    devices: dict = {}
+    with tempfile.TemporaryDirectory(prefix="camserver-") as root:
+        responder = CamserverResponder(root, model=CAMSERVER["model"], devices=devices, phantom="bga", seed=1,
+                                       geometry=Geometry(**data["geometry"]), faults=schedule)
+        with WireServer(responder, "camserver", schedule, garble) as server:
+            resource = f"TCPIP::127.0.0.1::{server.serve_tcp()}::SOCKET"
+            config = _config(merged(data, {"detector": {"connection": resource}}), faults,
+                             {**CAMSERVER, "local_image_path": f"{root}/ramdisk/microct"},
+                             {"move_timeout_s": QUICK_MOVE_TIMEOUT_S})
+            instruments = instruments_on(config, schedule)
+            _panel_sees(devices, instruments)
+            yield Bench(config, instruments, instruments.source)
+
+
+@contextlib.contextmanager
+def over_dexela(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
+    """sim-dexela.toml at M = 10: the Dexela driver against the Dexela simulator (registers over socket://,
+    frames on its TCP frame stream, 32 × 32 pixels as PANEL), in-process tube and stages."""
+    from microct.simulators.dexela import DexelaResponder
+    from microct.simulators.wire import WireServer
+
+    data = merged(packaged_config("sim-dexela.toml"),
+                  {**BESIDE_A_WIRE_DETECTOR, "geometry": {"source_object_distance_mm": 50.0}})
+    schedule = FaultSchedule(faults, seed=1)
+    devices: dict = {}
+    responder = DexelaResponder(frame_port=0, **PANEL, devices=devices, geometry=data["geometry"], phantom="bga",
+                                seed=1, faults=schedule)
+    try:
+        with WireServer(responder, "dexela", schedule, garble) as server:
+            config = _config(merged(data, {"detector": {"connection": f"socket://127.0.0.1:{server.serve_tcp()}"}}),
+                             faults, {**DEXELA, "frame_address": f"127.0.0.1:{responder.frame_port}"},
+                             {"move_timeout_s": QUICK_MOVE_TIMEOUT_S})
+            instruments = instruments_on(config, schedule)
+            _panel_sees(devices, instruments)
+            yield Bench(config, instruments, instruments.source)
+    finally:
+        responder.stop()
+
+
+BENCHES = {"in-process": in_process, "serial": over_serial, "VISA": over_visa, "EPICS": over_epics,
+           "camserver": over_camserver, "Dexela": over_dexela}
 
 
 # -- the file ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The fault matrix: every fault that applies to a backend, against every backend (in-process, serial, VISA,
-EPICS; see matrix_helpers), each in a tiny scan (1 dark, 1 flat, 4 projections of 32 × 32, quick recovery)
+EPICS, and the wire detectors camserver and Dexela beside an in-process tube and stages; see matrix_helpers),
+each in a tiny scan (1 dark, 1 flat, 4 projections of 32 × 32, a camserver's of 487 × 195, quick recovery)
 under the default recovery policies. Each case asserts, from the file the scan leaves, the reaction its
 event log reports (retry, retake, arc procedure, interlock pause, move restarted, abort), that the beam
 is off at the end (the simulated tube's own high voltage), and that the file holds every good frame and
@@ -22,12 +23,16 @@ import pytest
 from microct.errors import ScanAborted
 from microct.sequencer import run_scan
 
-from matrix_helpers import (BACKENDS, BENCHES, DARKS, FIRST_PROJECTION, FLATS, PROJECTIONS, ScanFile,
-                            no_pause_after_closing_a_socket, read_scan)  # noqa: F401  (an autouse fixture)
+from matrix_helpers import (BACKENDS, BENCHES, DARKS, FIRST_PROJECTION, FLATS, PROJECTIONS, WIRE_DETECTORS,
+                            ScanFile, no_pause_after_closing_a_socket, read_scan)  # noqa: F401  (an autouse fixture)
 
 PLANNED = DARKS + FLATS + PROJECTIONS
 P = FIRST_PROJECTION  # file index of projection 0
-LINKED = ("in-process", "serial", "VISA")  # backends whose drivers hold a request link a simulator can fault
+LINKED = ("in-process", "serial", "VISA", *WIRE_DETECTORS)  # backends whose tube and stage drivers hold a
+# request link a simulator can fault
+IN_PROCESS_STAGES = ("in-process", *WIRE_DETECTORS)
+DETECTOR_LINKED = ("in-process", *WIRE_DETECTORS)  # the same for the detector (the serial and VISA backends'
+# is the in-process one: a row of its own would repeat in-process)
 ANGLES = [0.0] * (DARKS + FLATS) + [90.0 * i for i in range(PROJECTIONS)]
 KEYS = [2] * DARKS + [1] * FLATS + [0] * PROJECTIONS
 
@@ -53,9 +58,9 @@ CASES = [
     Case("rotation limit switch moving to projection 2",
          {"kind": "limit_switch", "device": "rotation", "at_projection": 2}, BACKENDS, "abort", kept=P + 2),
     Case("sample_out stalls moving out for the flat", {"kind": "stage_stall", "device": "sample_out", "at_frame": 1},
-         ("in-process",), "retry"),
+         IN_PROCESS_STAGES, "retry"),
     Case("sample_out limit switch moving out for the flat",
-         {"kind": "limit_switch", "device": "sample_out", "at_frame": 1}, ("in-process",), "abort", kept=DARKS),
+         {"kind": "limit_switch", "device": "sample_out", "at_frame": 1}, IN_PROCESS_STAGES, "abort", kept=DARKS),
     Case("frame of projection 1 times out", {"kind": "frame_timeout", "device": "detector", "at_projection": 1},
          BACKENDS, "retake"),
     Case("frame of projection 1 dropped", {"kind": "frame_dropped", "device": "detector", "at_projection": 1},
@@ -71,8 +76,16 @@ CASES = [
          {"kind": "disconnect", "device": "source", "at_projection": 1}, BACKENDS, "retry"),
     Case("stage link drops starting the move to projection 2",
          {"kind": "disconnect", "device": "rotation", "at_projection": 2}, LINKED, "move restarted"),
+    # the detector's request faults: camserver, the '15 OK' to 'Exposure'; Dexela, the frame stream's reply to
+    # 'T<N>', played once that frame is made, so at_projection 1 hits the frame of projection 0
     Case("detector reply garbled on projection 1",
-         {"kind": "garbled_reply", "device": "detector", "at_projection": 1}, ("in-process",), "retry"),
+         {"kind": "garbled_reply", "device": "detector", "at_projection": 1}, DETECTOR_LINKED, "retry"),
+    Case("detector reply lost on projection 1: no frame",
+         {"kind": "reply_timeout", "device": "detector", "at_projection": 1}, ("in-process", "Dexela"), "retake"),
+    Case("camserver's '15 OK' lost on projection 1: its '7 OK' comes instead",
+         {"kind": "reply_timeout", "device": "detector", "at_projection": 1}, ("camserver",), "retry"),
+    Case("detector link drops on projection 1 and comes back",
+         {"kind": "disconnect", "device": "detector", "at_projection": 1}, DETECTOR_LINKED, "retry"),
     Case("disk full writing frame 3", {"kind": "disk_full", "device": "writer", "at_frame": 3},
          BACKENDS, "abort", kept=3),
     Case("write error on projection 2", {"kind": "write_error", "device": "writer", "at_projection": 2},
