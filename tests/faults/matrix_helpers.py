@@ -73,6 +73,8 @@ QUICK_MOVE_TIMEOUT_S = 0.4
 """SCAN's move_timeout_s beside the wire detectors (1 s elsewhere): what a stalled stage costs there."""
 WIRE_TIMEOUT_S = 0.3
 """Reply time-out of the wire drivers: a lost reply costs this much."""
+EPICS_READ_TIMEOUT_S = 1.0
+"""The EPICS tube driver's time-out (it connects its PVs within it, too)."""
 FRAME_MARGIN_S = 0.3
 """How late a wire detector's frame may be before the driver gives up on it (camserver ``margin_s``,
 Dexela ``readout_margin_s``): a frame that never comes costs this much."""
@@ -228,9 +230,10 @@ def over_epics(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
     for role in ("source", "rotation", "sample_out", "detector"):
         data[role]["connection"] = data[role]["connection"].replace("CT:", prefix, 1)
     data["rotation"]["options"]["max_velocity"] = ROTATION_DEG_S
-    # Channel Access has no requests to fault one by one: a dropped link is every client circuit of the
-    # IOC closing (a network glitch), after the projection the fault names; libca re-connects in ~10 s,
-    # so the retries back off as sim-epics.toml does (2, 4, 8 s)
+    data["source"]["options"]["connect_timeout_s"] = EPICS_READ_TIMEOUT_S
+    # a lost reply is a read the tube IOC answers too late (epics_ioc). A dropped link is every client
+    # circuit of the IOC closing (a network glitch), after the projection the fault names; libca
+    # re-connects in ~10 s, so the retries back off as sim-epics.toml does (2, 4, 8 s)
     drops = [Fault.model_validate(fault) for fault in faults if fault["kind"] == "disconnect"]
     faults = [fault for fault in faults if fault["kind"] != "disconnect"]
     config = _config(data, faults, {**PANEL, "frame_timeout_margin_s": 0.3})
@@ -238,6 +241,7 @@ def over_epics(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
         config.scan.recovery = config.scan.recovery.model_copy(update={"backoff_s": 2.0})
     schedule = FaultSchedule(faults, seed=1)
     beamline = start_beamline(prefix, ca_port(), source=FAST_TUBE, seed=1, faults=schedule,
+                              reply_late_s=1.5 * EPICS_READ_TIMEOUT_S,
                               panel=SimulatedDetectorOptions(**PANEL, phantom="bga"),
                               rotation=SimulatedAxisOptions(unit="deg", max_velocity=ROTATION_DEG_S, acceleration=1e5),
                               sample_out=DEFAULT_SAMPLE_OUT.model_copy(update={"max_velocity": SAMPLE_OUT_MM_S,

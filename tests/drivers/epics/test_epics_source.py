@@ -158,7 +158,6 @@ def test_ioc_stopped_mid_session_names_the_pv():
             pass
 
 
-@pytest.mark.filterwarnings("ignore:ca.get.*timed out:UserWarning")  # pyepics' own word for it
 def test_a_read_the_ioc_answers_late_is_a_timeout_naming_the_pv_and_the_next_read_is_answered():
     schedule = FaultSchedule([{"kind": "reply_timeout", "device": "source", "at_s": 0.0}])
     handle, _ = start_ioc("LATE:XRAY:", SPARE_PORT, SIM, faults=schedule, reply_late_s=0.6)
