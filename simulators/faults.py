@@ -320,6 +320,7 @@ class DeviceFaults:
 
     def __init__(self, schedule: FaultSchedule, device: str, armed: list[_Armed]) -> None:
         self.schedule, self.device, self._armed = schedule, device, armed
+        self._has_request_faults = any(a.fault.kind in REQUEST_KINDS for a in armed)
         self.attached = False
         self.apply: Callable[[Fault], None] | None = None
         self._clock: Clock | None = None
@@ -382,7 +383,7 @@ class DeviceFaults:
 
     def request(self) -> Fault | None:
         """A request to the device: the request fault that hits it (not inside ``quiet``), or None."""
-        if self.schedule.is_quiet:
+        if not self._has_request_faults or self.schedule.is_quiet:  # the common case first: no work
             return None
         return self.take_now(REQUEST_KINDS, "request")
 
