@@ -5,9 +5,13 @@ and bytes per projection, and what the serial exchanges cost at the devices' rea
 
 For round trips the wire simulators run in their own processes (`microct sim serve`), so that the
 measured client does not share a GIL with them; for command counts they run in this process. "Bare
-loop" = the library alone on the same link: pyserial writing the request and reading a reply of
-known length, or pyvisa-py's write_raw + read (the floor of any driver). "Driver" = the public read
-method through the transport, codec and driver. Bytes on a real RS-232 line cost 10 bits each (8N1).
+loop" = the library alone on the driver's own link (its pyserial port or pyvisa-py session): pyserial
+writing the request and reading a reply of known length, or pyvisa-py's write_raw + read (the floor
+of any driver). "Driver" = the public read method through the transport, codec and driver. Driver
+and bare loop alternate in blocks of 20 calls, so both meet the same machine load and the same
+connection (two TCP connections to one server can differ by 100 µs, as the kernel places their
+threads); the ratio is the median of the blocks' ratios (target: 1.2 at most). Bytes on a real
+RS-232 line cost 10 bits each (8N1).
 """
 
 from __future__ import annotations
@@ -22,9 +26,6 @@ import tomllib
 from collections.abc import Iterator
 from importlib.resources import files
 
-import pyvisa
-import serial
-
 from microct.config import parse_config
 from microct.drivers.hamamatsu import HamamatsuOptions, HamamatsuSource
 from microct.drivers.pi_gcs import PIAxis, PIOptions
@@ -37,17 +38,32 @@ from microct.simulators.pi_gcs import PIResponder
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
+from microct.transport import SerialTransport, VisaTransport
 
 TUBE = {"warmed_up": True, "ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5, "seed": 1}
 
 
-def median_us(call, n: int) -> float:
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(times)
+BLOCK = 20
+"""Calls per block when a driver and its bare loop alternate."""
+
+
+def compare(driver, bare, n: int) -> tuple[float, float, float]:
+    """(bare µs, driver µs, driver ÷ bare): medians over ``n`` calls each, the two alternating in blocks of
+    BLOCK calls; the ratio is the median of the blocks' ratios."""
+    times: dict[object, list[float]] = {driver: [], bare: []}
+    ratios = []
+    for _ in range(max(1, n // BLOCK)):
+        medians = {}
+        for call in (driver, bare):
+            block = []
+            for _ in range(BLOCK):
+                start = time.perf_counter()
+                call()
+                block.append(time.perf_counter() - start)
+            times[call] += block
+            medians[call] = statistics.median(block)
+        ratios.append(medians[driver] / medians[bare])
+    return 1e6 * statistics.median(times[bare]), 1e6 * statistics.median(times[driver]), statistics.median(ratios)
 
 
 @contextlib.contextmanager
@@ -68,21 +84,22 @@ def visa_resource(url: str) -> str:
     return f"TCPIP::127.0.0.1::{url.rsplit(':', 1)[1]}::SOCKET"
 
 
-def bare_loop(url: str, request: bytes, terminator: bytes, n: int) -> float:
-    """pyserial alone: write the request, read a reply of the known length; every reply checked."""
-    port = serial.serial_for_url(url, timeout=1.0)
+@contextlib.contextmanager
+def bare_loop(transport: SerialTransport, request: bytes, terminator: bytes) -> Iterator:
+    """pyserial alone on the transport's own port: write the request, read a reply of the known length;
+    every reply checked."""
+    port = transport._port.serial
+    port.timeout = 1.0  # blocking reads for pyserial; the transport waits with select and reads the descriptor
     port.write(request)
     size = len(port.read_until(terminator))
-    replies = []
 
     def once():
         port.write(request)
-        replies.append(port.read(size))
+        if not port.read(size).endswith(terminator):
+            raise AssertionError("bare loop lost step")
 
-    result = median_us(once, n)
-    port.close()
-    assert all(len(r) == size and r.endswith(terminator) for r in replies), "bare loop lost step"
-    return result
+    yield once
+    port.timeout = 0
 
 
 class Counting:
@@ -98,21 +115,16 @@ class Counting:
         return replies
 
 
-def bare_visa_loop(resource: str, request: bytes, terminator: str, n: int) -> float:
-    """pyvisa-py alone: write_raw the request, read the reply up to the termination character."""
-    session = pyvisa.ResourceManager("@py").open_resource(resource, read_termination=terminator,
-                                                          write_termination="", timeout=1000)
-    session.encoding = "latin-1"
-    replies = []
+def bare_visa_loop(transport: VisaTransport, request: bytes):
+    """pyvisa-py alone on the transport's own session: write_raw the request, read the reply up to the
+    termination character."""
+    session = transport._session.resource
 
     def once():
         session.write_raw(request)
-        replies.append(session.read())
+        session.read()
 
-    result = median_us(once, n)
-    session.close()
-    assert len(set(len(r) for r in replies)) <= 2, "bare VISA loop lost step"
-    return result
+    return once
 
 
 def visa_round_trips(n: int) -> None:
@@ -124,13 +136,13 @@ def visa_round_trips(n: int) -> None:
         axis = PIAxis("rotation", PIOptions(axis="1"), controller)
         source.connect()
         axis.connect()
-        cases = [("Spellman monitors 19 (read_kv)", generator, b"\x0219,\x03", "\x03", source),
-                 ("PI POS? 1 (read_position)", controller, b"POS? 1\n", "\n", axis)]
-        for label, resource, request, terminator, device in cases:
-            driver = median_us(device.read_voltage_kv if device is source else device.read_position, n)
-            device.close()
-            bare = bare_visa_loop(resource, request, terminator, n)
-            print(f"  {label:<32} {bare:10.0f} {driver:8.0f} {driver / bare:6.2f}")
+        cases = [("Spellman monitors 19 (read_kv)", source, b"\x0219,\x03", source.read_voltage_kv),
+                 ("PI POS? 1 (read_position)", axis, b"POS? 1\n", axis.read_position)]
+        for label, device, request, driver in cases:
+            bare_us, driver_us, ratio = compare(driver, bare_visa_loop(device._transport, request), n)
+            print(f"  {label:<32} {bare_us:10.0f} {driver_us:8.0f} {ratio:6.2f}")
+        source.close()
+        axis.close()
 
 
 def round_trips(n: int) -> None:
@@ -143,13 +155,14 @@ def round_trips(n: int) -> None:
             axis = ZaberAxis("rotation", ZaberOptions(device=1), connection=stage_url)
             source.connect()
             axis.connect()
-            cases = [("Hamamatsu SAR (read_state)", tube_url, b"SAR\r", b"\r", source),
-                     ("Zaber get pos (read_position)", stage_url, b"/1 1 get pos\n", b"\r\n", axis)]
-            for label, url, request, terminator, device in cases:
-                driver = median_us(device.read_state if device is source else device.read_position, n)
-                device.close()
-                bare = bare_loop(url, request, terminator, n)
-                print(f"  {link:<5} {label:<30} {bare:10.0f} {driver:8.0f} {driver / bare:6.2f}")
+            cases = [("Hamamatsu SAR (read_state)", source, b"SAR\r", b"\r", source.read_state),
+                     ("Zaber get pos (read_position)", axis, b"/1 1 get pos\n", b"\r\n", axis.read_position)]
+            for label, device, request, terminator, driver in cases:
+                with bare_loop(device._transport, request, terminator) as bare:
+                    bare_us, driver_us, ratio = compare(driver, bare, n)
+                print(f"  {link:<5} {label:<30} {bare_us:10.0f} {driver_us:8.0f} {ratio:6.2f}")
+            source.close()
+            axis.close()
 
 
 def per_projection() -> None:

@@ -276,7 +276,8 @@ class PIAxis(Axis):
     then meet a LimitError at the first angle beyond the controller's); ``FRF? a``; ``VEL a v``; and, if
     the axis is not referenced and ``reference_on_connect``, ``FRF a`` and a wait for it.
 
-    Commands per operation: a move is one exchange ``MOV a x`` + ``ERR?`` and then one exchange
+    Commands per operation: a move is one exchange ``MOV a x`` + ``ERR?`` (``move_by``: ``MVR a d`` + ``ERR?``,
+    after the ``POS? a`` that checks the soft limits) and then one exchange
     ``ONT? a`` + ``ERR?`` per poll until on target; the first poll waits for the shortest time the move can
     take when the start position is known (after a completed move or a position read), so most moves need
     one or two polls (against the wire simulator: 2.0 to 2.1 exchanges per move, for 2 deg steps and for
@@ -320,10 +321,10 @@ class PIAxis(Axis):
         """Send ``commands`` (at least one of them a query) in one write and return the reply (its lines)
         of each query among them. Errors name the axis and the commands."""
         message = encode_batch(list(commands))
-        shown = " + ".join(repr(command.decode()) for command in commands)
         try:
             lines = self._transport.query_until(message, reply_end_counter(sum(map(is_query, commands))))
         except (DeviceTimeoutError, CommunicationError) as error:
+            shown = " + ".join(repr(command.decode()) for command in commands)
             raise self._error(type(error), f"{self._where}: {shown} failed: {error}") from None
         return split_replies(lines)  # complete: query_until read up to the end of the last reply
 
@@ -483,21 +484,32 @@ class PIAxis(Axis):
         self._transport.close()
 
     def _do_start_move(self, position: float) -> Status:
+        caps = self.capabilities
+        return self._start_move(encode_command("MOV", self._axis, position), position,
+                                f"move to {position:g} {self.unit}",
+                                f"position {position:g} {self.unit}; soft limits {caps.low_limit:g} to "
+                                f"{caps.high_limit:g} {self.unit}")
+
+    def _do_start_move_by(self, delta: float, target: float) -> Status:
+        """``MVR``: the controller adds ``delta`` to its target (sheet: ``MVR 1 -2.5``)."""
+        caps = self.capabilities
+        return self._start_move(encode_command("MVR", self._axis, delta), target, f"move by {delta:g} {self.unit}",
+                                f"distance {delta:g} {self.unit} to {target:g} {self.unit}; soft limits "
+                                f"{caps.low_limit:g} to {caps.high_limit:g} {self.unit}")
+
+    def _start_move(self, command: bytes, target: float, what: str, detail: str) -> Status:
+        """A move (``MOV`` or ``MVR``) to ``target``, polled with ``ONT?``; refused unless referenced."""
         if not self._referenced:
             raise self._error(DeviceStateError, f"{self._where} is not referenced (FRF? {self._axis} = 0): call "
                                                 f"home() first, or set reference_on_connect")
-        caps = self.capabilities
         at_rest = self._at_rest
-        first_poll_s = 0.0 if at_rest is None else move_duration_s(position - at_rest, self.velocity,
-                                                                   caps.acceleration)
+        first_poll_s = 0.0 if at_rest is None else move_duration_s(target - at_rest, self.velocity,
+                                                                   self.capabilities.acceleration)
 
         def arrived() -> None:
-            self._at_rest = position
+            self._at_rest = target
 
-        return self._begin(encode_command("MOV", self._axis, position), f"move to {position:g} {self.unit}",
-                           f"position {position:g} {self.unit}; soft limits {caps.low_limit:g} to "
-                           f"{caps.high_limit:g} {self.unit}",
-                           encode_command("ONT?", self._axis), first_poll_s, finished=arrived)
+        return self._begin(command, what, detail, encode_command("ONT?", self._axis), first_poll_s, finished=arrived)
 
     def _do_start_home(self) -> Status:
         def referencing() -> None:

@@ -236,7 +236,7 @@ class Codec:
 
     def encode(self, request: Request) -> bytes:
         """The frame of ``request``; LimitError for a negative argument (the protocol has no sign)."""
-        if any(argument < 0 for argument in request.arguments):
+        if request.arguments and min(request.arguments) < 0:
             raise LimitError(f"'{request}' ({self.commands.describe(request.command)}): the arguments must be "
                              f"whole numbers >= 0")
         return self.frame(request.command, *(b"%d" % argument for argument in request.arguments))
@@ -301,10 +301,11 @@ class Codec:
 
     def parse_monitors(self, reply: bytes) -> tuple[int, int]:
         """The monitor reply (XRV ``19``, uX ``20``) → (kV counts, mA counts) of the output."""
+        names = self.commands.monitor_fields
         request = Request(self.commands.monitors)
-        values = self.fields(request, reply, len(self.commands.monitor_fields))
-        named = dict(zip(self.commands.monitor_fields, values, strict=True))
-        return self._counts(request, reply, named["kV"]), self._counts(request, reply, named["mA"])
+        values = self.fields(request, reply, len(names))
+        return (self._counts(request, reply, values[names.index("kV")]),
+                self._counts(request, reply, values[names.index("mA")]))
 
     def _bits(self, request: Request, reply: bytes, names: tuple[str, ...]) -> dict[str, bool]:
         values = self.fields(request, reply, len(names))

@@ -92,9 +92,12 @@ def checksum(body: bytes) -> int:
     return -sum(body) & 0xFF
 
 
+_CHECKSUMMED = re.compile(rb"(.*):([0-9A-Fa-f]{2})", re.DOTALL)
+
+
 def _split_checksum(line: bytes) -> bytes:
     """``line`` without its ':XX' checksum; ProtocolError if a checksum is present and wrong."""
-    match = re.fullmatch(rb"(.*):([0-9A-Fa-f]{2})", line, re.DOTALL)
+    match = _CHECKSUMMED.fullmatch(line)
     if match is None:
         return line
     text, given = match.group(1), int(match.group(2), 16)
@@ -303,6 +306,7 @@ class ZaberOptions(BaseModel):
         return stage_model(self.stage, self.overrides)
 
     def serial_settings(self) -> SerialSettings:
+        # a command ends with CR and/or LF (sheet, "Framing"): LF
         defaults = {"baudrate": self.stage_model().baudrate, "write_terminator": "\n",
                     "read_terminator": REPLY_TERMINATOR.decode()}
         return self.serial.model_copy(update={key: value for key, value in defaults.items()
@@ -311,8 +315,9 @@ class ZaberOptions(BaseModel):
 
 class ZaberAxis(Axis):
     """One axis of a Zaber stage (ASCII protocol). Positions in the stage unit (deg or mm), velocities
-    in unit/s. Commands: a move is ``move abs`` plus one status poll (``/d a``) per poll interval
-    until IDLE; a position read is one ``get pos``."""
+    in unit/s. Commands: a move is ``move abs`` (``move rel`` for ``move_by``, after the ``get pos``
+    that checks the soft limits) plus one status poll (``/d a``) per poll interval until IDLE; a
+    position read is one ``get pos``."""
 
     backend = "serial"
     Options = ZaberOptions
@@ -348,33 +353,32 @@ class ZaberAxis(Axis):
         """
         axis = 0 if device_scope else self.options.axis
         message = encode_command(self.options.device, axis, text, with_checksum=self.options.checksums)
-        command = message.decode()
         try:
             line = self._transport.query(message)[0]
         except (DeviceTimeoutError, CommunicationError) as error:
-            raise self._error(type(error), f"{self._where}: {command!r} failed: {error}") from None
+            raise self._error(type(error), f"{self._where}: {message.decode()!r} failed: {error}") from None
         try:
             reply = parse_reply(line)
         except ProtocolError as error:
-            raise self._error(ProtocolError, f"{self._where}: {error} to {command!r}") from None
+            raise self._error(ProtocolError, f"{self._where}: {error} to {message.decode()!r}") from None
         if not isinstance(reply, Reply) or (reply.device, reply.axis) != (self.options.device, axis):
-            raise self._error(ProtocolError, f"{self._where}: unexpected answer {line!r} to {command!r}")
-        self._note_warning(reply.warning)
+            raise self._error(ProtocolError, f"{self._where}: unexpected answer {line!r} to {message.decode()!r}")
+        if reply.warning != self._warning:
+            self._note_warning(reply.warning)
         if reply.rejected:
             reason = REJECTIONS.get(reply.data, "unknown reason")
             detail = f"; {value}" if value else ""
             raise self._error(_REJECTION_ERRORS.get(reply.data, DeviceStateError),
-                              f"{self._where} rejected {command!r}: {reply.data} ({reason}){detail}")
+                              f"{self._where} rejected {message.decode()!r}: {reply.data} ({reason}){detail}")
         return reply
 
     def _note_warning(self, warning: str) -> None:
-        """Log a warning flag when it changes (WR: not homed; NI: a move was interrupted)."""
-        if warning != self._warning:
-            self._warning = warning
-            if warning != "--":
-                level = logging.INFO if warning.startswith("N") else logging.WARNING
-                log.log(level, "axis %r: %s reports %s (%s)", self.name, self._where, warning,
-                        WARNINGS.get(warning, "unknown flag"))
+        """Log a new warning flag (WR: not homed; NI: a move was interrupted; notices at INFO)."""
+        self._warning = warning
+        if warning != "--":
+            level = logging.INFO if warning.startswith("N") else logging.WARNING
+            log.log(level, "axis %r: %s reports %s (%s)", self.name, self._where, warning,
+                    WARNINGS.get(warning, "unknown flag"))
 
     def _begin(self, text: str, what: str, value: str = "") -> Status:
         """Send a movement command and return a Status that a poller thread completes.
@@ -438,6 +442,14 @@ class ZaberAxis(Axis):
         return self._begin(f"move abs {steps}", f"move to {position:g} {self.unit}",
                            f"position {position:g} {self.unit} ({steps} microsteps); soft limits "
                            f"{caps.low_limit:g} to {caps.high_limit:g} {self.unit}")
+
+    def _do_start_move_by(self, delta: float, target: float) -> Status:
+        """``move rel``: the device adds the microsteps to its own position (sheet: ``/1 1 move rel -500``)."""
+        steps = position_to_steps(delta, self.stage)
+        caps = self.capabilities
+        return self._begin(f"move rel {steps}", f"move by {delta:g} {self.unit}",
+                           f"distance {delta:g} {self.unit} ({steps} microsteps) to {target:g} {self.unit}; soft "
+                           f"limits {caps.low_limit:g} to {caps.high_limit:g} {self.unit}")
 
     def _do_start_home(self) -> Status:
         return self._begin("home", "home")

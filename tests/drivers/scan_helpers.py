@@ -7,35 +7,79 @@ import re
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import h5py
+import numpy as np
+from nxtomo.application.nxtomo import NXtomo
 
 from microct.config import ScanConfig, parse_config
+from microct.errors import ScanAborted
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
 
 
 class Counting:
-    """Wraps a responder, counting the request lines it answers."""
+    """Wraps a responder, counting the request lines it answers; ``when(line, action)`` runs ``action()``
+    once, before answering the first line equal to ``line`` (the scan waits for that answer)."""
 
     def __init__(self, responder) -> None:
         self.responder = responder
         self.request_terminators = responder.request_terminators
         self.lines: list[bytes] = []
+        self._triggers: dict[bytes, Callable[[], None]] = {}
+
+    def when(self, line: bytes, action: Callable[[], None]) -> None:
+        self._triggers[line] = action
 
     def respond(self, line: bytes) -> list[bytes]:
         self.lines.append(line)
+        if line in self._triggers:
+            self._triggers.pop(line)()
         return self.responder.respond(line)
 
 
 def structure(path) -> dict[str, tuple]:
-    """Every object of a file: its kind, dtype and attribute names (not values, not sizes)."""
+    """Every object of a file: its kind, dtype, attribute names and, outside the time-stamped logs (whose
+    length depends on timing), its shape; not values."""
     found = {}
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: found.__setitem__(name, (
-            type(obj).__name__, str(getattr(obj, "dtype", "")), tuple(sorted(obj.attrs)))))
+            type(obj).__name__, str(getattr(obj, "dtype", "")), tuple(sorted(obj.attrs)),
+            None if name.startswith("entry/logs/") else getattr(obj, "shape", None))))
     return found
+
+
+def after_requests(counting: Counting, marker: bytes, n: int, then: Callable[[], None]) -> threading.Thread:
+    """A running thread that calls ``then()`` once ``n`` request lines containing ``marker`` have reached
+    ``counting`` (for what cannot run inside the server's own thread, such as stopping it)."""
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while sum(marker in line for line in counting.lines) < n and time.monotonic() < deadline:
+            time.sleep(0.002)
+        then()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def aborted_file_events(path, aborted: ScanAborted) -> list[str]:
+    """Check that the file is marked aborted and holds every frame written (more than 3 darks and 3 flats);
+    its event log."""
+    with h5py.File(path, "r") as f:
+        assert f["entry/logs/status"][()].decode() == "aborted"
+        assert f["entry/instrument/detector/data"].shape[0] == aborted.frames_written > 3 + 3
+        return [m.decode() for m in f["entry/logs/events/message"][()]]
+
+
+def load_nxtomo(path) -> tuple[np.ndarray, np.ndarray]:
+    """Load the file with the ``nxtomo`` package (a valid NXtomo); its image keys and angles (degree)."""
+    nx = NXtomo().load(str(path), "entry", detector_data_as="as_numpy_array")
+    keys = np.array([key.value for key in nx.instrument.detector.image_key_control])
+    return keys, nx.sample.rotation_angle.to("degree").magnitude
 
 
 def in_process_twin(config: ScanConfig, out):
@@ -56,16 +100,23 @@ def in_process_twin(config: ScanConfig, out):
 def sim_serve(name: str, *options: str, extra: tuple[str, ...] = (), timeout_s: float = 30.0) -> Iterator[int]:
     """Run ``microct sim serve NAME --tcp 0 -O OPTION ... EXTRA...`` in its own process; yield the port of
     the ``socket://127.0.0.1:PORT`` URL it prints (checked), and stop it afterwards."""
-    arguments = [item for option in options for item in ("-O", option)] + list(extra)
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", name, "--tcp", "0", *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-        assert ready, f"sim serve {name}: no URL printed within {timeout_s:g} s"
-        url = process.stdout.readline().strip()
+    with sim_served(name, *options, extra=("--tcp", "0", *extra), timeout_s=timeout_s) as url:
         match = re.fullmatch(r"socket://127\.0\.0\.1:(\d+)", url)
         assert match, url
         yield int(match[1])
+
+
+@contextlib.contextmanager
+def sim_served(name: str, *options: str, extra: tuple[str, ...] = (), timeout_s: float = 30.0) -> Iterator[str]:
+    """Run ``microct sim serve NAME -O OPTION ... EXTRA...`` in its own process; yield the first line it prints
+    (the pty path or the URL), and stop it afterwards."""
+    arguments = [item for option in options for item in ("-O", option)] + list(extra)
+    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", name, *arguments],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        assert ready, f"sim serve {name}: nothing printed within {timeout_s:g} s"
+        yield process.stdout.readline().strip()
     finally:
         process.terminate()
         process.wait(timeout=10)

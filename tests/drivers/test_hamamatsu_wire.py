@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from scan_helpers import sim_serve
+from scan_helpers import sim_serve, sim_served
 
 from microct.cli import main
 from microct.devices.source import SourceState
@@ -22,6 +22,7 @@ from microct.registry import DriverContext
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import SourceContract
+from microct.transport import VisaSettings, VisaTransport
 
 # A fast tube: ramps in a millisecond, a warm-up of 50 ms.
 SIM = {"seed": 1, "warmed_up": True, "warmup_s": 0.05, "ramp_kv_per_s": 1e5, "ramp_ua_per_s": 1e5}
@@ -244,11 +245,31 @@ def test_garbled_reply_is_a_protocol_error_naming_command_and_reply(rig):
     assert r.source.read_state() is SourceState.STANDBY  # the next exchange is clean again
 
 
-def test_server_gone_mid_session_is_a_clear_error_naming_the_device(rig):
+def test_server_gone_mid_session_is_a_clear_error_naming_device_and_command(rig):
     r = rig()
     r.server.stop()
-    with pytest.raises((CommunicationError, DeviceTimeoutError), match="source 'tube'"):
+    with pytest.raises(CommunicationError, match="source 'tube': (reading the reply to 'SIN' from|writing b'SIN' "
+                                                 "to) .* failed"):
         r.source.read_interlock_closed()
+    with pytest.raises(CommunicationError, match="source 'tube': cannot open serial port .* to send 'SIN'"):
+        r.source.read_interlock_closed()  # the next exchange tries to re-open the port: still gone
+
+
+def test_the_same_codec_runs_over_visa():
+    """The driver is codec + transport: given a VISA transport (TCPIP SOCKET, CR both ways) in place of the
+    serial one, it drives the same simulated tube."""
+    with WireServer(HamamatsuResponder(**SIM), "hamamatsu") as server:
+        visa = VisaTransport(f"TCPIP::127.0.0.1::{server.serve_tcp()}::SOCKET",
+                             VisaSettings(read_terminator="\r", write_terminator="\r", timeout_s=0.5), "source 'tube'")
+        with HamamatsuSource("tube", OPTIONS, transport=visa) as source:
+            assert source.identity == "L10711"
+            source.configure(voltage_kv=90, current_ua=40, spot_mode="middle")
+            source.beam_on()
+            time.sleep(0.01)  # the ramps end
+            source.refresh()
+            assert source.read_state() is SourceState.BEAM_ON
+            assert (source.read_voltage_kv(), source.read_current_ua()) == (90.0, 40.0)
+        assert server.responder.source.read_state() is SourceState.STANDBY  # close() switched the beam off
 
 
 # -- the command line --------------------------------------------------------------------------------------------
@@ -259,6 +280,14 @@ def test_sim_serve_prints_a_tcp_url_a_driver_can_use():
         with source:
             assert source.identity == "L9181-02"
             assert source.read_state() is SourceState.WARMUP_NEEDED
+
+
+def test_sim_serve_on_a_pty_prints_the_device_path():
+    with sim_served("hamamatsu", "warmed_up=true", extra=("--pty",)) as path:
+        assert path.startswith("/dev/pts/")
+        with build(path) as source:
+            assert source.identity == "L10711"
+            assert source.read_state() is SourceState.STANDBY
 
 
 def test_sim_serve_with_a_fault_file_plays_the_faults_on_the_wire(tmp_path):

@@ -249,6 +249,22 @@ def test_a_move_is_mov_with_err_then_on_target_polls():
     port.assert_done()
 
 
+def test_a_relative_move_reads_the_position_then_sends_mvr_with_err():
+    axis, port = connected([(b"POS? 1\n", b"1=10.0\n"),
+                            (b"MVR 1 -2.5\nERR?\n", b"0\n"),
+                            (b"ONT? 1\nERR?\n", b"1=1\n0\n")])
+    axis.move_by(-2.5, timeout_s=2.0)
+    port.assert_done()
+
+
+def test_a_refused_relative_move_names_the_distance_and_the_range():
+    axis, port = connected([(b"POS? 1\n", b"1=350.0\n"), (b"MVR 1 5.0\nERR?\n", b"7\n")])
+    with pytest.raises(LimitError, match=r"error 7 \(position out of limits\) after 'MVR 1 5.0'; distance 5 deg "
+                                         r"to 355 deg; soft limits -360 to 360 deg"):
+        axis.move_by(5.0)
+    port.assert_done()
+
+
 def test_from_a_known_position_the_first_poll_waits_for_the_shortest_move_time(mocker):
     axis, port = connected([(b"POS? 1\n", b"1=0.0\n"),
                             (b"MOV 1 72.0\nERR?\n", b"0\n"),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
+import re
 import tomllib
 from importlib.resources import files
 
@@ -12,18 +11,20 @@ import pytest
 
 from microct.config import parse_config
 from microct.devices import SourceState
-from microct.errors import CommunicationError, DeviceTimeoutError, ScanAborted
+from microct.drivers.hamamatsu import ErrorReply
+from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError, ScanAborted
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
-from scan_helpers import Counting, in_process_twin, structure
+from scan_helpers import (Counting, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
+                          structure)
 
 FAST_ROTATION = {"max_speed": 720.0}  # deg/s: the same override for driver and simulator, to keep tests short
 TUBE = {"warmed_up": True, "ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5, "seed": 1}
 SMALL_SCAN = {"n_projections": 12, "exposure_s": 0.01, "n_darks": 3, "n_flats": 3, "settle_s": 0.0,
-              "stable_hold_s": 0.1, "sample_out_position_mm": 5.0}
+              "stable_hold_s": 0.1, "sample_out_position_mm": 5.0, "recovery": {"retries": 2, "backoff_s": 0.05}}
 
 
 @pytest.fixture
@@ -54,8 +55,9 @@ def test_full_scan_over_serial_matches_the_in_process_file(bench, tmp_path):
     assert (result.darks, result.flats, result.projections) == (3, 3, 12)
     with h5py.File(out, "r") as f:
         assert f["entry/logs/status"][()].decode() == "complete"
-        angles = f["entry/sample/rotation_angle"][()][f["entry/instrument/detector/image_key"][()] == 0]
-    assert angles == pytest.approx([30.0 * i for i in range(12)], abs=0.001)
+    keys, angles = load_nxtomo(out)
+    assert [(keys == key).sum() for key in (2, 1, 0)] == [3, 3, 12]
+    assert angles[keys == 0] == pytest.approx([30.0 * i for i in range(12)], abs=0.001)
     assert tube.responder.source.read_state() is SourceState.STANDBY  # beam off at the end
 
     reference = in_process_twin(config, tmp_path / "in-process.nxs")
@@ -76,31 +78,65 @@ def test_commands_per_projection_are_few(bench, tmp_path):
     assert sum(line.endswith(b"get pos") for line in stages.lines) == 3 * 12 + 2 * 3 + 1 + 2
 
 
-@pytest.mark.parametrize("lost", ["stages", "tube"])
-def test_a_port_vanishing_mid_scan_aborts_safely_and_keeps_frames(bench, tmp_path, lost):
+@pytest.mark.parametrize(("lost", "names"), [
+    ("stages", r"axis 'rotation': Zaber device 1 axis 1: '/1 1( get pos| move abs \d+)?' failed"),
+    ("tube", r"source 'source': .*'SAR'"),
+], ids=["stages", "tube"])
+@pytest.mark.parametrize("bench", ["tcp", "pty"], indirect=True)
+def test_a_port_vanishing_mid_scan_aborts_safely_naming_device_and_command(bench, tmp_path, lost, names):
     config, tube, stages, servers = bench
     out = tmp_path / "lost.nxs"
-    counter = tube if lost == "tube" else stages
-
-    def pull_the_plug() -> None:  # after the 5th projection move, the simulator goes away
-        deadline = time.monotonic() + 30
-        while sum(b"move abs" in line for line in stages.lines) < 5 and time.monotonic() < deadline:
-            time.sleep(0.002)
-        servers[lost].stop()
-
-    watcher = threading.Thread(target=pull_the_plug)
-    watcher.start()
+    # after the 5th projection move the simulator goes away
+    watcher = after_requests(stages, b"move abs", 5, servers[lost].stop)
     with pytest.raises(ScanAborted) as aborted:
         run_scan(config, build_instruments(config), out)
     watcher.join()
     assert isinstance(aborted.value.__cause__, (CommunicationError, DeviceTimeoutError))
-    assert ("source" if lost == "tube" else "axis") in str(aborted.value)  # names the device that went away
-    with h5py.File(out, "r") as f:
-        assert f["entry/logs/status"][()].decode() == "aborted"
-        assert f["entry/instrument/detector/data"].shape[0] == aborted.value.frames_written > 3 + 3
-        events = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert re.search(names, str(aborted.value)), str(aborted.value)
+    events = aborted_file_events(out, aborted.value)
     if lost == "stages":
         assert not tube.responder.source._beam  # the tube is still reachable: the beam went off
     else:
         assert any("beam off failed" in e for e in events)  # it could not, and says so
-    assert counter.lines  # the simulator was used before it vanished
+
+
+class SpoiledStatus:
+    """The tube, but once ``mode`` is set its bulk status (``SAR``) goes unanswered ("silent"), arrives cut
+    short ("partial") or as line noise ("garbled"), or is refused ("err")."""
+
+    REPLIES = {"silent": [], "partial": [b"SAR 3 8"], "garbled": [b"\xffAR 3 80 100 0 0 0 0\r"], "err": [b"ERR\r"]}
+
+    def __init__(self, tube) -> None:
+        self.tube = tube
+        self.mode: str | None = None
+
+    def respond(self, line: bytes) -> list[bytes]:
+        return self.REPLIES[self.mode] if self.mode and line == b"SAR" else self.tube.respond(line)
+
+
+@pytest.mark.parametrize(("mode", "cause", "message"), [
+    ("silent", DeviceTimeoutError, "source 'source': no complete reply to 'SAR' within 0.2 s"),
+    ("partial", DeviceTimeoutError, "source 'source': no complete reply to 'SAR' within 0.2 s (partial reply "
+                                    "b'SAR 3 8')"),
+    ("garbled", ProtocolError, "source 'source': 'SAR': garbled reply b'\\xffAR 3 80 100 0 0 0 0' (expected the "
+                               "reply to start with 'SAR')"),
+    ("err", ErrorReply, "source 'source': 'SAR' was answered 'ERR': unknown command, bad argument, or not allowed "
+                        "in the current state"),
+])
+def test_a_tube_fault_mid_scan_is_retried_then_aborts_safely_naming_device_and_command(bench, tmp_path, mode, cause,
+                                                                                        message):
+    config, tube, stages, servers = bench
+    config.source.options["timeout_s"] = 0.2
+    simulated = tube.responder
+    tube.responder = spoiled = SpoiledStatus(simulated)
+    out = tmp_path / f"{mode}.nxs"
+    stages.when(b"/1 1 move abs 512000", lambda: setattr(spoiled, "mode", mode))  # the move to 120 deg
+    with pytest.raises(ScanAborted) as aborted:
+        run_scan(config, build_instruments(config), out)
+    assert type(aborted.value.__cause__) is cause
+    assert message in str(aborted.value)
+    events = aborted_file_events(out, aborted.value)
+    assert aborted.value.frames_written == 3 + 3 + 4  # darks, flats, projections at 0 to 90 deg
+    assert not simulated.source._beam  # XOF is still answered: the beam went off
+    reactions = [e for e in events if message in e and ("; retry " in e or "retaken" in e)]
+    assert len(reactions) >= 2  # the recovery policy's retries (or frame retakes), then the abort

@@ -178,6 +178,23 @@ def test_a_move_is_move_abs_then_status_polls_until_idle():
     port.assert_done()
 
 
+def test_a_relative_move_reads_the_position_then_sends_move_rel():
+    axis, port = connected([(b"/1 1 get pos\n", b"@01 1 OK IDLE -- 21333\r\n"),
+                            (b"/1 1 move rel -2133\n", b"@01 1 OK BUSY -- 0\r\n"),   # -0.5 deg
+                            (b"/1 1\n", b"@01 1 OK IDLE -- 0\r\n")])
+    axis.move_by(-0.5, timeout_s=2.0)
+    port.assert_done()
+
+
+def test_a_rejected_relative_move_names_the_distance_and_the_range():
+    axis, port = connected([(b"/1 1 get pos\n", b"@01 1 OK IDLE -- 0\r\n"),
+                            (b"/1 1 move rel 42667\n", b"@01 1 RJ IDLE -- BADDATA\r\n")])
+    with pytest.raises(LimitError, match=r"rejected '/1 1 move rel 42667': BADDATA .*; distance 10 deg \(42667 "
+                                         r"microsteps\) to 10 deg; soft limits -360 to 360 deg"):
+        axis.move_by(10.0)
+    port.assert_done()
+
+
 def test_checksums_go_out_and_replies_are_verified():
     options = ZaberOptions(checksums=True, poll_interval_s=0.001)
     script = [(b"/1 0 get system.serial:AC\n", b"@01 0 OK IDLE -- 10001:CB\r\n"),

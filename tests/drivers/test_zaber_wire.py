@@ -6,10 +6,11 @@ Stages run at fast speeds (overrides given to both simulator and driver) so that
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 import pytest
 
-from scan_helpers import sim_serve
+from scan_helpers import sim_serve, sim_served
 from microct.drivers.zaber import ZaberAxis, ZaberOptions
 from microct.errors import CommunicationError, DeviceTimeoutError, LimitError, ProtocolError
 from microct.simulators.wire import WireServer
@@ -39,24 +40,48 @@ def tcp_url(server: WireServer) -> str:
     return f"socket://127.0.0.1:{server.serve_tcp()}"
 
 
-# -- the axis contract, over each link -------------------------------------------------------------------
-class TestRotaryOverPty(AxisContract):
+# -- the axis contract, each stage over each link --------------------------------------------------------
+def url_of(server: WireServer, link: str) -> str:
+    return server.serve_pty() if link == "pty" else tcp_url(server)
+
+
+class _Rotary(AxisContract):
+    link: ClassVar[str]
     home_position = 0.0
 
     @pytest.fixture
     def new_device(self, server):
-        url = server.serve_pty()
+        url = url_of(server, self.link)
         return lambda: zaber_axis(url, 1, "rotation")
 
 
-class TestLinearOverTcp(AxisContract):
+class _Linear(AxisContract):
+    """With checksums on every command and reply."""
+
+    link: ClassVar[str]
     home_position = 0.0
     position_tolerance = 0.001
 
     @pytest.fixture
     def new_device(self, server):
-        url = tcp_url(server)
+        url = url_of(server, self.link)
         return lambda: zaber_axis(url, 2, "sample_out", checksums=True)
+
+
+class TestRotaryOverPty(_Rotary):
+    link = "pty"
+
+
+class TestRotaryOverTcp(_Rotary):
+    link = "tcp"
+
+
+class TestLinearOverPty(_Linear):
+    link = "pty"
+
+
+class TestLinearOverTcp(_Linear):
+    link = "tcp"
 
 
 # -- the daisy chain -------------------------------------------------------------------------------------
@@ -145,3 +170,10 @@ def test_sim_serve_prints_a_tcp_url_that_a_driver_can_use():
     with sim_serve("zaber") as port:
         with ZaberAxis("rotation", ZaberOptions(), connection=f"socket://127.0.0.1:{port}") as axis:
             assert axis.read_position() == 0.0
+
+
+def test_sim_serve_on_a_pty_prints_the_device_path():
+    with sim_served("zaber", extra=("--pty",)) as path:
+        assert path.startswith("/dev/pts/")
+        with ZaberAxis("sample_out", ZaberOptions(device=2, stage="X-LSM100A"), connection=path) as axis:
+            assert axis.describe()["serial_number"] == "10002"

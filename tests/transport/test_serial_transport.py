@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 
 import pytest
 
 from microct.errors import CommunicationError, DeviceTimeoutError
 from microct.simulators.wire import WireServer
-from microct.testing.exchange import scripted_transport
+from microct.testing.exchange import ScriptedPort, scripted_transport
 from microct.transport import SerialSettings, SerialTransport
 
 FAST = SerialSettings(timeout_s=0.2)
@@ -35,6 +37,34 @@ def test_stale_input_is_discarded_before_a_query():
     transport, port = scripted_transport([(b"A\r", b"late\rA 1\r"), (b"B\r", b"B 2\r")], FAST)
     transport.write(b"A")  # the reply is never read: it is stale by the next query
     assert transport.query(b"B") == [b"B 2"]
+
+
+@pytest.mark.parametrize("link", ["pty", "tcp"])
+def test_everything_waiting_is_discarded_before_a_query_on_real_ports(link):
+    with WireServer(Echo()) as server:
+        url = server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
+        transport = SerialTransport(url, FAST, link)
+        transport.open()
+        for i in range(3):
+            transport.write(b"stale %d" % i)  # replies never read
+        time.sleep(0.05)  # they have arrived
+        assert transport.query(b"fresh") == [b"ECHO fresh"]
+        transport.close()
+
+
+def test_line_settings_reach_pyserial():
+    opened = {}
+
+    def factory(url, **settings):
+        opened.update(settings, url=url)
+        return ScriptedPort([])
+
+    settings = SerialSettings(baudrate=38400, bytesize=7, parity="E", stopbits=2, rtscts=True, timeout_s=0.3)
+    transport = SerialTransport("/dev/ttyUSB7", settings, "tube", port_factory=factory)
+    transport.open()
+    transport.close()
+    assert opened == {"url": "/dev/ttyUSB7", "baudrate": 38400, "bytesize": 7, "parity": "E", "stopbits": 2,
+                      "rtscts": True, "dsrdtr": False, "timeout": 0.3, "write_timeout": 0.3}
 
 
 def test_partial_reply_is_reported_in_the_timeout():
@@ -100,8 +130,11 @@ def test_server_gone_mid_session_gives_a_clear_error():
     transport.open()
     assert transport.query(b"ping") == [b"ECHO ping"]
     server.stop()
-    with pytest.raises((CommunicationError, DeviceTimeoutError), match="tube"):
+    with pytest.raises(CommunicationError, match="tube: reading the reply to 'ping' from socket://.* failed"):
         transport.query(b"ping")
+    with pytest.raises(CommunicationError, match=r"tube: cannot open serial port socket://\S+ to send 'pong': .*"
+                                                 r"\(re-opening it after: tube: reading the reply to 'ping'"):
+        transport.query(b"pong")  # each exchange tries to re-open the lost link once
     transport.close()
 
 
@@ -120,3 +153,19 @@ def test_reconnect_after_the_device_came_back(caplog):
             assert transport.query(b"ping") == [b"ECHO ping"]
     assert any("tube > b'ping\\r'" in m for m in caplog.messages)  # every exchange is logged at DEBUG
     transport.close()
+
+
+def test_the_wire_server_listens_on_loopback_only():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # sends nothing: the kernel picks the interface it would use
+        except OSError:
+            pytest.skip("no network interface besides loopback")
+        address = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("no network interface besides loopback")
+    with WireServer(Echo()) as server:
+        port = server.serve_tcp()
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, port), timeout=1.0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from importlib.resources import files
 
 import pytest
 
@@ -119,11 +121,58 @@ def test_server_gone_and_reconnect(server):
     transport.close()
 
 
+def test_every_exchange_is_logged_at_debug(server, caplog):
+    resource, _ = server
+    transport = VisaTransport(resource, LF, "pi")
+    transport.open()
+    with caplog.at_level(logging.DEBUG, logger="microct.transport"):
+        transport.query(b"POS? 1")
+    transport.close()
+    assert caplog.messages == ["pi > b'POS? 1\\n'", "pi < [b'E POS? 1']"]
+
+
+@pytest.mark.parametrize("resource", ["GPIB0::8::INSTR", "TCPIP0::localhost::inst0::INSTR"])
+def test_gpib_and_vxi11_resources_of_another_installed_visa_library(resource):
+    """pyvisa-sim ("@sim") and its built-in devices: a library whose GPIB and INSTR sessions cannot discard
+    their read buffer (as pyvisa-py's own GPIB and VXI-11 sessions cannot)."""
+    transport = VisaTransport(resource, VisaSettings(backend="@sim", timeout_s=0.2), "gen")
+    transport.open()
+    assert transport.query(b"?IDN") == [b"LSG Serial #1234"]
+    assert transport.query(b"!FREQ 12.50") == [b"OK"]
+    assert transport.query(b"?FREQ") == [b"12.50"]
+    with pytest.raises(DeviceTimeoutError, match="gen: no complete reply to '\\*RST' within 0.2 s"):
+        transport.query(b"*RST")  # a command without a reply
+    assert transport.query(b"?IDN") == [b"LSG Serial #1234"]
+    transport.close()
+
+
+def test_one_session_per_visa_library_and_resource():
+    defaults = f"{files('pyvisa_sim').joinpath('default.yaml')}@sim"  # the same devices, as another library
+    first, same, other = (VisaTransport("GPIB0::8::INSTR", VisaSettings(backend=backend), name)
+                          for backend, name in (("@sim", "a"), ("@sim", "b"), (defaults, "c")))
+    for transport in (first, same, other):
+        transport.open()
+    assert first._session is same._session
+    assert other._session is not first._session
+    for transport in (first, same, other):
+        transport.close()
+
+
 def test_unreachable_resource_and_unknown_library():
     unreachable = VisaTransport("TCPIP::127.0.0.1::1::SOCKET", LF, "pi")
     unreachable.open()  # pyvisa-py connects at the first exchange
     with pytest.raises(CommunicationError, match="pi: writing b'ping' to TCPIP::127.0.0.1::1::SOCKET failed"):
         unreachable.query(b"ping")
     unreachable.close()
-    with pytest.raises(CommunicationError, match="cannot load the VISA library"):
+    with pytest.raises(CommunicationError, match="cannot load the VISA library '/no/such/libvisa.so'"):
         VisaTransport("TCPIP::127.0.0.1::1::SOCKET", VisaSettings(backend="/no/such/libvisa.so"), "pi").open()
+
+
+def test_ivi_selects_the_vendor_visa_library():
+    from pyvisa.ctwrapper.highlevel import IVIVisaLibrary
+
+    if IVIVisaLibrary.get_library_paths():
+        pytest.skip("a vendor VISA library is installed here: '@ivi' would load it")
+    with pytest.raises(CommunicationError, match="pi: cannot open VISA resource GPIB0::5::INSTR: cannot load the "
+                                                 "VISA library '@ivi'"):
+        VisaTransport("GPIB0::5::INSTR", VisaSettings(backend="@ivi"), "pi").open()

@@ -99,8 +99,11 @@ class Axis(Device):
         self.start_move_to(position).wait(timeout_s)
 
     def start_move_by(self, delta: float) -> Status:
-        """Start a move relative to the current read-back position."""
-        return self.start_move_to(self.read_position() + delta)
+        """Start a move by ``delta`` from the current read-back position; LimitError before anything moves
+        if it would end outside the soft limits."""
+        target = self.read_position() + delta
+        self.capabilities.check_position(target, who=f"axis {self.name!r}")
+        return self._do_start_move_by(float(delta), target)
 
     def move_by(self, delta: float, timeout_s: float | None = None) -> None:
         self.start_move_by(delta).wait(timeout_s)
@@ -137,6 +140,11 @@ class Axis(Device):
 
     @abc.abstractmethod
     def _do_start_move(self, position: float) -> Status: ...
+
+    def _do_start_move_by(self, delta: float, target: float) -> Status:
+        """Start a move by ``delta`` that ends at ``target`` (within the soft limits). By default an absolute
+        move to ``target``; a driver whose device has a relative move command sends that instead."""
+        return self._do_start_move(target)
 
     @abc.abstractmethod
     def _do_start_home(self) -> Status: ...

@@ -571,10 +571,10 @@ class AxisContract(LifecycleContract):
 
     def test_move_by_beyond_soft_limits_refused_before_any_move(self, axis, mocker):
         axis.move_to(self.at(axis, 0.5))
-        spy = mocker.spy(axis, "_do_start_move")
+        spies = _spy(mocker, axis, ["_do_start_move", "_do_start_move_by"])
         with pytest.raises(LimitError):
             axis.move_by(self.at(axis, 0.7) - self.at(axis, 0.0))
-        assert spy.call_count == 0
+        _assert_not_called(spies, "for a relative move beyond the soft limits")
         self.assert_at(axis, self.at(axis, 0.5))
 
     @pytest.mark.parametrize("position", [math.nan, math.inf, -math.inf])

@@ -36,12 +36,14 @@ class Transport(abc.ABC):
 
     def write(self, message: bytes) -> None:
         """Send ``message`` followed by the write terminator."""
-        with self._exchange():
+        with self._lock():
+            self._reopen_if_lost(message.decode(errors="replace"))
             self._send(message)
 
     def read_reply(self, what: str) -> bytes:
         """The next reply without its terminator; ``what`` names the command in a timeout error."""
-        with self._exchange():
+        with self._lock():
+            self._reopen_if_lost(what)
             reply = self._receive(what)
         log.debug("%s < %r", self.name, reply)
         return reply
@@ -58,7 +60,8 @@ class Transport(abc.ABC):
 
     def _query(self, message: bytes, complete: Callable[[list[bytes]], bool]) -> list[bytes]:
         what = message.decode(errors="replace")
-        with self._exchange():
+        with self._lock():
+            self._reopen_if_lost(what)
             self._discard_stale_input()
             self._send(message)
             answers = [self._receive(what)]
@@ -68,8 +71,14 @@ class Transport(abc.ABC):
         return answers
 
     @abc.abstractmethod
-    def _exchange(self) -> AbstractContextManager:
-        """The lock of the physical link (re-entrant); CommunicationError if the link is not open."""
+    def _lock(self) -> AbstractContextManager:
+        """The (re-entrant) lock of the physical link, held for a whole exchange; CommunicationError if
+        the link is not open."""
+
+    @abc.abstractmethod
+    def _reopen_if_lost(self, what: str) -> None:
+        """Under the lock: re-open the link if an earlier exchange lost it (once per exchange);
+        CommunicationError naming ``what`` (the command) if the device is still away."""
 
     @abc.abstractmethod
     def _discard_stale_input(self) -> None: ...

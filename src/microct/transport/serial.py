@@ -3,20 +3,23 @@
 
 Replies are read in chunks of what has arrived (not byte by byte, as pyserial's
 ``readline`` does), up to the read terminator, within ``timeout_s`` for the
-whole reply: where the port has a file descriptor (a device, ``socket://``) it
-is put in non-blocking mode and waited on with ``select``; other ports
-(``loop://``, ``rfc2217://``) are read with pyserial's own timeout. Drivers on the same
-port share one pyserial object and one lock. Every exchange is logged at DEBUG
-on the ``microct.transport`` logger.
+whole reply. On POSIX, where the port has a file descriptor (a device, ``socket://``),
+the transport waits on it with ``select`` and reads and writes it directly (pyserial
+opens it non-blocking): one system call per step, where pyserial's ``read`` and ``write``
+add a ``select`` each. Other ports (``loop://``, ``rfc2217://``, Windows) go through
+pyserial with its own timeout. Before a query everything waiting on the port is
+discarded. Drivers on the same port share one pyserial object and one lock. Every
+exchange is logged at DEBUG on the ``microct.transport`` logger.
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import serial
@@ -24,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from microct.errors import CommunicationError, DeviceTimeoutError
 from microct.transport.base import Transport, log
+
 READ_CHUNK = 4096  # bytes asked for per read; a read returns what has arrived
+MAX_STALE = 1 << 20  # bytes discarded before a query at most: a device that never stops talking is not waited out
 
 
 class SerialSettings(BaseModel):
@@ -58,10 +63,7 @@ class _Port:
         self.serial = port
         self.buffer.clear()
         self.lost = None
-        try:
-            self.fd: int | None = port.fileno()
-        except (AttributeError, OSError, ValueError, serial.SerialException):
-            self.fd = None
+        self.fd = _descriptor(port)
         if self.fd is not None:
             port.timeout = 0  # non-blocking: the transport waits with select()
 
@@ -70,6 +72,16 @@ class _Port:
             self.serial.close()
         except (serial.SerialException, OSError) as error:
             log.debug("closing a serial port: %s", error)
+
+
+def _descriptor(port: Any) -> int | None:
+    """The file descriptor of ``port`` where the transport reads and writes it itself (POSIX), else None."""
+    if os.name != "posix":
+        return None
+    try:
+        return port.fileno()
+    except (AttributeError, OSError, ValueError, serial.SerialException):
+        return None
 
 
 _PORTS: dict[str, _Port] = {}
@@ -101,15 +113,17 @@ class SerialTransport(Transport):
         self._port = port
         log.debug("%s: opened %s", self.name, self.url)
 
-    def _open_port(self, detail: str = "") -> Any:
-        """A new pyserial object for the URL; CommunicationError (with ``detail``) if it cannot be opened."""
+    def _open_port(self, purpose: str = "", detail: str = "") -> Any:
+        """A new pyserial object for the URL; CommunicationError (with ``purpose`` and ``detail``) if it cannot
+        be opened."""
         s = self.settings
         try:
             return self._factory(self.url, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
                                  stopbits=s.stopbits, rtscts=s.rtscts, dsrdtr=s.dsrdtr, timeout=s.timeout_s,
                                  write_timeout=s.timeout_s)
         except (serial.SerialException, OSError, ValueError) as error:
-            raise CommunicationError(f"{self.name}: cannot open serial port {self.url}: {error}{detail}") from None
+            raise CommunicationError(f"{self.name}: cannot open serial port {self.url}{purpose}: {error}{detail}") \
+                from None
 
     def close(self) -> None:
         port, self._port = self._port, None
@@ -131,10 +145,10 @@ class SerialTransport(Transport):
         with port.lock:
             self._reopen(port)
 
-    def _reopen(self, port: _Port) -> None:
+    def _reopen(self, port: _Port, what: str = "") -> None:
         why = f" (re-opening it after: {port.lost})" if port.lost else ""
         port.close()
-        port.use(self._open_port(why))
+        port.use(self._open_port(f" to send {what!r}" if what else "", why))
         log.info("%s: re-opened %s%s", self.name, self.url, why)
 
     def _lost(self, port: _Port, error: CommunicationError) -> CommunicationError:
@@ -143,23 +157,39 @@ class SerialTransport(Transport):
         return error
 
     # -- transport primitives -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _exchange(self) -> Iterator[None]:
+    def _lock(self) -> AbstractContextManager:
+        return self._require_open().lock
+
+    def _reopen_if_lost(self, what: str) -> None:
         port = self._require_open()
-        with port.lock:
-            if port.lost is not None:  # once per exchange; CommunicationError if the device is still away
-                self._reopen(port)
-            yield
+        if port.lost is not None:
+            self._reopen(port, what)
 
     def _send(self, message: bytes) -> None:
         port = self._require_open()
         data = message + self._write_terminator
         log.debug("%s > %r", self.name, data)
         try:
-            port.serial.write(data)
+            if port.fd is None:
+                port.serial.write(data)
+            else:
+                self._write_all(port.fd, data)
         except (serial.SerialException, OSError) as error:
             raise self._lost(port, CommunicationError(f"{self.name}: writing {message!r} to {self.url} failed: "
                                                       f"{error}")) from None
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        """Write ``data`` to the non-blocking descriptor, waiting for room at most ``timeout_s`` in all
+        (a full output buffer: hardware flow control holding the line)."""
+        deadline = time.monotonic() + self.settings.timeout_s
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                    raise TimeoutError(f"the port took no data for {self.settings.timeout_s:g} s") from None
 
     def _receive(self, what: str) -> bytes:
         return self._read_line(self._require_open(), what)
@@ -171,14 +201,36 @@ class SerialTransport(Transport):
 
     def _discard_stale_input(self) -> None:
         port = self._require_open()
+        stale = bytes(port.buffer)
+        port.buffer.clear()
         try:
-            waiting = port.serial.in_waiting
-            stale = bytes(port.buffer) + (port.serial.read(waiting) if waiting else b"")
+            stale += self._waiting(port)
         except (serial.SerialException, OSError) as error:
             raise self._lost(port, CommunicationError(f"{self.name}: port {self.url} failed: {error}")) from None
         if stale:
             log.debug("%s: discarded stale input %r", self.name, stale)
-        port.buffer.clear()
+
+    def _waiting(self, port: _Port) -> bytes:
+        """Everything the port holds now (up to MAX_STALE bytes), without waiting."""
+        stale = bytearray()
+        if port.fd is None:
+            while len(stale) < MAX_STALE and (waiting := port.serial.in_waiting):
+                stale += port.serial.read(waiting)
+            return bytes(stale)
+        while len(stale) < MAX_STALE:
+            try:
+                chunk = os.read(port.fd, READ_CHUNK)
+            except BlockingIOError:  # nothing (more) waiting on a socket
+                break
+            if not chunk:  # nothing (more) waiting on a tty; a socket closed at the device end shows at the reply
+                break
+            stale += chunk
+        return bytes(stale)
+
+    def _hung_up(self) -> ConnectionError:
+        """End of stream on the descriptor: the device end closed the link (as pyserial words it)."""
+        return ConnectionError("socket disconnected" if self.url.startswith("socket://")
+                               else "the device returned no data although ready (device disconnected?)")
 
     def _read_line(self, port: _Port, what: str) -> bytes:
         terminator = self._read_terminator
@@ -209,7 +261,13 @@ class SerialTransport(Transport):
         if port.fd is not None:
             if not select.select([port.fd], [], [], wait_s)[0]:
                 return b""
-            return port.serial.read(READ_CHUNK)  # non-blocking: what has arrived
+            try:
+                chunk = os.read(port.fd, READ_CHUNK)  # non-blocking: what has arrived
+            except BlockingIOError:  # woken without data
+                return b""
+            if not chunk:
+                raise self._hung_up()
+            return chunk
         # Without a descriptor: a blocking read. Changing pyserial's timeout reconfigures a real
         # port, so only when a partial reply leaves less time than the configured timeout.
         timeout = min(wait_s, self.settings.timeout_s)

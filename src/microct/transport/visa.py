@@ -7,7 +7,10 @@ as Spellman's STX/ETX pass unchanged; replies are read up to the read
 terminator (VISA's termination character) and decoded as latin-1 back to
 bytes. Drivers on the same resource share one session and one lock.
 pyvisa-py opens a TCPIP SOCKET resource without connecting: an unreachable
-device shows at the first exchange, as a CommunicationError.
+device shows at the first exchange, as a CommunicationError. Before a query, what
+the VISA library holds (on ASRL, the port's input too) is discarded where the library
+can (pyvisa-py cannot for its GPIB and VXI-11 INSTR sessions, where a reply is read
+only when asked for); after a time-out, late replies are read and dropped.
 
 A link that fails raises CommunicationError and is marked lost; the next exchange on the resource
 (any transport sharing it) first re-opens the session, once: if that fails too, it raises
@@ -19,11 +22,10 @@ the device end is a CommunicationError, not a DeviceTimeoutError.
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
 import threading
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pyvisa
@@ -35,6 +37,8 @@ from microct.transport.base import Transport, log
 
 ENCODING = "latin-1"  # every byte 0-255 maps to one character and back
 DRAIN_S = 0.02  # after a time-out: how long to wait for late replies before the next query
+DISCARD_NO_IO = constants.BufferOperation.discard_read_buffer_no_io  # what the library holds
+DISCARD_INPUT = constants.BufferOperation.discard_read_buffer  # a serial port's input too (ASRL)
 
 
 class VisaSettings(BaseModel):
@@ -49,22 +53,26 @@ class VisaSettings(BaseModel):
 
 
 class _Session:
-    """One opened VISA resource, shared by every transport on the same resource string."""
+    """One opened VISA resource, shared by every transport on the same library and resource string."""
 
     def __init__(self, resource: Any) -> None:
-        self.resource = resource
         self.lock = threading.RLock()
         self.users = 0
-        self.late_replies_possible = False  # after a time-out, the late reply may still come
-        self.lost: str | None = None
-        """Why the link failed, if it did: the next exchange re-opens the session first."""
+        self.use(resource)
 
     def use(self, resource: Any) -> None:
         """Talk through ``resource`` (opened) from now on."""
-        self.resource, self.late_replies_possible, self.lost = resource, False, None
+        self.resource = resource
+        self.late_replies_possible = False  # after a time-out, the late reply may still come
+        self.discard: constants.BufferOperation | None = (
+            DISCARD_INPUT if getattr(resource, "interface_type", None) == constants.InterfaceType.asrl
+            else DISCARD_NO_IO)
+        """How to drop stale input before a query (None: the library cannot)."""
+        self.lost: str | None = None
+        """Why the link failed, if it did: the next exchange re-opens the session first."""
 
 
-_SESSIONS: dict[str, _Session] = {}
+_SESSIONS: dict[tuple[str, str], _Session] = {}  # by (VISA library, resource)
 _MANAGERS: dict[str, pyvisa.ResourceManager] = {}
 _POOL_LOCK = threading.Lock()
 
@@ -85,6 +93,20 @@ def closed_by_device(resource: Any) -> bool:
         return True
 
 
+def _discards(resource: Any, how: constants.BufferOperation) -> bool:
+    """Discard stale input of ``resource`` as ``how`` says; False if the library cannot (pyvisa-py's GPIB
+    and VXI-11 INSTR sessions raise NotImplementedError, other libraries may not support it)."""
+    try:
+        resource.flush(how)
+    except NotImplementedError:
+        return False
+    except pyvisa.errors.VisaIOError as error:
+        if error.error_code != constants.StatusCode.error_nonsupported_operation:
+            raise
+        return False
+    return True
+
+
 def resource_manager(backend: str) -> pyvisa.ResourceManager:
     """One ResourceManager per VISA library, opened on first use."""
     if backend not in _MANAGERS:
@@ -96,22 +118,24 @@ def resource_manager(backend: str) -> pyvisa.ResourceManager:
 
 
 class VisaTransport(Transport):
-    """A VISA resource such as ``TCPIP::127.0.0.1::50000::SOCKET`` or ``ASRL/dev/ttyUSB0::INSTR``."""
+    """A VISA resource such as ``TCPIP::127.0.0.1::50000::SOCKET``, ``TCPIP::192.168.1.5::INSTR``,
+    ``GPIB0::5::INSTR`` or ``ASRL/dev/ttyUSB0::INSTR``, through the VISA library ``settings.backend``."""
 
     def __init__(self, resource: str, settings: VisaSettings | None = None, name: str = "") -> None:
         self.resource_name = resource
         self.settings = settings or VisaSettings()
         self.name = name or resource
         self._session: _Session | None = None
+        self._key = (self.settings.backend, resource)
         self._write_terminator = self.settings.write_terminator.encode(ENCODING)
 
     def open(self) -> None:
         if self._session is not None:
             return
         with _POOL_LOCK:
-            session = _SESSIONS.get(self.resource_name)
+            session = _SESSIONS.get(self._key)
             if session is None:
-                session = _SESSIONS[self.resource_name] = _Session(self._open_resource())
+                session = _SESSIONS[self._key] = _Session(self._open_resource())
             session.users += 1
         self._session = session
         log.debug("%s: opened %s", self.name, self.resource_name)
@@ -136,7 +160,7 @@ class VisaTransport(Transport):
         with _POOL_LOCK:
             session.users -= 1
             if session.users == 0:
-                _SESSIONS.pop(self.resource_name, None)
+                _SESSIONS.pop(self._key, None)
                 self._close_resource(session)
 
     def reconnect(self) -> None:
@@ -149,13 +173,14 @@ class VisaTransport(Transport):
         with session.lock:
             self._reopen(session)
 
-    def _reopen(self, session: _Session) -> None:
+    def _reopen(self, session: _Session, what: str = "") -> None:
         why = f" (re-opening it after: {session.lost})" if session.lost else ""
         self._close_resource(session)
         try:
             session.use(self._open_resource())
         except CommunicationError as error:
-            raise CommunicationError(f"{error}{why}") from None
+            purpose = f" (to send {what!r})" if what else ""
+            raise CommunicationError(f"{error}{purpose}{why}") from None
         log.info("%s: re-opened %s%s", self.name, self.resource_name, why)
 
     def _lost(self, error: CommunicationError) -> CommunicationError:
@@ -171,13 +196,13 @@ class VisaTransport(Transport):
             log.warning("%s: closing %s: %s", self.name, self.resource_name, error)
 
     # -- transport primitives -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _exchange(self) -> Iterator[None]:
+    def _lock(self) -> AbstractContextManager:
+        return self._require_open().lock
+
+    def _reopen_if_lost(self, what: str) -> None:
         session = self._require_open()
-        with session.lock:
-            if session.lost is not None:  # once per exchange; CommunicationError if the device is still away
-                self._reopen(session)
-            yield
+        if session.lost is not None:
+            self._reopen(session, what)
 
     def _require_open(self) -> _Session:
         if self._session is None:
@@ -185,13 +210,15 @@ class VisaTransport(Transport):
         return self._session
 
     def _discard_stale_input(self) -> None:
-        """Drop what the VISA library holds (no I/O). Only after a time-out, when a late reply may be
-        on its way, read and drop whatever arrives within DRAIN_S. (pyvisa-py's discard with I/O
-        waits 0.1 s on every TCPIP SOCKET call, and loops forever on a closed socket.)"""
+        """Drop what the VISA library holds (no I/O), and on a serial (ASRL) resource what the port holds,
+        where the library can. After a time-out, when a late reply may be on its way, read and drop
+        whatever arrives within DRAIN_S. (pyvisa-py's discard with I/O waits 0.1 s on every TCPIP SOCKET
+        call, and loops forever on a closed socket.)"""
         session = self._require_open()
         resource = session.resource
         try:
-            resource.flush(constants.BufferOperation.discard_read_buffer_no_io)
+            if session.discard is not None and not _discards(resource, session.discard):
+                session.discard = None
             if session.late_replies_possible:
                 resource.timeout = DRAIN_S * 1000.0
                 try:
