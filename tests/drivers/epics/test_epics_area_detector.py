@@ -55,6 +55,8 @@ def ioc():
 
 
 class TestAreaDetectorContract(DetectorContract):
+    bright_exposure_s = 2.0  # 600 × 0.8² × 100 µA × 2 s = 76 800 counts in the open beam: clipped at 65 535
+
     @pytest.fixture
     def new_device(self, ioc):
         return lambda: driver("ADT:")
