@@ -4,7 +4,6 @@ generator with checksummed frames on a pseudo-terminal, as on its RS-232 port), 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,9 @@ from microct.drivers.pi_gcs import PIAxis, PIOptions
 from microct.drivers.spellman import SpellmanOptions, SpellmanSource
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
+from microct.testing.exchange import EchoResponder, assert_stale_replies_dropped
 from microct.transport import VisaSettings, VisaTransport
 
-class Echo:
-    """Answers every LF-terminated line with 'ECHO <line>' + LF."""
-
-    request_terminators = b"\n"
-
-    def respond(self, line: bytes) -> list[bytes]:
-        return [b"ECHO " + line + b"\n"]
 
 
 PI_SIM = f"{Path(__file__).with_name('pi-gcs.sim.yaml')}@sim"
@@ -60,13 +53,10 @@ def test_spellman_over_asrl_with_checksums():
 
 
 def test_an_asrl_resource_discards_what_the_port_holds_before_a_query():
-    with WireServer(Echo()) as server:
+    with WireServer(EchoResponder(b"\n")) as server:
         transport = VisaTransport(f"ASRL{server.serve_pty()}::INSTR", VisaSettings(timeout_s=0.5), "serial")
         transport.open()
-        for i in range(3):
-            transport.write(b"stale %d" % i)  # replies never read
-        time.sleep(0.05)  # they have arrived
-        assert transport.query(b"fresh") == [b"ECHO fresh"]
+        assert_stale_replies_dropped(transport)
         transport.close()
 
 

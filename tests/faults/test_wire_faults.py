@@ -17,6 +17,7 @@ from microct.simulators.faults import FaultSchedule
 from microct.simulators.pi_gcs import PIResponder
 from microct.simulators.wire import NOISE, WireServer
 from microct.simulators.zaber import ZaberResponder
+from microct.testing.exchange import EchoResponder
 from microct.transport import SerialSettings, SerialTransport, VisaSettings, VisaTransport
 
 from matrix_helpers import no_pause_after_closing_a_socket  # noqa: F401  (an autouse fixture)
@@ -24,25 +25,11 @@ from matrix_helpers import no_pause_after_closing_a_socket  # noqa: F401  (an au
 TIMEOUT_S = 0.2
 
 
-class Echo:
-    """Answers every line with 'ECHO <line>' + CR; counts its clients."""
-
-    request_terminators = b"\r\n"
-
-    def __init__(self) -> None:
-        self.clients = 0
-
-    def connect(self, connection):
-        self.clients += 1
-        return self
-
-    def respond(self, line: bytes) -> list[bytes]:
-        return [b"ECHO " + line + b"\r"]
 
 
-def echo_server(*faults: dict, garble: str = "corrupt") -> tuple[WireServer, Echo, FaultSchedule]:
+def echo_server(*faults: dict, garble: str = "corrupt") -> tuple[WireServer, EchoResponder, FaultSchedule]:
     schedule = FaultSchedule(faults)
-    echo = Echo()
+    echo = EchoResponder()
     return WireServer(echo, "echo", schedule.device("source"), garble), echo, schedule
 
 
@@ -100,10 +87,10 @@ def test_on_a_pty_a_disconnect_is_silence_for_its_duration():
 
 
 def test_a_whole_schedule_needs_a_responder_that_names_each_lines_device():
-    with pytest.raises(TypeError, match="Echo does not tell which device a line is for"):
-        WireServer(Echo(), faults=FaultSchedule())
+    with pytest.raises(TypeError, match="EchoResponder does not tell which device a line is for"):
+        WireServer(EchoResponder(), faults=FaultSchedule())
     with pytest.raises(ValueError, match="garble='noise'"):
-        WireServer(Echo(), faults=FaultSchedule().device("source"), garble="noise")
+        WireServer(EchoResponder(), faults=FaultSchedule().device("source"), garble="noise")
 
 
 # -- the transports: a dropped link comes back at the next request -------------------------------------------
@@ -146,7 +133,7 @@ def test_while_the_device_is_away_each_request_tries_once_and_the_link_comes_bac
     for _ in range(2):  # one attempt to re-open per request, each failing: the device is away
         with pytest.raises(CommunicationError, match="tube: .*(re-opening it after: tube: reading|failed)"):
             transport.query(b"b")
-    with WireServer(Echo(), "echo again") as again:
+    with WireServer(EchoResponder(), "echo again") as again:
         again.serve_tcp(port)
         assert transport.query(b"c") == [b"ECHO c"]
     transport.close()

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
 from microct.errors import CommunicationError, DeviceTimeoutError
 from microct.simulators.wire import WireServer
-from microct.testing.exchange import ScriptedPort, scripted_transport
+from microct.testing.exchange import EchoResponder, ScriptedPort, assert_stale_replies_dropped, scripted_transport
 from microct.transport import SerialSettings, SerialTransport
 
 FAST = SerialSettings(timeout_s=0.2)
 
 
-class Echo:
-    """Answers every line with 'ECHO <line>' + CR; 'SPLIT' answers in two lines."""
-
-    request_terminators = b"\r\n"
-
-    def respond(self, line: bytes) -> list[bytes]:
-        if line == b"SPLIT":
-            return [b"#one\r", b"#two\r"]
-        return [b"ECHO " + line + b"\r"]
 
 
 def test_query_writes_terminated_bytes_and_strips_the_reply_terminator():
@@ -41,14 +31,11 @@ def test_stale_input_is_discarded_before_a_query():
 
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_everything_waiting_is_discarded_before_a_query_on_real_ports(link):
-    with WireServer(Echo()) as server:
+    with WireServer(EchoResponder()) as server:
         url = server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
         transport = SerialTransport(url, FAST, link)
         transport.open()
-        for i in range(3):
-            transport.write(b"stale %d" % i)  # replies never read
-        time.sleep(0.05)  # they have arrived
-        assert transport.query(b"fresh") == [b"ECHO fresh"]
+        assert_stale_replies_dropped(transport)
         transport.close()
 
 
@@ -85,7 +72,7 @@ def test_a_missing_port_is_a_communication_error():
 
 
 def test_transports_on_one_url_share_the_port_and_close_it_with_the_last(tmp_path):
-    with WireServer(Echo()) as server:
+    with WireServer(EchoResponder()) as server:
         url = f"socket://127.0.0.1:{server.serve_tcp()}"
         first, second = SerialTransport(url, FAST, "a"), SerialTransport(url, FAST, "b")
         first.open()
@@ -101,7 +88,7 @@ def test_transports_on_one_url_share_the_port_and_close_it_with_the_last(tmp_pat
 
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_wire_server_round_trips_and_serialises_threads(link):
-    with WireServer(Echo()) as server:
+    with WireServer(EchoResponder()) as server:
         url = server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
         transport = SerialTransport(url, FAST, link)
         transport.open()
@@ -124,7 +111,7 @@ def test_wire_server_round_trips_and_serialises_threads(link):
 
 
 def test_server_gone_mid_session_gives_a_clear_error():
-    server = WireServer(Echo())
+    server = WireServer(EchoResponder())
     url = f"socket://127.0.0.1:{server.serve_tcp()}"
     transport = SerialTransport(url, FAST, "tube")
     transport.open()
@@ -139,14 +126,14 @@ def test_server_gone_mid_session_gives_a_clear_error():
 
 
 def test_reconnect_after_the_device_came_back(caplog):
-    server = WireServer(Echo())
+    server = WireServer(EchoResponder())
     port = server.serve_tcp()
     transport = SerialTransport(f"socket://127.0.0.1:{port}", FAST, "tube")
     transport.open()
     server.stop()
     with pytest.raises((CommunicationError, DeviceTimeoutError)):
         transport.query(b"ping")
-    with WireServer(Echo()) as again:
+    with WireServer(EchoResponder()) as again:
         again.serve_tcp(port)
         transport.reconnect()
         with caplog.at_level("DEBUG", logger="microct.transport"):
@@ -164,7 +151,7 @@ def test_the_wire_server_listens_on_loopback_only():
         address = probe.getsockname()[0]
     if address.startswith("127."):
         pytest.skip("no network interface besides loopback")
-    with WireServer(Echo()) as server:
+    with WireServer(EchoResponder()) as server:
         port = server.serve_tcp()
         socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
         with pytest.raises(ConnectionRefusedError):

@@ -72,3 +72,33 @@ def scripted_transport(script: list[Step], settings: SerialSettings | None = Non
     transport = SerialTransport(f"scripted://{next(_ids)}", settings, name, port_factory=lambda *a, **k: port)
     transport.open()
     return transport, port
+
+
+class EchoResponder:
+    """A wire-simulator responder (``microct.simulators.wire``) for transport tests: answers a line with
+    ``ECHO <line>`` and ``terminator``, and ``SPLIT`` with two lines, ``#one`` and ``#two``; counts its
+    clients (TCP connections)."""
+
+    request_terminators = b"\r\n"
+
+    def __init__(self, terminator: bytes = b"\r") -> None:
+        self.terminator = terminator
+        self.clients = 0
+
+    def connect(self, connection: object) -> EchoResponder:
+        self.clients += 1
+        return self
+
+    def respond(self, line: bytes) -> list[bytes]:
+        if line == b"SPLIT":
+            return [b"#one" + self.terminator, b"#two" + self.terminator]
+        return [b"ECHO " + line + self.terminator]
+
+
+def assert_stale_replies_dropped(transport) -> None:
+    """Leave three replies to an ``EchoResponder`` unread, then query: the answer must be the query's own
+    (the transport dropped the stale ones first)."""
+    for i in range(3):
+        transport.write(b"stale %d" % i)
+    time.sleep(0.05)  # the replies have arrived
+    assert transport.query(b"fresh") == [b"ECHO fresh"]
