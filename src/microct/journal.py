@@ -41,8 +41,11 @@ def journal_path(output: str | Path) -> Path:
     return Path(f"{output}.journal")
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode  # made once: dumps() makes one a call
+
+
 def _line(record: dict[str, Any]) -> bytes:
-    text = json.dumps(record, separators=(",", ":"), allow_nan=True)
+    text = _ENCODE(record)
     return f"{text}\t{zlib.crc32(text.encode()):08x}\n".encode()
 
 

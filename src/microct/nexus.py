@@ -45,7 +45,7 @@ IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
 STR = h5py.string_dtype()
 GROW_FRAMES = 64  # the frame dataset grows by this many frames at a time between flushes
 METADATA_CACHE_BYTES = 512 * 1024
-SERIES_CHUNK_CACHE_BYTES = 64 * 1024  # 8 chunks of a 1-D series (frames bypass the chunk cache)
+SERIES_CHUNK_CACHE_BYTES = 64 * 1024  # 8 chunks of a 1-D column (frames bypass the chunk cache)
 
 
 def iso_time(epoch_s: float) -> str:
@@ -105,23 +105,30 @@ class _LinkedRun:
         return (file.path, file.dataset) == (self.path, self.dataset) and file.index < self.file_first + self.count
 
 
-class _Series:
-    """A 1-D resizable dataset fed value by value, written in one slice at each flush."""
+class _Table:
+    """Resizable 1-D datasets (columns, in any groups) fed one row at a time, each written in one slice
+    at ``flush``: a frame costs one list append, whatever the number of per-frame fields."""
 
-    def __init__(self, group: h5py.Group, name: str, dtype, units: str | None = None) -> None:
-        self.dataset = group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
-        if units:
-            self.dataset.attrs["units"] = units
-        self.pending: list = []
-
-    def append(self, value) -> None:
-        self.pending.append(value)
+    def __init__(self, columns: dict[str, tuple[h5py.Group, str, object, str | None]], start_iso: str) -> None:
+        """``columns``: name → (group, dataset name, dtype, units or None); the ``time`` column gets
+        ``@start`` = ``start_iso`` (its values are seconds since then)."""
+        self.datasets: dict[str, h5py.Dataset] = {}
+        for name, (group, dataset_name, dtype, units) in columns.items():
+            dataset = group.create_dataset(dataset_name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+            if units:
+                dataset.attrs["units"] = units
+            if name == "time":
+                dataset.attrs["start"] = start_iso
+            self.datasets[name] = dataset
+        self.rows = 0
+        self.pending: list[tuple] = []
 
     def flush(self) -> None:
         if self.pending:
-            start = self.dataset.shape[0]
-            self.dataset.resize((start + len(self.pending),))
-            self.dataset[start:] = np.asarray(self.pending, dtype=self.dataset.dtype)
+            start, self.rows = self.rows, self.rows + len(self.pending)
+            for dataset, values in zip(self.datasets.values(), zip(*self.pending), strict=True):
+                dataset.resize((self.rows,))
+                dataset[start:] = np.asarray(values, dtype=dataset.dtype)
             self.pending.clear()
 
 
@@ -165,7 +172,7 @@ class NXtomoWriter:
                                    f"it (microct scan CONFIG --resume) or delete it")
             self._journal = JournalWriter(stale, header_record(header, self.path.name))
         try:
-            # each 1-D series keeps its last chunks in a chunk cache (1 MiB each by default): a few will do
+            # each 1-D column keeps its last chunks in a chunk cache (1 MiB each by default): a few will do
             self._file = h5py.File(self.path, "w-", rdcc_nbytes=SERIES_CHUNK_CACHE_BYTES)
         except (OSError, FileExistsError) as error:
             if self._journal is not None:
@@ -247,39 +254,31 @@ class NXtomoWriter:
         self._status = _field(logs, "status", "running")
 
         start_iso = iso_time(h.start_time)
-        self._frame_series = {
-            "image_key": _Series(detector, "image_key", np.int8),
-            "image_key_control": _Series(detector, "image_key_control", np.int8),
-            "count_time": _Series(detector, "count_time", np.float64, "s"),
-            "sequence_number": _Series(detector, "sequence_number", np.uint32),
-            "start_time": _Series(detector, "start_time", np.float64, "s"),
-            "rotation_angle": _Series(sample, "rotation_angle", np.float64, "degree"),
-            "x_translation": _Series(sample, "x_translation", np.float64, "m"),
-            "y_translation": _Series(sample, "y_translation", np.float64, "m"),
-            "z_translation": _Series(sample, "z_translation", np.float64, "m"),
-            "control": _Series(control, "data", np.float64, "uA"),
-        }
-        self._frame_series["start_time"].dataset.attrs["start"] = start_iso
-        self._reading_series = {
-            "time": _Series(readings, "time", np.float64, "s"),
-            "voltage": _Series(readings, "voltage", np.float64, "kV"),
-            "current": _Series(readings, "current", np.float64, "uA"),
-            "rotation_angle": _Series(readings, "rotation_angle", np.float64, "degree"),
-        }
-        self._reading_series["time"].dataset.attrs["start"] = start_iso
-        self._event_series = {
-            "time": _Series(events, "time", np.float64, "s"),
-            "frame": _Series(events, "frame", np.int64),
-            "message": _Series(events, "message", STR),
-        }
-        self._event_series["time"].dataset.attrs["start"] = start_iso
+        self._frames = _Table({  # one row per frame, in this order (see _record)
+            "image_key": (detector, "image_key", np.int8, None),
+            "image_key_control": (detector, "image_key_control", np.int8, None),
+            "count_time": (detector, "count_time", np.float64, "s"),
+            "sequence_number": (detector, "sequence_number", np.uint32, None),
+            "time": (detector, "start_time", np.float64, "s"),
+            "rotation_angle": (sample, "rotation_angle", np.float64, "degree"),
+            "x_translation": (sample, "x_translation", np.float64, "m"),
+            "y_translation": (sample, "y_translation", np.float64, "m"),
+            "z_translation": (sample, "z_translation", np.float64, "m"),
+            "control": (control, "data", np.float64, "uA"),
+        }, start_iso)
+        self._readings = _Table({"time": (readings, "time", np.float64, "s"),
+                                 "voltage": (readings, "voltage", np.float64, "kV"),
+                                 "current": (readings, "current", np.float64, "uA"),
+                                 "rotation_angle": (readings, "rotation_angle", np.float64, "degree")}, start_iso)
+        self._events = _Table({"time": (events, "time", np.float64, "s"), "frame": (events, "frame", np.int64, None),
+                               "message": (events, "message", STR, None)}, start_iso)
 
         self._nxdata = nxdata = _group(entry, "data", "NXdata")
         nxdata.attrs.update({"signal": "data", "axes": [".", ".", "."]})
         if self._data is not None:
             nxdata["data"] = self._data
-        nxdata["rotation_angle"] = self._frame_series["rotation_angle"].dataset
-        nxdata["image_key"] = self._frame_series["image_key"].dataset
+        nxdata["rotation_angle"] = self._frames.datasets["rotation_angle"]
+        nxdata["image_key"] = self._frames.datasets["image_key"]
 
     # -- streaming ----------------------------------------------------------------------------
     def append(self, frame: np.ndarray, info: FrameInfo) -> int:
@@ -349,13 +348,10 @@ class NXtomoWriter:
 
     def _record(self, index: int, info: FrameInfo) -> int:
         relative_t = info.start_time - self.header.start_time
-        values = {"image_key": info.image_key, "image_key_control": info.image_key,
-                  "count_time": info.count_time_s, "sequence_number": index, "start_time": relative_t,
-                  "rotation_angle": info.rotation_angle_deg, "x_translation": info.x_translation_mm * 1e-3,
-                  "y_translation": 0.0, "z_translation": 0.0, "control": info.current_ua}
-        for name, series in self._frame_series.items():
-            series.append(values[name])
-        self._add_reading(info.start_time, info.voltage_kv, info.current_ua, info.rotation_angle_deg)
+        self._frames.pending.append((info.image_key, info.image_key, info.count_time_s, index, relative_t,
+                                     info.rotation_angle_deg, info.x_translation_mm * 1e-3, 0.0, 0.0,
+                                     info.current_ua))
+        self._readings.pending.append((relative_t, info.voltage_kv, info.current_ua, info.rotation_angle_deg))
         self.frames_written = index + 1
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
@@ -376,25 +372,18 @@ class NXtomoWriter:
         if self._journal is not None:
             self._journal.append({"t": "reading", "time": epoch_s, "kv": voltage_kv, "ua": current_ua,
                                   "angle": rotation_angle_deg})
-        self._add_reading(epoch_s, voltage_kv, current_ua, rotation_angle_deg)
-
-    def _add_reading(self, epoch_s: float, voltage_kv: float, current_ua: float, rotation_angle_deg: float) -> None:
-        for name, value in (("time", epoch_s - self.header.start_time), ("voltage", voltage_kv),
-                            ("current", current_ua), ("rotation_angle", rotation_angle_deg)):
-            self._reading_series[name].append(value)
+        self._readings.pending.append((epoch_s - self.header.start_time, voltage_kv, current_ua, rotation_angle_deg))
 
     def log_event(self, epoch_s: float, message: str, frame: int = -1) -> None:
         """Record an event (warning, fault, state change); ``frame`` −1 when not tied to a frame."""
         if self._journal is not None:
             self._journal.append({"t": "event", "time": epoch_s, "frame": frame, "message": message})
-        for name, value in (("time", epoch_s - self.header.start_time), ("frame", frame), ("message", message)):
-            self._event_series[name].append(value)
+        self._events.pending.append((epoch_s - self.header.start_time, frame, message))
 
     def flush(self) -> None:
         """Write the pending per-frame fields and push everything to disk."""
-        for series in (*self._frame_series.values(), *self._reading_series.values(),
-                       *self._event_series.values()):
-            series.flush()
+        for table in (self._frames, self._readings, self._events):
+            table.flush()
         if self.header.frames_linked:
             self._map_linked_frames()
         elif self._capacity != self.frames_written:
