@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import h5py
 import numpy as np
@@ -105,6 +106,44 @@ def time_scan(n: int, shape: tuple[int, int], path: Path) -> float:
     elapsed = time.perf_counter() - start
     path.unlink()
     return elapsed
+
+
+class TimedWriter(NXtomoWriter):
+    """The scan's writer, adding up the time its ``append`` (pixels, journal line, per-frame record) takes."""
+
+    appending_s = 0.0
+
+    def append(self, frame: np.ndarray, info: FrameInfo) -> int:
+        start = time.perf_counter()
+        try:
+            return super().append(frame, info)
+        finally:
+            TimedWriter.appending_s += time.perf_counter() - start
+
+
+class LoopTimedSequencer(Sequencer):
+    """Times the per-projection loop (not set-up, warm-up, stabilisation or close)."""
+
+    loop_s = 0.0
+
+    def _projections(self, n: int) -> None:
+        start = time.perf_counter()
+        try:
+            super()._projections(n)
+        finally:
+            self.loop_s = time.perf_counter() - start
+
+
+def overhead_in_one_run(n: int, shape: tuple[int, int], path: Path) -> float:
+    """Seconds per projection of the projection loop that are not spent in the writer's ``append``,
+    measured in one run (no second run to subtract, so no run-to-run noise)."""
+    config, text = scan_config(n)
+    with mock.patch("microct.sequencer.NXtomoWriter", TimedWriter):
+        TimedWriter.appending_s = 0.0
+        sequencer = LoopTimedSequencer(config, zero_cost_instruments(config, shape), path, text)
+        sequencer.run()
+    path.unlink()
+    return (sequencer.loop_s - TimedWriter.appending_s) / n
 
 
 def time_writer(n: int, shape: tuple[int, int], path: Path, fsync: bool = False) -> float:
@@ -229,14 +268,17 @@ def main() -> None:
             write = {n: best_of(time_writer, n, shape, path) for n in (n_small, n_big)}
             scan_slope = (scan[n_big] - scan[n_small]) / (n_big - n_small)
             write_slope = (write[n_big] - write[n_small]) / (n_big - n_small)
+            in_run = sorted(overhead_in_one_run(n_big, shape, path) for _ in range(REPEATS))
             rows.append([f"{shape[0]}x{shape[1]}", f"{n_small}/{n_big}", f"{scan[n_big] / n_big * 1e3:.3f}",
                          f"{scan_slope * 1e3:.3f}", f"{write_slope * 1e3:.3f}",
-                         f"{(scan_slope - write_slope) * 1e3:.3f}", f"{(scan[n_big] - n_big * scan_slope) * 1e3:.0f}"])
+                         f"{(scan_slope - write_slope) * 1e3:.3f}", f"{in_run[REPEATS // 2] * 1e3:.3f}",
+                         f"{(scan[n_big] - n_big * scan_slope) * 1e3:.0f}"])
         table("1. Sequencer overhead (zero-cost detector, simulated clock, no darks/flats, no fsync; "
               f"best of {REPEATS})\n   slope = Δtime/Δframes between the two lengths N; overhead = scan slope − "
-              "writer slope; setup = scan intercept",
+              "writer slope (two runs: noisy); in one run = projection loop − time in the writer's append, "
+              f"median of {REPEATS}; setup = scan intercept",
               ["frame", "N", "scan total/N ms (larger N)", "scan slope ms/proj", "writer alone ms/frame",
-               "overhead ms/proj", "one-time setup ms"], rows)
+               "overhead ms/proj", "in one run ms/proj", "one-time setup ms"], rows)
 
         n_profile = 500 // scale
         table(f"   cProfile of the per-projection loop only, {BIG[0]}x{BIG[1]}, {n_profile} projections, "

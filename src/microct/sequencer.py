@@ -464,8 +464,9 @@ class Sequencer:
             self.progress(self.writer.frames_written, self.total, kind)
 
     def _write_pixels(self, frame: np.ndarray, kind: str, info: FrameInfo) -> None:
+        saturated = frame.max() >= self.instruments.detector.saturation_value  # before the write evicts it from cache
         index = self.writer.append(frame, info)
-        if frame.max() >= self.instruments.detector.saturation_value:
+        if saturated:
             self._saturated_frames += 1
             if self._saturated_frames == 1:
                 self._event(f"saturated pixels in {kind} frame {index}: lower µA or exposure",
