@@ -291,6 +291,13 @@ class WireServer:
         log.info("%s: serving on %s", self.name, path)
         return path
 
+    def serve_serial(self, link: str) -> str:
+        """Serve on a new pseudo-terminal (``link`` "pty") or a free TCP port ("tcp"); returns what a
+        serial transport opens: the device path, or the ``socket://`` URL."""
+        if link not in ("pty", "tcp"):
+            raise ValueError(f"link={link!r}: 'pty' or 'tcp'")
+        return self.serve_pty() if link == "pty" else f"socket://{LOOPBACK}:{self.serve_tcp()}"
+
     def serve_tcp(self, port: int = 0) -> int:
         """Start serving on 127.0.0.1:``port`` (0: a free port); returns the port."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -41,6 +41,18 @@ class Counting:
         return self.responder.respond(line)
 
 
+class Spoiled:
+    """Wraps a responder: once ``mode`` is set, ``line`` is answered ``replies[mode]`` (an empty list:
+    not at all) instead of what the device would say."""
+
+    def __init__(self, responder, line: bytes, replies: dict[str, list[bytes]]) -> None:
+        self.responder, self.line, self.replies = responder, line, replies
+        self.mode: str | None = None
+
+    def respond(self, line: bytes) -> list[bytes]:
+        return self.replies[self.mode] if self.mode and line == self.line else self.responder.respond(line)
+
+
 def structure(path) -> dict[str, tuple]:
     """Every object of a file: its kind, dtype, attribute names and, outside the time-stamped logs (whose
     length depends on timing), its shape; not values."""

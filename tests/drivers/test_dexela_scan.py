@@ -43,7 +43,7 @@ class Bench:
         self.responder = DexelaResponder(**grabber, **PANEL, devices=self.devices, geometry=geometry, seed=1,
                                          faults=schedule)
         self.server = WireServer(self.responder, "dexela", schedule)
-        data["detector"]["connection"] = f"socket://127.0.0.1:{self.server.serve_tcp()}"
+        data["detector"]["connection"] = self.server.serve_serial("tcp")
         data["detector"]["options"].update(PANEL, frame_channel=channel, frame_folder=str(folder),
                                            frame_address=f"127.0.0.1:{self.responder.frame_port}",
                                            readout_margin_s=0.5)

@@ -33,7 +33,7 @@ class Bench:
         self.responder = DexelaResponder(**({"frame_port": 0} if channel == "tcp" else {"frame_folder": self.folder}),
                                          **{**SIZE, "seed": 1, **simulator}, faults=self.schedule)
         self.server = WireServer(self.responder, "dexela", self.schedule)
-        self.url = self.server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{self.server.serve_tcp()}"
+        self.url = self.server.serve_serial(link)
 
     def detector(self, name: str = "panel", **fields) -> DexelaDetector:
         options = {**SIZE, "frame_channel": self.channel, "frame_folder": self.folder, "readout_margin_s": 0.3,

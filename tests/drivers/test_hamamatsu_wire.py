@@ -29,10 +29,6 @@ SIM = {"seed": 1, "warmed_up": True, "warmup_s": 0.05, "ramp_kv_per_s": 1e5, "ra
 OPTIONS = HamamatsuOptions(model="L10711", timeout_s=0.2)
 
 
-def serve(server: WireServer, link: str) -> str:
-    return server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
-
-
 def build(url: str) -> HamamatsuSource:
     return HamamatsuSource.from_config("tube", OPTIONS, url, DriverContext())
 
@@ -60,7 +56,7 @@ class _ContractOverTheWire(SourceContract):
     def url(cls):
         """One simulated tube per class: a server stops in up to 50 ms, per test that adds up."""
         with WireServer(HamamatsuResponder(**SIM), "hamamatsu") as server:
-            yield serve(server, cls.link)
+            yield server.serve_serial(cls.link)
 
     @pytest.fixture
     def new_device(self, url):
@@ -124,7 +120,7 @@ def rig(request):
     def make(**simulation) -> Rig:
         wire = Wire(HamamatsuResponder(**{**SIM, **simulation}))
         server = WireServer(wire, "hamamatsu")
-        made.append(Rig(server, wire, build(serve(server, request.param))))
+        made.append(Rig(server, wire, build(server.serve_serial(request.param))))
         made[-1].source.connect()
         return made[-1]
 

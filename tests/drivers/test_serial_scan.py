@@ -18,7 +18,7 @@ from microct.sequencer import run_scan
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
-from scan_helpers import (Counting, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
+from scan_helpers import (Counting, Spoiled, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
                           structure)
 
 FAST_ROTATION = {"max_speed": 720.0}  # deg/s: the same override for driver and simulator, to keep tests short
@@ -34,8 +34,7 @@ def bench(request):
     tube = Counting(HamamatsuResponder(model="L10711", **TUBE))
     stages = Counting(ZaberResponder(overrides={1: FAST_ROTATION}))
     servers = {"tube": WireServer(tube, "hamamatsu"), "stages": WireServer(stages, "zaber")}
-    urls = {name: (server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}")
-            for name, server in servers.items()}
+    urls = {name: server.serve_serial(link) for name, server in servers.items()}
     data = tomllib.loads(files("microct.configs").joinpath("sim-serial.toml").read_text())
     data["source"]["connection"] = urls["tube"]
     for role in ("rotation", "sample_out"):
@@ -100,18 +99,9 @@ def test_a_port_vanishing_mid_scan_aborts_safely_naming_device_and_command(bench
         assert any("beam off failed" in e for e in events)  # it could not, and says so
 
 
-class SpoiledStatus:
-    """The tube, but once ``mode`` is set its bulk status (``SAR``) goes unanswered ("silent"), arrives cut
-    short ("partial") or as line noise ("garbled"), or is refused ("err")."""
-
-    REPLIES = {"silent": [], "partial": [b"SAR 3 8"], "garbled": [b"\xffAR 3 80 100 0 0 0 0\r"], "err": [b"ERR\r"]}
-
-    def __init__(self, tube) -> None:
-        self.tube = tube
-        self.mode: str | None = None
-
-    def respond(self, line: bytes) -> list[bytes]:
-        return self.REPLIES[self.mode] if self.mode and line == b"SAR" else self.tube.respond(line)
+SPOILED_STATUS = {"silent": [], "partial": [b"SAR 3 8"], "garbled": [b"\xffAR 3 80 100 0 0 0 0\r"],
+                  "err": [b"ERR\r"]}
+"""The tube's bulk status (``SAR``) unanswered, cut short, as line noise, or refused."""
 
 
 @pytest.mark.parametrize(("mode", "cause", "message"), [
@@ -128,7 +118,7 @@ def test_a_tube_fault_mid_scan_is_retried_then_aborts_safely_naming_device_and_c
     config, tube, stages, servers = bench
     config.source.options["timeout_s"] = 0.2
     simulated = tube.responder
-    tube.responder = spoiled = SpoiledStatus(simulated)
+    tube.responder = spoiled = Spoiled(simulated, b"SAR", SPOILED_STATUS)
     out = tmp_path / f"{mode}.nxs"
     stages.when(b"/1 1 move abs 512000", lambda: setattr(spoiled, "mode", mode))  # the move to 120 deg
     with pytest.raises(ScanAborted) as aborted:

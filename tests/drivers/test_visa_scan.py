@@ -18,7 +18,7 @@ from microct.sequencer import run_scan
 from microct.simulators.pi_gcs import PIResponder
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
-from scan_helpers import (Counting, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
+from scan_helpers import (Counting, Spoiled, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
                           structure)
 
 GENERATOR = {"ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e6, "seed": 1}
@@ -110,18 +110,8 @@ def test_an_error_code_from_the_controller_mid_scan_aborts_safely_naming_command
     assert not generator.responder.source._beam
 
 
-class SpoiledMonitors:
-    """The generator, but once ``mode`` is set its monitor reply (``19``) goes unanswered ("silent") or
-    answers another command ("garbled")."""
-
-    REPLIES = {"silent": [], "garbled": [b"\x0214,2047,\x03"]}
-
-    def __init__(self, generator) -> None:
-        self.generator = generator
-        self.mode: str | None = None
-
-    def respond(self, line: bytes) -> list[bytes]:
-        return self.REPLIES[self.mode] if self.mode and line == b"\x0219," else self.generator.respond(line)
+SPOILED_MONITORS = {"silent": [], "garbled": [b"\x0214,2047,\x03"]}
+"""The generator's monitor reply (``19``) unanswered, or the answer to another command."""
 
 
 @pytest.mark.parametrize(("mode", "cause", "message"), [
@@ -134,7 +124,7 @@ def test_a_generator_fault_mid_scan_is_retried_then_aborts_safely_naming_device_
     config, generator, stages, servers = bench
     config.source.options["timeout_s"] = 0.3
     simulated = generator.responder
-    generator.responder = spoiled = SpoiledMonitors(simulated)
+    generator.responder = spoiled = Spoiled(simulated, b"\x0219,", SPOILED_MONITORS)
     stages.when(b"MOV 1 120.0", lambda: setattr(spoiled, "mode", mode))
     with pytest.raises(ScanAborted) as aborted:
         run_scan(config, build_instruments(config), tmp_path / f"{mode}.nxs")

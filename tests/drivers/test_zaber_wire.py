@@ -36,22 +36,14 @@ def server():
         yield server
 
 
-def tcp_url(server: WireServer) -> str:
-    return f"socket://127.0.0.1:{server.serve_tcp()}"
-
-
 # -- the axis contract, each stage over each link --------------------------------------------------------
-def url_of(server: WireServer, link: str) -> str:
-    return server.serve_pty() if link == "pty" else tcp_url(server)
-
-
 class _Rotary(AxisContract):
     link: ClassVar[str]
     home_position = 0.0
 
     @pytest.fixture
     def new_device(self, server):
-        url = url_of(server, self.link)
+        url = server.serve_serial(self.link)
         return lambda: zaber_axis(url, 1, "rotation")
 
 
@@ -64,7 +56,7 @@ class _Linear(AxisContract):
 
     @pytest.fixture
     def new_device(self, server):
-        url = url_of(server, self.link)
+        url = server.serve_serial(self.link)
         return lambda: zaber_axis(url, 2, "sample_out", checksums=True)
 
 
@@ -86,7 +78,7 @@ class TestLinearOverTcp(_Linear):
 
 # -- the daisy chain -------------------------------------------------------------------------------------
 def test_two_axes_on_one_connection_work_from_two_threads(server):
-    url = tcp_url(server)
+    url = server.serve_serial("tcp")
     rotation, sample_out = zaber_axis(url, 1, "rotation"), zaber_axis(url, 2, "sample_out")
     errors: list[BaseException] = []
 
@@ -112,7 +104,7 @@ def test_two_axes_on_one_connection_work_from_two_threads(server):
 
 
 def test_the_simulator_reports_no_reference_until_homed_and_refuses_out_of_range_data(server):
-    url = tcp_url(server)
+    url = server.serve_serial("tcp")
     wide = zaber_axis(url, 1, "rotation", overrides={**FAST[1], "low_limit": -720.0, "high_limit": 720.0})
     with wide:
         assert wide.describe()["warning"] == "WR"
@@ -124,7 +116,8 @@ def test_the_simulator_reports_no_reference_until_homed_and_refuses_out_of_range
 
 # -- faults ----------------------------------------------------------------------------------------------
 def test_no_reply_is_a_timeout_naming_device_and_command(server):
-    absent = ZaberAxis("ghost", ZaberOptions(device=3, serial={"timeout_s": 0.2}), connection=tcp_url(server))
+    absent = ZaberAxis("ghost", ZaberOptions(device=3, serial={"timeout_s": 0.2}),
+                       connection=server.serve_serial("tcp"))
     with pytest.raises(DeviceTimeoutError, match=r"axis 'ghost': Zaber device 3 axis 1: .*'/3 0 get system.serial'"):
         absent.connect()
     assert not absent.connected
@@ -145,7 +138,7 @@ class Garbling:
 
 def test_a_garbled_reply_is_a_protocol_error_naming_device_and_command():
     with WireServer(Garbling()) as server:
-        with zaber_axis(tcp_url(server), 1, "rotation") as axis:
+        with zaber_axis(server.serve_serial("tcp"), 1, "rotation") as axis:
             with pytest.raises(ProtocolError, match=r"Zaber device 1 axis 1: garbled reply .*'/1 1 get pos'"):
                 axis.read_position()
             axis.move_to(90.0, timeout_s=2.0)  # the link still works
@@ -153,7 +146,7 @@ def test_a_garbled_reply_is_a_protocol_error_naming_device_and_command():
 
 def test_the_server_stopping_mid_move_fails_the_move_naming_the_device():
     server = WireServer(ZaberResponder(overrides={1: {"max_speed": 100.0}}))
-    axis = zaber_axis(tcp_url(server), 1, "rotation", overrides={"max_speed": 100.0})
+    axis = zaber_axis(server.serve_serial("tcp"), 1, "rotation", overrides={"max_speed": 100.0})
     axis.connect()
     status = axis.start_move_to(300.0)  # 3 s at 100 deg/s
     server.stop()

@@ -174,7 +174,7 @@ def over_serial(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
     stages = ZaberResponder(overrides={1: FAST_ROTATION, 2: FAST_SAMPLE_OUT}, faults=schedule)
     servers = [WireServer(tube, "hamamatsu", schedule, garble), WireServer(stages, "zaber", schedule, garble)]
     try:
-        tube_url, stages_url = (f"socket://127.0.0.1:{server.serve_tcp()}" for server in servers)
+        tube_url, stages_url = (server.serve_serial("tcp") for server in servers)
         serial = {"timeout_s": WIRE_TIMEOUT_S}
         config = _config(merged(data, {
             "source": {"connection": tube_url, "options": {"timeout_s": WIRE_TIMEOUT_S}},
@@ -311,7 +311,7 @@ def over_dexela(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
                                 seed=1, faults=schedule)
     try:
         with WireServer(responder, "dexela", schedule, garble) as server:
-            config = _config(merged(data, {"detector": {"connection": f"socket://127.0.0.1:{server.serve_tcp()}"}}),
+            config = _config(merged(data, {"detector": {"connection": server.serve_serial("tcp")}}),
                              faults, {**DEXELA, "frame_address": f"127.0.0.1:{responder.frame_port}"},
                              {"move_timeout_s": QUICK_MOVE_TIMEOUT_S})
             instruments = instruments_on(config, schedule)

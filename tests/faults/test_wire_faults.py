@@ -34,7 +34,7 @@ def echo_server(*faults: dict, garble: str = "corrupt") -> tuple[WireServer, Ech
 
 
 def serial_link(server: WireServer, name: str = "tube") -> SerialTransport:
-    transport = SerialTransport(f"socket://127.0.0.1:{server.serve_tcp()}", SerialSettings(timeout_s=TIMEOUT_S), name)
+    transport = SerialTransport(server.serve_serial("tcp"), SerialSettings(timeout_s=TIMEOUT_S), name)
     transport.open()
     return transport
 
@@ -97,7 +97,7 @@ def test_a_whole_schedule_needs_a_responder_that_names_each_lines_device():
 def test_a_serial_port_dropped_once_is_reopened_for_every_transport_sharing_it():
     server, echo, _ = echo_server({"kind": "disconnect", "device": "source", "at_s": 0.0})
     with server:
-        url = f"socket://127.0.0.1:{server.serve_tcp()}"
+        url = server.serve_serial("tcp")
         rotation, sample_out = (SerialTransport(url, SerialSettings(timeout_s=TIMEOUT_S), name)
                                 for name in ("rotation", "sample_out"))
         rotation.open()
@@ -144,7 +144,7 @@ def test_zaber_request_faults_hit_the_addressed_device_and_a_limit_switch_shows_
     schedule = FaultSchedule([{"kind": "reply_timeout", "device": "sample_out", "at_s": 0.0},
                               {"kind": "limit_switch", "device": "rotation", "at_s": 0.0}])
     with WireServer(ZaberResponder(faults=schedule), "zaber", schedule) as server:
-        url = f"socket://127.0.0.1:{server.serve_tcp()}"
+        url = server.serve_serial("tcp")
         serial = {"timeout_s": TIMEOUT_S}
         rotation = ZaberAxis("rotation", ZaberOptions(device=1, serial=serial), url)
         sample_out = ZaberAxis("sample_out", ZaberOptions(device=2, stage="X-LSM100A", serial=serial), url)

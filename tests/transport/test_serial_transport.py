@@ -32,7 +32,7 @@ def test_stale_input_is_discarded_before_a_query():
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_everything_waiting_is_discarded_before_a_query_on_real_ports(link):
     with WireServer(EchoResponder()) as server:
-        url = server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
+        url = server.serve_serial(link)
         transport = SerialTransport(url, FAST, link)
         transport.open()
         assert_stale_replies_dropped(transport)
@@ -89,7 +89,7 @@ def test_transports_on_one_url_share_the_port_and_close_it_with_the_last(tmp_pat
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_wire_server_round_trips_and_serialises_threads(link):
     with WireServer(EchoResponder()) as server:
-        url = server.serve_pty() if link == "pty" else f"socket://127.0.0.1:{server.serve_tcp()}"
+        url = server.serve_serial(link)
         transport = SerialTransport(url, FAST, link)
         transport.open()
         assert transport.query(b"SPLIT", replies=2) == [b"#one", b"#two"]
