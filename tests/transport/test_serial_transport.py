@@ -29,14 +29,18 @@ def test_stale_input_is_discarded_before_a_query():
     assert transport.query(b"B") == [b"B 2"]
 
 
-@pytest.mark.parametrize("link", ["pty", "tcp"])
-def test_everything_waiting_is_discarded_before_a_query_on_real_ports(link):
+@pytest.fixture(params=["pty", "tcp"])
+def echo_transport(request):
+    """A SerialTransport open to an EchoResponder over a pseudo-terminal or TCP."""
     with WireServer(EchoResponder()) as server:
-        url = server.serve_serial(link)
-        transport = SerialTransport(url, FAST, link)
+        transport = SerialTransport(server.serve_serial(request.param), FAST, request.param)
         transport.open()
-        assert_stale_replies_dropped(transport)
+        yield transport
         transport.close()
+
+
+def test_everything_waiting_is_discarded_before_a_query_on_real_ports(echo_transport):
+    assert_stale_replies_dropped(echo_transport)
 
 
 def test_line_settings_reach_pyserial():
@@ -86,33 +90,27 @@ def test_transports_on_one_url_share_the_port_and_close_it_with_the_last(tmp_pat
             second.query(b"hi")
 
 
-@pytest.mark.parametrize("link", ["pty", "tcp"])
-def test_wire_server_round_trips_and_serialises_threads(link):
-    with WireServer(EchoResponder()) as server:
-        url = server.serve_serial(link)
-        transport = SerialTransport(url, FAST, link)
-        transport.open()
-        assert transport.query(b"SPLIT", replies=2) == [b"#one", b"#two"]
-        errors = []
+def test_wire_server_round_trips_and_serialises_threads(echo_transport):
+    assert echo_transport.query(b"SPLIT", replies=2) == [b"#one", b"#two"]
+    errors = []
 
-        def hammer(tag: str) -> None:
-            for i in range(50):
-                reply = transport.query(f"{tag}{i}".encode())
-                if reply != [f"ECHO {tag}{i}".encode()]:
-                    errors.append(reply)
+    def hammer(tag: str) -> None:
+        for i in range(50):
+            reply = echo_transport.query(f"{tag}{i}".encode())
+            if reply != [f"ECHO {tag}{i}".encode()]:
+                errors.append(reply)
 
-        threads = [threading.Thread(target=hammer, args=(tag,)) for tag in "xyz"]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        transport.close()
+    threads = [threading.Thread(target=hammer, args=(tag,)) for tag in "xyz"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
 
 
 def test_server_gone_mid_session_gives_a_clear_error():
     server = WireServer(EchoResponder())
-    url = f"socket://127.0.0.1:{server.serve_tcp()}"
+    url = server.serve_serial("tcp")
     transport = SerialTransport(url, FAST, "tube")
     transport.open()
     assert transport.query(b"ping") == [b"ECHO ping"]
