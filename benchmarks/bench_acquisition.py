@@ -146,8 +146,10 @@ def overhead_in_one_run(n: int, shape: tuple[int, int], path: Path) -> float:
     return (sequencer.loop_s - TimedWriter.appending_s) / n
 
 
-def time_writer(n: int, shape: tuple[int, int], path: Path, fsync: bool = False) -> float:
-    """NXtomoWriter alone: create, ``append`` n frames (the scan's flush interval), close [, fsync]."""
+def time_writer(n: int, shape: tuple[int, int], path: Path, fsync: bool = False,
+                sync_to_disk: bool = True) -> float:
+    """NXtomoWriter alone: create, ``append`` n frames (the scan's flush interval; ``sync_to_disk``: an fsync
+    at each flush, before the journal names the frames), close [, fsync]."""
     config, _ = scan_config(n)
     scan, frame = config.scan, make_frame(shape)
     header = ScanHeader(title=scan.title, start_time=time.time(), frame_shape=shape, pixel_pitch_um=200.0,
@@ -158,7 +160,7 @@ def time_writer(n: int, shape: tuple[int, int], path: Path, fsync: bool = False)
              for i, angle in enumerate(scan.angles_deg())]
     os.sync()
     start = time.perf_counter()
-    writer = NXtomoWriter(path, header, scan.flush_interval_s)
+    writer = NXtomoWriter(path, header, scan.flush_interval_s, sync_to_disk=sync_to_disk)
     for info in infos:
         writer.append(frame, info)
     writer.close("complete", time.time())
@@ -289,12 +291,15 @@ def main() -> None:
         # 2. HDF5 write rate
         n_rate, rows = 500 // scale, []
         frame_mb = BIG[0] * BIG[1] * 2 / MB
-        for fsync in (False, True):
-            writer = {n: best_of(time_writer, n, BIG, path, fsync) for n in (n_rate // 10, n_rate)}
-            raw = {n: best_of(time_raw, n, BIG, path, fsync) for n in (n_rate // 10, n_rate)}
+        modes = (("page cache: writer without sync_to_disk; raw", False, False),
+                 ("to disk (fsync at end): writer without sync_to_disk; raw", True, False),
+                 ("to disk: writer as scans run it (fsync every flush); raw fsync at end", True, True))
+        for mode, fsync, sync_to_disk in modes:
+            lengths = (n_rate // 10, n_rate)
+            writer = {n: best_of(time_writer, n, BIG, path, fsync, sync_to_disk) for n in lengths}
+            raw = {n: best_of(time_raw, n, BIG, path, fsync) for n in lengths}
             writer_slope, raw_slope = ((t[n_rate] - t[n_rate // 10]) / (n_rate - n_rate // 10) for t in (writer, raw))
-            rows.append(["os.fsync at end" if fsync else "no fsync (page cache)",
-                         f"{n_rate * frame_mb / writer[n_rate]:.0f}", f"{n_rate * frame_mb / raw[n_rate]:.0f}",
+            rows.append([mode, f"{n_rate * frame_mb / writer[n_rate]:.0f}", f"{n_rate * frame_mb / raw[n_rate]:.0f}",
                          f"{raw[n_rate] / writer[n_rate]:.0%}", f"{frame_mb / writer_slope:.0f}",
                          f"{frame_mb / raw_slope:.0f}", f"{raw_slope / writer_slope:.0%}"])
         table(f"2. Write rate, 1024x1024 uint16 frames (MB = 1e6 bytes), best of {REPEATS}: whole files of {n_rate} "

@@ -36,7 +36,8 @@ def scan_data(projections: int) -> dict:
     data = copy.deepcopy(tomllib.loads(files("microct.configs").joinpath("sim.toml").read_text()))
     data["detector"]["options"].update(rows=32, columns=32, pixel_pitch_um=3200.0, phantom="spheres")
     data["geometry"]["source_object_distance_mm"] = 100.0
-    data["scan"].update(n_projections=projections, n_darks=3, n_flats=4, binning=1)
+    # frames reach the journal at each flush (after an fsync): every 20 ms here, so kills land mid-journal
+    data["scan"].update(n_projections=projections, n_darks=3, n_flats=4, binning=1, flush_interval_s=0.02)
     return data
 
 

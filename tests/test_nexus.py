@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import h5py
@@ -10,6 +11,7 @@ import pytest
 
 from microct.errors import MicroCTError
 from microct.geometry import Geometry
+from microct.journal import _parse, journal_path, read_journal
 from microct.nexus import FrameInfo, NXtomoWriter, ScanHeader
 
 HEADER = ScanHeader(title="t", start_time=1.7e9, frame_shape=(8, 10), pixel_pitch_um=100.0, saturation_value=4095,
@@ -110,3 +112,50 @@ def test_refuses_to_overwrite_and_wrong_frame_shape(tmp_path):
     with NXtomoWriter(tmp_path / "g.nxs", HEADER) as writer:
         with pytest.raises(MicroCTError, match=r"shape \(10, 8\)"):
             writer.append(np.zeros((10, 8), np.uint16), info(0))
+
+
+@pytest.mark.parametrize("flush_interval_s", [0.0, 3600.0])  # a flush after every frame; only at close
+def test_the_journal_names_a_frame_only_after_its_pixels_are_on_the_disk(tmp_path, mocker, flush_interval_s):
+    """Power-cut safety: the order of what reaches the disk. Each frame's pixels are written (``pixel_check``
+    runs just before), then the scan file is synced (os.fsync), and only then does a journal line name the frame.
+    """
+    order: list[tuple] = []
+    real_fsync, real_write = os.fsync, os.write
+    path = tmp_path / "f.nxs"
+    writer = NXtomoWriter(path, HEADER, flush_interval_s, pixel_check=lambda i, key: order.append(("pixels", i)))
+    journal_fd, data_fd = writer._journal._fd, writer._file.id.get_vfd_handle()
+
+    def fsync(fd: int) -> None:
+        if fd == data_fd:
+            order.append(("fsync",))
+        real_fsync(fd)
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == journal_fd:
+            records = [_parse(line) for line in bytes(data).splitlines(keepends=True)]
+            order.extend(("journal", r["i"]) for r in records if r and r["t"] == "frame")
+        return real_write(fd, data)
+
+    mocker.patch("os.fsync", side_effect=fsync)
+    mocker.patch("os.write", side_effect=write)
+    for i in range(4):
+        writer.append(frame(i), info(i))
+    if flush_interval_s:  # nothing synced yet: the journal names no frame
+        assert [step for step in order if step[0] == "journal"] == []
+    writer.close("aborted", 1.7e9 + 10)
+    named = [step[1] for step in order if step[0] == "journal"]
+    assert named == [0, 1, 2, 3]
+    for i in named:
+        written, journaled = order.index(("pixels", i)), order.index(("journal", i))
+        assert ("fsync",) in order[written:journaled], f"frame {i} journaled before a sync of its pixels: {order}"
+    assert [f.index for f in read_journal(journal_path(path)).frames] == [0, 1, 2, 3]
+
+
+def test_without_sync_to_disk_each_frame_is_journaled_at_once(tmp_path, mocker):
+    path = tmp_path / "f.nxs"
+    writer = NXtomoWriter(path, HEADER, 3600.0, sync_to_disk=False)
+    fsync = mocker.spy(os, "fsync")  # (the journal's header is synced in any case)
+    writer.append(frame(0), info(0))
+    assert [f.index for f in read_journal(journal_path(path)).frames] == [0]  # before any flush
+    writer.close("aborted", 1.7e9 + 10)
+    assert fsync.call_count == 0

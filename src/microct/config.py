@@ -66,6 +66,8 @@ class ScanSettings(_Strict):
     move_timeout_s: float = Field(default=120.0, gt=0)
     return_to_start: bool = True
     flush_interval_s: float = Field(default=1.0, ge=0, description="flush the file at least this often")
+    sync_to_disk: bool = Field(default=True, description="at each flush, put the frames on the disk (fsync) "
+                                                         "before the journal names them: power-cut safe")
     recovery: RecoveryPolicy = Field(default_factory=RecoveryPolicy, description="[scan.recovery]: what a frame "
                                                                                  "that fails gets (microct.policies)")
 

@@ -12,10 +12,16 @@ writer keeps, beside ``scan.nxs``, a journal ``scan.nxs.journal`` of JSON lines:
 - events and tube read-backs, as logged.
 
 Each line ends with the CRC-32 of its text and goes out in one ``write`` on an ``O_APPEND`` file, so
-a kill leaves at most one torn last line, which the reader drops. Frames count from 0 with no gap.
-A frame's line is written after its pixels, so every frame the journal names is in the file after
-the process is killed at any instant. (A power cut can lose what the operating system had not yet
-written to the disk; nothing here calls fsync per frame, which would cost the scan its speed.)
+a kill leaves at most one torn last line, which the reader drops (and everything after a damaged line:
+frames count from 0 with no gap). A frame's line is written after its pixels, so every frame the
+journal names is in the file after the process is killed at any instant.
+
+A power cut also loses what the operating system had not yet written to the disk, in any order. A
+``JournalWriter`` given ``before_commit`` (the NXtomo writer's fsync of the scan file) therefore holds
+its lines back and writes them at ``commit()``, after ``before_commit`` has put on the disk everything
+they describe: after a power cut the journal names no frame whose pixels are not on the disk. The
+writer commits at each flush (every ``flush_interval_s``), so a crash loses at most the frames of the
+last interval, which a resumed scan takes again.
 A scan that completes deletes its journal; an aborted one keeps it for ``--resume``.
 """
 
@@ -25,6 +31,7 @@ import dataclasses
 import json
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +68,15 @@ def _parse(line: bytes) -> dict[str, Any] | None:
 
 
 class JournalWriter:
-    """Appends records to ``path``; the header is written first, whole (temporary name + rename)."""
+    """Appends records to ``path``; the header is written first, whole (temporary name + rename) and
+    synced. Without ``before_commit`` each record is written as it comes; with it, records wait for
+    ``commit()`` (see the module docstring)."""
 
-    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, header: dict[str, Any],
+                 before_commit: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
+        self._before_commit = before_commit
+        self._pending: list[bytes] = []
         temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(temporary, "wb") as stream:
@@ -77,13 +89,27 @@ class JournalWriter:
             raise MicroCTError(f"cannot write the scan journal {self.path}: {error}") from None
 
     def append(self, record: dict[str, Any]) -> None:
+        if self._before_commit is not None:
+            self._pending.append(_line(record))
+            return
+        self._write(_line(record))
+
+    def commit(self) -> None:
+        """Write the records held back, in one ``write``, once ``before_commit`` has returned."""
+        if self._pending:
+            self._before_commit()
+            self._write(b"".join(self._pending))
+            self._pending.clear()
+
+    def _write(self, lines: bytes) -> None:
         try:
-            os.write(self._fd, _line(record))
+            os.write(self._fd, lines)
         except OSError as error:
             raise MicroCTError(f"writing the scan journal {self.path} failed: {error}") from None
 
     def close(self, remove: bool) -> None:
-        """Close; ``remove`` deletes the journal (the scan file is complete and needs it no more)."""
+        """Close (records not committed are dropped: what they describe may not be on the disk);
+        ``remove`` deletes the journal (the scan file is complete and needs it no more)."""
         if self._fd < 0:
             return
         os.close(self._fd)

@@ -24,6 +24,7 @@ a flushed file is always self-consistent.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -150,11 +151,14 @@ class NXtomoWriter:
 
     Use as a context manager or call ``close(status)``; an exception inside
     the ``with`` block closes the file as ``aborted``. Raises MicroCTError if
-    the file cannot be created or written.
+    the file cannot be created or written. ``sync_to_disk``: at each flush the
+    frames are put on the disk (fsync) before the journal names them, so a power
+    cut loses at most the frames since the last flush (``microct.journal``).
     """
 
     def __init__(self, path: str | Path, header: ScanHeader, flush_interval_s: float = 1.0,
-                 journal: bool = True, pixel_check: Callable[[int, int], None] | None = None) -> None:
+                 journal: bool = True, pixel_check: Callable[[int, int], None] | None = None,
+                 sync_to_disk: bool = True) -> None:
         self.path = Path(path)
         self.header = header
         self.flush_interval_s = flush_interval_s
@@ -170,7 +174,8 @@ class NXtomoWriter:
             if stale.exists():
                 raise MicroCTError(f"{stale} exists: the journal of an interrupted scan of {self.path}; resume "
                                    f"it (microct scan CONFIG --resume) or delete it")
-            self._journal = JournalWriter(stale, header_record(header, self.path.name))
+            self._journal = JournalWriter(stale, header_record(header, self.path.name),
+                                          self._sync_pixels if sync_to_disk else None)
         try:
             # each 1-D column keeps its last chunks in a chunk cache (1 MiB each by default): a few will do
             self._file = h5py.File(self.path, "w-", rdcc_nbytes=SERIES_CHUNK_CACHE_BYTES)
@@ -390,7 +395,16 @@ class NXtomoWriter:
             self._capacity = self.frames_written
             self._data.resize(self._capacity, axis=0)
         self._file.flush()
+        if self._journal is not None:
+            self._journal.commit()
         self._last_flush = time.monotonic()
+
+    def _sync_pixels(self) -> None:
+        """Put the frames written so far on the disk (fsync of the scan file), before the journal names them."""
+        try:
+            os.fsync(self._file.id.get_vfd_handle())
+        except OSError as error:
+            raise MicroCTError(f"syncing {self.path} to the disk failed: {error}") from None
 
     def close(self, status: Literal["complete", "aborted"], end_time: float) -> None:
         """Flush, mark the file ``complete`` or ``aborted`` and close it. Safe to call twice."""

@@ -191,15 +191,16 @@ class Sequencer:
             if header.frame_shape != detector.shape:
                 raise ConfigurationError(f"resume: the detector gives {detector.shape} frames, the interrupted "
                                          f"scan has {header.frame_shape}")
-            self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s, pixel_check=self._pixel_check())
+            self.writer = self._new_writer(header)
             keys = replay(interrupted, self.writer)
-            discard(interrupted)
             self._count_done(keys)
             aborted = any(kind == "event" and record["message"].startswith("scan aborted")
                           for kind, record in interrupted.journal.entries)
             how = "was aborted" if aborted else "stopped without closing the file (killed, crashed or power lost)"
             self._event(f"scan resumed after {len(keys)} of {self.total} frames: the previous run {how}",
                         frame=len(keys))
+            self.writer.flush()  # the new journal names every replayed frame (on the disk) before the old pair goes
+            discard(interrupted)
             return
         spot = source.capabilities.spot_modes[scan.spot_mode]
         header = ScanHeader(
@@ -210,12 +211,13 @@ class Sequencer:
             focal_spot_size_um=spot.spot_size_at_um(scan.voltage_kv * scan.current_ua / 1000.0),
             configuration_toml=self.config_text, source_name=source.name,
             frames_linked=detector.writes_own_files, configuration=self.config.model_dump(mode="json"))
-        self.writer = NXtomoWriter(self.output, header, scan.flush_interval_s, pixel_check=self._pixel_check())
+        self.writer = self._new_writer(header)
         self._event(f"scan started: {self.total} frames planned")
 
-    def _pixel_check(self) -> WriterFaults | None:
+    def _new_writer(self, header: ScanHeader) -> NXtomoWriter:
         faults = self.instruments.faults
-        return WriterFaults(faults, self.output.name) if faults is not None else None
+        return NXtomoWriter(self.output, header, self.scan.flush_interval_s, sync_to_disk=self.scan.sync_to_disk,
+                            pixel_check=WriterFaults(faults, self.output.name) if faults is not None else None)
 
     def _plan(self) -> list[int]:
         """Frames per phase, in PHASES order."""

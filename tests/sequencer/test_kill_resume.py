@@ -14,7 +14,8 @@ from microct.sequencer import run_scan
 from microct.testing.crash import kill_and_resume
 
 KILLS = 50
-SCAN = {"detector": {"options": {"rows": 32, "columns": 32, "pixel_pitch_um": 3200.0}}, "scan": {"n_projections": 200}}
+SCAN = {"detector": {"options": {"rows": 32, "columns": 32, "pixel_pitch_um": 3200.0}},
+        "scan": {"n_projections": 200, "flush_interval_s": 0.02}}  # journal committed (after an fsync) every 20 ms
 SAME = ("entry/instrument/detector/image_key", "entry/sample/rotation_angle", "entry/instrument/detector/count_time",
         "entry/sample/x_translation", "entry/control/data")
 TOLERANCE = {"entry/control/data": 0.5}  # measured tube current: read-back noise (0.05 µA) differs after a resume
@@ -35,7 +36,7 @@ def test_fifty_kills_at_random_moments_and_every_resume_completes_the_scan(tmp_p
     run_scan(config, build_instruments(config), tmp_path / "reference.nxs")
     reference = contents(tmp_path / "reference.nxs")
     rng = random.Random(20261125)
-    kills, trials = 0, 0
+    kills, trials, replayed = 0, 0, []
     while kills < KILLS:
         out = tmp_path / f"killed-{trials}.nxs"
         run = kill_and_resume(data, out, rng, max_delay_s=0.12)
@@ -52,10 +53,12 @@ def test_fifty_kills_at_random_moments_and_every_resume_completes_the_scan(tmp_p
         assert frames[keys == 0].mean(axis=(1, 2)).min() > 300
         resumed = [m for m in got["events"] if m.startswith("scan resumed")]
         assert len(resumed) <= run.kills  # (a kill before the first frame leaves nothing to resume)
+        replayed += [int(m.split()[3]) for m in resumed]  # "scan resumed after N of M frames: ..."
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name)) == [out.name]  # no journal left
         kills += run.kills
         trials += 1
     assert kills >= KILLS
+    assert sum(n > 0 for n in replayed) >= KILLS // 4, replayed  # the kills struck with frames in the journal
 
 
 def test_the_kill_loop_itself_kills(tmp_path, scan_data):
