@@ -4,11 +4,20 @@ built on it once for every transport."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 log = logging.getLogger("microct.transport")
+
+
+class Link(Protocol):
+    """An opened port or session, shared by the transports on it."""
+
+    lock: AbstractContextManager  # re-entrant
+    lost: str | None  # why an exchange lost the link (the next exchange re-opens it first), or None
 
 
 class Transport(abc.ABC):
@@ -36,14 +45,12 @@ class Transport(abc.ABC):
 
     def write(self, message: bytes) -> None:
         """Send ``message`` followed by the write terminator."""
-        with self._lock():
-            self._reopen_if_lost(message.decode(errors="replace"))
+        with self._exchange(message.decode(errors="replace")):
             self._send(message)
 
     def read_reply(self, what: str) -> bytes:
         """The next reply without its terminator; ``what`` names the command in a timeout error."""
-        with self._lock():
-            self._reopen_if_lost(what)
+        with self._exchange(what):
             reply = self._receive(what)
         log.debug("%s < %r", self.name, reply)
         return reply
@@ -60,8 +67,7 @@ class Transport(abc.ABC):
 
     def _query(self, message: bytes, complete: Callable[[list[bytes]], bool]) -> list[bytes]:
         what = message.decode(errors="replace")
-        with self._lock():
-            self._reopen_if_lost(what)
+        with self._exchange(what):
             self._discard_stale_input()
             self._send(message)
             answers = [self._receive(what)]
@@ -70,15 +76,23 @@ class Transport(abc.ABC):
         log.debug("%s < %r", self.name, answers)
         return answers
 
-    @abc.abstractmethod
-    def _lock(self) -> AbstractContextManager:
-        """The (re-entrant) lock of the physical link, held for a whole exchange; CommunicationError if
-        the link is not open."""
+    @contextlib.contextmanager
+    def _exchange(self, what: str) -> Iterator[None]:
+        """Hold the link's lock for a whole exchange, re-opening the link first if an earlier exchange lost
+        it (CommunicationError naming ``what``, the command, if the device is still away)."""
+        link = self._require_open()
+        with link.lock:
+            if link.lost is not None:
+                self._reopen(link, what)
+            yield
 
     @abc.abstractmethod
-    def _reopen_if_lost(self, what: str) -> None:
-        """Under the lock: re-open the link if an earlier exchange lost it (once per exchange);
-        CommunicationError naming ``what`` (the command) if the device is still away."""
+    def _require_open(self) -> Link:
+        """The open link; CommunicationError if it is not open."""
+
+    @abc.abstractmethod
+    def _reopen(self, link: Link, what: str = "") -> None:
+        """Close ``link`` and open it anew (clearing ``lost``); CommunicationError naming ``what`` if that fails."""
 
     @abc.abstractmethod
     def _discard_stale_input(self) -> None: ...

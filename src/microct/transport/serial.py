@@ -19,7 +19,6 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import serial
@@ -157,14 +156,6 @@ class SerialTransport(Transport):
         return error
 
     # -- transport primitives -------------------------------------------------------------------------
-    def _lock(self) -> AbstractContextManager:
-        return self._require_open().lock
-
-    def _reopen_if_lost(self, what: str) -> None:
-        port = self._require_open()
-        if port.lost is not None:
-            self._reopen(port, what)
-
     def _send(self, message: bytes) -> None:
         port = self._require_open()
         data = message + self._write_terminator

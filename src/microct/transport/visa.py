@@ -25,7 +25,6 @@ from __future__ import annotations
 import select
 import socket
 import threading
-from contextlib import AbstractContextManager
 from typing import Any
 
 import pyvisa
@@ -196,14 +195,6 @@ class VisaTransport(Transport):
             log.warning("%s: closing %s: %s", self.name, self.resource_name, error)
 
     # -- transport primitives -------------------------------------------------------------------------
-    def _lock(self) -> AbstractContextManager:
-        return self._require_open().lock
-
-    def _reopen_if_lost(self, what: str) -> None:
-        session = self._require_open()
-        if session.lost is not None:
-            self._reopen(session, what)
-
     def _require_open(self) -> _Session:
         if self._session is None:
             raise CommunicationError(f"{self.name}: VISA resource {self.resource_name} is not open")
