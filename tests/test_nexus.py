@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
 import pytest
 
+from microct.devices.detector import FrameFile
 from microct.errors import MicroCTError
 from microct.geometry import Geometry
 from microct.journal import _parse, journal_path, read_journal
 from microct.nexus import FrameInfo, NXtomoWriter, ScanHeader
+from microct.recon import ReconstructionError, open_scan
 
 HEADER = ScanHeader(title="t", start_time=1.7e9, frame_shape=(8, 10), pixel_pitch_um=100.0, saturation_value=4095,
                     geometry=Geometry(50.0, 400.0, 1.0, -2.0, 0.25, -1), voltage_kv=90.0, current_ua=50.0,
@@ -159,3 +162,29 @@ def test_without_sync_to_disk_each_frame_is_journaled_at_once(tmp_path, mocker):
     assert [f.index for f in read_journal(journal_path(path)).frames] == [0]  # before any flush
     writer.close("aborted", 1.7e9 + 10)
     assert fsync.call_count == 0
+
+
+def test_linked_frames_follow_their_folder_and_a_lost_detector_file_is_named(tmp_path):
+    """A detector file in the scan's folder is mapped by a relative name, so the folder can be moved
+    whole; a reader is told which file is missing instead of getting frames of 0 from HDF5."""
+    scan_dir = tmp_path / "scan"
+    detector_file = scan_dir / "ioc" / "det_000001.h5"
+    detector_file.parent.mkdir(parents=True)
+    frames = np.arange(1, 5, dtype=np.uint16)[:, None, None] * np.full((8, 10), 100, np.uint16)
+    with h5py.File(detector_file, "w") as f:
+        f["entry/data/data"] = frames
+    keys = [2, 1, 0, 0]  # dark, flat, two projections
+    with NXtomoWriter(scan_dir / "f.nxs", replace(HEADER, frames_linked=True)) as writer:
+        for i, key in enumerate(keys):
+            writer.append_linked(FrameFile(str(detector_file), "/entry/data/data", i), info(i, key))
+    moved = tmp_path / "elsewhere"
+    (scan_dir).rename(moved)
+    with h5py.File(moved / "f.nxs", "r") as f:
+        assert [s.file_name for s in f["entry/instrument/detector/data"].virtual_sources()] == ["ioc/det_000001.h5"]
+    with open_scan(moved / "f.nxs") as scan:
+        assert np.array_equal(scan.data[()], frames)
+    (moved / "ioc" / "det_000001.h5").unlink()
+    with pytest.raises(ReconstructionError, match=r"f\.nxs: its frames are in detector files that cannot be "
+                                                  r"read: .*elsewhere/ioc/det_000001\.h5:/entry/data/data"):
+        with open_scan(moved / "f.nxs"):
+            pass

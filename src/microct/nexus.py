@@ -340,7 +340,7 @@ class NXtomoWriter:
         layout = h5py.VirtualLayout((n, rows, cols), np.uint16)
         for run in self._runs:
             end = run.file_first + run.count
-            source = h5py.VirtualSource(run.path, run.dataset, shape=(end, rows, cols))
+            source = h5py.VirtualSource(self._source_name(run.path), run.dataset, shape=(end, rows, cols))
             layout[run.first:run.first + run.count] = source[run.file_first:end]
         for group in (self._detector, self._nxdata):
             if "data" in group:
@@ -348,8 +348,17 @@ class NXtomoWriter:
         data = self._detector.create_virtual_dataset("data", layout)
         data.attrs["interpretation"] = "image"
         self._nxdata["data"] = data
-        self._detector.attrs["data_files"] = list(dict.fromkeys(run.path for run in self._runs))
+        self._detector.attrs["data_files"] = list(dict.fromkeys(self._source_name(run.path) for run in self._runs))
         self._linked_frames = n
+
+    def _source_name(self, path: str) -> str:
+        """A detector file's name as ``data`` maps it: relative to this file's folder when it lies there or
+        below, so the scan's folder can be moved or copied whole (HDF5 looks a relative source up from the
+        virtual dataset's folder); else as the detector gave it."""
+        try:
+            return Path(path).resolve().relative_to(self.path.resolve().parent).as_posix()
+        except ValueError:
+            return path
 
     def _record(self, index: int, info: FrameInfo) -> int:
         relative_t = info.start_time - self.header.start_time

@@ -140,6 +140,22 @@ class Scan(NamedTuple):
     open_beam: np.ndarray
 
 
+def _require_sources(path: Path, data: h5py.Dataset) -> None:
+    """ReconstructionError naming each detector file (and dataset) that ``data``, a virtual dataset,
+    maps but that cannot be read: HDF5 itself would read those frames as 0 without a word."""
+    unreadable = []
+    for name, dataset in dict.fromkeys((s.file_name, s.dset_name) for s in data.virtual_sources()):
+        source = path.parent / name  # HDF5 looks a relative name up from the virtual dataset's folder
+        try:
+            with h5py.File(source, "r") as f:
+                f[dataset]
+        except (OSError, KeyError) as error:
+            unreadable.append(f"{source}:{dataset} ({error})")
+    if unreadable:
+        raise ReconstructionError(f"{path}: its frames are in detector files that cannot be read: "
+                                  + "; ".join(unreadable))
+
+
 @contextlib.contextmanager
 def open_scan(path: str | Path) -> Iterator[Scan]:
     """Open a microct NXtomo file for reading; ReconstructionError if it cannot be read or has no
@@ -154,6 +170,8 @@ def open_scan(path: str | Path) -> Iterator[Scan]:
             angles = f["entry/sample/rotation_angle"][()]
         except KeyError as error:
             raise ReconstructionError(f"{path}: not a microct NXtomo file ({error})") from None
+        if data.is_virtual:
+            _require_sources(Path(path), data)
         index = np.flatnonzero(keys == 0)
         if index.size == 0:
             raise ReconstructionError(f"{path}: no projections (image_key 0)")
