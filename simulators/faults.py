@@ -278,10 +278,15 @@ class FaultSchedule:
                                                      [a for a in self._armed if a.fault.device == device])
             return self._devices[device]
 
+    def attached(self) -> list[str]:
+        """The devices a simulator has attached to (plays), sorted."""
+        with self._lock:
+            return sorted(device for device, view in self._devices.items() if view.attached)
+
     def unattached(self) -> list[tuple[int, Fault]]:
         """Faults of instruments no simulator attached to (writer faults excepted: see ``WriterFaults``)."""
-        return [(i, f) for i, f in enumerate(self.faults)
-                if f.device != "writer" and not (f.device in self._devices and self._devices[f.device].attached)]
+        played = self.attached()
+        return [(i, f) for i, f in enumerate(self.faults) if f.device != "writer" and f.device not in played]
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:

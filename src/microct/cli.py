@@ -143,6 +143,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(error.args[0]) from None
     except (TypeError, ValueError) as error:  # a bad option for this simulator
         raise ConfigurationError(f"sim serve {args.name}: {error}") from None
+    if faults is not None:
+        _require_played(faults, args)
     with WireServer(responder, args.name, faults=faults) as server:
         where = server.serve_pty() if args.tcp is None else f"socket://127.0.0.1:{server.serve_tcp(args.tcp)}"
         print(where, flush=True)  # the port or URL to put in a configuration's `connection`
@@ -174,6 +176,17 @@ def _fault_schedule(path: str):
     return FaultSchedule(faults, data.get("seed"))
 
 
+def _require_played(faults, args: argparse.Namespace) -> None:
+    """ConfigurationError naming the first fault of ``--faults`` that no simulator served here plays (a
+    device it does not simulate, or the scan's writer): such a fault would never fire."""
+    unplayed = faults.unattached() + [(i, f) for i, f in enumerate(faults.faults) if f.device == "writer"]
+    if unplayed:
+        index, fault = min(unplayed, key=lambda item: item[0])
+        raise ConfigurationError(f"--faults {args.faults}: faults.{index}.device={fault.device!r}: sim serve "
+                                 f"{args.name} does not simulate it (it plays the faults of "
+                                 f"{', '.join(map(repr, faults.attached())) or 'no device'})")
+
+
 def _serve_epics(args: argparse.Namespace, options: dict, faults=None) -> int:
     from pydantic import ValidationError
 
@@ -186,6 +199,12 @@ def _serve_epics(args: argparse.Namespace, options: dict, faults=None) -> int:
     except ValidationError as error:
         raise ConfigurationError(f"sim serve epics: {validation_message(error, '-O ')}") from None
     beamline = start_beamline(args.prefix, args.tcp or 0, source=tube, faults=faults)
+    try:
+        if faults is not None:
+            _require_played(faults, args)
+    except ConfigurationError:
+        beamline.stop()
+        raise
     port = beamline.handle.port
     print(f"{args.prefix} 127.0.0.1:{port}", flush=True)
     names = ", ".join(args.prefix + name for name in (SOURCE, ROTATION, SAMPLE_OUT, DETECTOR))

@@ -142,3 +142,21 @@ def test_resume_continues_an_interrupted_scan_and_a_new_scan_will_not_clobber_it
         assert f["entry/logs/status"][()].decode() == "complete"
         keys = f["entry/instrument/detector/image_key"][()]
     assert ((keys == 2).sum(), (keys == 1).sum(), (keys == 0).sum()) == (10, 10, 180)  # sim.toml's plan, whole
+
+
+@pytest.mark.parametrize("name, options, played, unplayed, plays", [
+    ("camserver", ["-O", "image_root={tmp}"], ("garbled_reply", "detector"), ("arc", "source"), "'detector'"),
+    ("hamamatsu", [], ("garbled_reply", "source"), ("disk_full", "writer"), "'source'"),
+    ("epics", ["--tcp", "0"], ("reply_timeout", "source"), ("write_error", "writer"),
+     "'detector', 'rotation', 'sample_out', 'source'"),
+])
+def test_sim_serve_refuses_a_fault_it_cannot_play(name, options, played, unplayed, plays, tmp_path, capsys):
+    """A fault for a device the served simulator does not play would never fire: refused, named."""
+    faults = tmp_path / "faults.toml"
+    faults.write_text("".join(f'[[faults]]\nkind = "{kind}"\ndevice = "{device}"\nat_projection = 2\n'
+                              for kind, device in (played, unplayed)))
+    arguments = [item.format(tmp=tmp_path) for item in options]
+    assert main(["sim", "serve", name, *arguments, "--faults", str(faults)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--faults {faults}: faults.1.device='{unplayed[1]}': sim serve {name} does not simulate it" in err
+    assert f"(it plays the faults of {plays})" in err
