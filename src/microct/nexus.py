@@ -96,6 +96,7 @@ class _LinkedRun:
     dataset: str
     first: int  # the run's first frame: its index in the scan ...
     file_first: int  # ... and in the detector's file
+    source: str  # the file's name as ``data`` maps it (NXtomoWriter._source_name)
     count: int = 1
 
     def continues_with(self, file: FrameFile) -> bool:
@@ -326,7 +327,7 @@ class NXtomoWriter:
                                f"{file.dataset}, but this scan has linked that file up to frame "
                                f"{run.file_first + run.count - 1} already")
         else:
-            self._runs.append(_LinkedRun(file.path, file.dataset, index, file.index))
+            self._runs.append(_LinkedRun(file.path, file.dataset, index, file.index, self._source_name(file.path)))
         if self._journal is not None:
             self._journal.append({"t": "frame", "i": index, "info": vars(info), "file": vars(file)})
         return self._record(index, info)
@@ -340,7 +341,7 @@ class NXtomoWriter:
         layout = h5py.VirtualLayout((n, rows, cols), np.uint16)
         for run in self._runs:
             end = run.file_first + run.count
-            source = h5py.VirtualSource(self._source_name(run.path), run.dataset, shape=(end, rows, cols))
+            source = h5py.VirtualSource(run.source, run.dataset, shape=(end, rows, cols))
             layout[run.first:run.first + run.count] = source[run.file_first:end]
         for group in (self._detector, self._nxdata):
             if "data" in group:
@@ -348,7 +349,7 @@ class NXtomoWriter:
         data = self._detector.create_virtual_dataset("data", layout)
         data.attrs["interpretation"] = "image"
         self._nxdata["data"] = data
-        self._detector.attrs["data_files"] = list(dict.fromkeys(self._source_name(run.path) for run in self._runs))
+        self._detector.attrs["data_files"] = list(dict.fromkeys(run.source for run in self._runs))
         self._linked_frames = n
 
     def _source_name(self, path: str) -> str:
