@@ -5,8 +5,6 @@ aborts."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 import tomllib
 from importlib.resources import files
 
@@ -93,17 +91,17 @@ def test_full_scan_over_camserver(bench, tmp_path):
     assert responder.lines.count(b"NImages 1") == 1    # sent once, not per frame
 
 
-def fault_after(responder: CamserverResponder, frames: int, fault) -> threading.Thread:
-    """Inject ``fault(responder)`` once the simulator has started ``frames`` image files."""
-    def watch() -> None:
-        deadline = time.monotonic() + 30
-        while responder.frames_started < frames and time.monotonic() < deadline:
-            time.sleep(0.001)
-        fault(responder)
+def refuse_exposure(responder: CamserverResponder, file_name: bytes, text: str) -> None:
+    """From the ``Exposure`` of ``file_name`` on, the simulator answers ``Exposure`` with ERR ``text`` (set in
+    the server's thread, as it reads that line: no race with the scan)."""
+    answer = responder.answer
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    return watcher
+    def answer_then_refuse(session, line: bytes):
+        if line == b"Exposure " + file_name:
+            responder.hooks.error_replies["Exposure"] = text
+        return answer(session, line)
+
+    responder.answer = answer_then_refuse
 
 
 @pytest.mark.parametrize(("fault", "cause", "message", "k_sent"), [
@@ -119,16 +117,13 @@ def test_a_detector_fault_mid_scan_aborts_safely_and_keeps_every_frame(make_benc
     scheduled = [{"kind": fault, "device": "detector", "at_frame": 6}] if fault == "frame_dropped" else []
     config, responder, instruments = make_bench(*scheduled)
     config.scan.recovery = RecoveryPolicy(frame_retakes=0, retries=0)
-    watcher = None
     if fault == "error_reply":
-        watcher = fault_after(responder, 6, lambda r: r.hooks.error_replies.update(Exposure="ERROR: disk full"))
+        refuse_exposure(responder, b"microct_00006.tif", "ERROR: disk full")
     elif not scheduled:
         setattr(responder.hooks, fault, 6)
     out = tmp_path / "aborted.nxs"
     with pytest.raises(ScanAborted) as aborted:
         run_scan(config, instruments, out)
-    if watcher:
-        watcher.join()
     assert isinstance(aborted.value.__cause__, cause)
     assert "detector 'detector'" in str(aborted.value) and aborted.value.frames_written == 6
     assert re.search(message, str(aborted.value)), aborted.value

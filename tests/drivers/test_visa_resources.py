@@ -53,10 +53,11 @@ def test_spellman_over_asrl_with_checksums():
 
 
 def test_an_asrl_resource_discards_what_the_port_holds_before_a_query():
-    with WireServer(EchoResponder(b"\n")) as server:
+    echo = EchoResponder(b"\n")
+    with WireServer(echo) as server:
         transport = VisaTransport(f"ASRL{server.serve_pty()}::INSTR", VisaSettings(timeout_s=0.5), "serial")
         transport.open()
-        assert_stale_replies_dropped(transport)
+        assert_stale_replies_dropped(transport, echo)
         transport.close()
 
 

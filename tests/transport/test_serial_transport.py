@@ -29,18 +29,23 @@ def test_stale_input_is_discarded_before_a_query():
     assert transport.query(b"B") == [b"B 2"]
 
 
+@pytest.fixture
+def echo():
+    return EchoResponder()
+
+
 @pytest.fixture(params=["pty", "tcp"])
-def echo_transport(request):
-    """A SerialTransport open to an EchoResponder over a pseudo-terminal or TCP."""
-    with WireServer(EchoResponder()) as server:
+def echo_transport(request, echo):
+    """A SerialTransport open to ``echo`` over a pseudo-terminal or TCP."""
+    with WireServer(echo) as server:
         transport = SerialTransport(server.serve_serial(request.param), FAST, request.param)
         transport.open()
         yield transport
         transport.close()
 
 
-def test_everything_waiting_is_discarded_before_a_query_on_real_ports(echo_transport):
-    assert_stale_replies_dropped(echo_transport)
+def test_everything_waiting_is_discarded_before_a_query_on_real_ports(echo_transport, echo):
+    assert_stale_replies_dropped(echo_transport, echo)
 
 
 def test_line_settings_reach_pyserial():

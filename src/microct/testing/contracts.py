@@ -635,6 +635,7 @@ class AxisContract(LifecycleContract):
 
     def test_wait_with_tiny_timeout_raises_device_timeout_error(self, axis):
         axis.move_to(self.at(axis, 0.05))
+        axis.set_velocity(axis.velocity / 100)  # a move of seconds: still running however late this thread runs
         start, target = axis.read_position(), self.at(axis, 0.95)
         status = axis.start_move_to(target)
         with pytest.raises(TimeoutError) as info:

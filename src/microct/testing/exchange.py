@@ -77,28 +77,34 @@ def scripted_transport(script: list[Step], settings: SerialSettings | None = Non
 class EchoResponder:
     """A wire-simulator responder (``microct.simulators.wire``) for transport tests: answers a line with
     ``ECHO <line>`` and ``terminator``, and ``SPLIT`` with two lines, ``#one`` and ``#two``; counts its
-    clients (TCP connections)."""
+    clients (TCP connections) and the lines it answered."""
 
     request_terminators = b"\r\n"
 
     def __init__(self, terminator: bytes = b"\r") -> None:
         self.terminator = terminator
         self.clients = 0
+        self.answered = 0
 
     def connect(self, connection: object) -> EchoResponder:
         self.clients += 1
         return self
 
     def respond(self, line: bytes) -> list[bytes]:
+        self.answered += 1
         if line == b"SPLIT":
             return [b"#one" + self.terminator, b"#two" + self.terminator]
         return [b"ECHO " + line + self.terminator]
 
 
-def assert_stale_replies_dropped(transport) -> None:
-    """Leave three replies to an ``EchoResponder`` unread, then query: the answer must be the query's own
-    (the transport dropped the stale ones first)."""
+def assert_stale_replies_dropped(transport, echo: EchoResponder) -> None:
+    """Leave three replies of ``echo`` unread, then query: the answer must be the query's own (the
+    transport dropped the stale ones first)."""
+    answered = echo.answered
     for i in range(3):
         transport.write(b"stale %d" % i)
-    time.sleep(0.05)  # the replies have arrived
+    deadline = time.monotonic() + 2.0
+    while echo.answered < answered + 3 and time.monotonic() < deadline:  # the server thread has answered them
+        time.sleep(0.001)
+    time.sleep(0.05)  # and their bytes have crossed the link
     assert transport.query(b"fresh") == [b"ECHO fresh"]
