@@ -138,8 +138,8 @@ def test_files_are_written_on_schedule_and_a_second_exposure_is_refused(sim):
     responder, port, root = sim
     client = Client(port)
     client.ask(b"ni 3\nexpt 0.05\nexpp 0.1\nimgpath /ramdisk/s\n", replies=4)
+    start = time.monotonic()  # before the series starts, so a file seen "early" is one written early
     client.ask(b"exposure scan_0042.tif\n")
-    start = time.monotonic()
     assert client.ask(b"exposure again.tif\n") == [b"15 ERR ERROR: an exposure series is running (K stops it)"]
     assert client.ask(b"ni 4\n") == [b"15 ERR ERROR: an exposure series is running (K stops it)"]
     folder, size = root / "ramdisk" / "s", codec.tiff_size(619, 487)

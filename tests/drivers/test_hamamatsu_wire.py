@@ -29,8 +29,8 @@ SIM = {"seed": 1, "warmed_up": True, "warmup_s": 0.05, "ramp_kv_per_s": 1e5, "ra
 OPTIONS = HamamatsuOptions(model="L10711", timeout_s=0.2)
 
 
-def build(url: str) -> HamamatsuSource:
-    return HamamatsuSource.from_config("tube", OPTIONS, url, DriverContext())
+def build(url: str, **options) -> HamamatsuSource:
+    return HamamatsuSource.from_config("tube", OPTIONS.model_copy(update=options), url, DriverContext())
 
 
 def past_readback_age(source: HamamatsuSource) -> None:
@@ -117,10 +117,10 @@ class Rig:
 def rig(request):
     made: list[Rig] = []
 
-    def make(**simulation) -> Rig:
+    def make(options: dict | None = None, **simulation) -> Rig:
         wire = Wire(HamamatsuResponder(**{**SIM, **simulation}))
         server = WireServer(wire, "hamamatsu")
-        made.append(Rig(server, wire, build(server.serve_serial(request.param))))
+        made.append(Rig(server, wire, build(server.serve_serial(request.param), **(options or {}))))
         made[-1].source.connect()
         return made[-1]
 
@@ -133,7 +133,7 @@ def rig(request):
 
 
 def test_state_voltage_and_current_cost_one_command(rig):
-    r = rig()
+    r = rig({"readback_max_age_s": 0.5})  # the three reads share one reply however slow this machine is
     r.source.configure(voltage_kv=90, current_ua=40, spot_mode="middle")
     r.source.beam_on()
     past_readback_age(r.source)
