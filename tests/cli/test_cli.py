@@ -103,7 +103,7 @@ def test_signal_mid_scan_beam_off_file_aborted(sig, code, tmp_path):
         for line in proc.stderr:  # INFO log lines; wait until projections are under way
             if "projections started" in line or time.monotonic() > deadline:
                 break
-        time.sleep(0.5)
+        time.sleep(1.5)  # a few projections (about 0.15 s each), however slow the machine; the scan takes 12 s
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:

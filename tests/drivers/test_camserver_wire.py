@@ -29,6 +29,7 @@ from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import DetectorContract
+from microct.testing.waiting import wait_until
 
 IMAGE_PATH = "/ramdisk/microct"
 
@@ -320,10 +321,9 @@ def test_stop_or_close_during_a_series_sends_k(rig, how):
     getattr(detector, how)()
     worker.join(timeout=5)
     assert not worker.is_alive()
-    deadline = time.monotonic() + 1.0  # close() sends K and hangs up without a reply: the server reads it after
-    while b"K" not in responder.lines and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert b"K" in responder.lines and responder.frames_started < 5
+    # close() sends K and hangs up without waiting for a reply: the server may read it after this
+    wait_until(lambda: b"K" in responder.lines, 1.0, "K at the simulator")
+    assert responder.frames_started < 5
     assert len(errors) == 1 and isinstance(errors[0], DeviceStateError)
     assert re.search(rf"acquisition stopped by {how}\(\) \(frame \d+ of 20 of 'Exposure microct_00000.tif'\); K sent",
                      str(errors[0])), errors[0]

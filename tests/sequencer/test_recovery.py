@@ -3,7 +3,6 @@ costs a retake, not the scan; a fault that persists still aborts safely."""
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -141,7 +140,7 @@ def test_a_pause_on_request_holds_the_scan_and_a_long_one_switches_the_beam_off(
     def progress(done, total, kind):
         if done == 3 + 4 + 2:
             pause.touch()  # the user pauses (touch scan.nxs.pause) ...
-            threading.Timer(0.3, pause.unlink).start()  # ... and deletes it later
+            inst.clock.call_later(61.0, pause.unlink)  # ... and deletes it 61 s later (simulated time)
         states.append(inst.source.read_state())
 
     run_scan(config, inst, out, progress=progress)

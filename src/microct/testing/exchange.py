@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import time
 
+from microct.testing.waiting import wait_until
 from microct.transport.serial import SerialSettings, SerialTransport
 
 Step = tuple[bytes, bytes | None]
@@ -103,8 +104,6 @@ def assert_stale_replies_dropped(transport, echo: EchoResponder) -> None:
     answered = echo.answered
     for i in range(3):
         transport.write(b"stale %d" % i)
-    deadline = time.monotonic() + 2.0
-    while echo.answered < answered + 3 and time.monotonic() < deadline:  # the server thread has answered them
-        time.sleep(0.001)
+    wait_until(lambda: echo.answered == answered + 3, what="the server answering the stale lines")
     time.sleep(0.05)  # and their bytes have crossed the link
     assert transport.query(b"fresh") == [b"ECHO fresh"]

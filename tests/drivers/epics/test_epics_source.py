@@ -16,6 +16,7 @@ from microct.devices.source import SourceState
 from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError
 from microct.registry import DriverContext
 from microct.testing.contracts import SourceContract
+from microct.testing.waiting import wait_until
 
 # the IOC ports that conftest.py put into the CA address list before pyepics started
 MAIN_PORT, SPARE_PORT = (int(dict(item.split("=") for item in os.environ["MICROCT_TEST_IOC_PORTS"].split())[role])
@@ -102,7 +103,8 @@ def test_overload_is_fault_until_reset(source, tube):
     source.beam_on()
     tube.trigger_overload()
     wait_for(source, SourceState.FAULT)
-    assert "overload" in source.describe()["fault"]
+    # read fresh, the state can come before the fault text's monitor update
+    wait_until(lambda: "overload" in source.describe().get("fault", ""), 1.0, "the overload in describe()")
     with pytest.raises(DeviceStateError):
         source.beam_on()
     source.reset()

@@ -19,6 +19,7 @@ import epics
 import pytest
 from microct.simulators.axis import SimulatedAxisOptions
 from microct.simulators.epics_motor_ioc import start_motor_iocs
+from microct.testing.waiting import wait_until
 
 # the IOC port that conftest.py put into the CA address list before pyepics started
 PORT = int(dict(item.split("=") for item in os.environ["MICROCT_TEST_IOC_PORTS"].split())["fidelity"])
@@ -28,13 +29,6 @@ HLM, LLM = 50.0, -50.0
 SIM = SimulatedAxisOptions(unit="deg", max_velocity=100.0, acceleration=1000.0)
 VELO, ACCL = SIM.max_velocity, SIM.max_velocity / SIM.acceleration  # the record's values at start-up
 TIMEOUT_S = 5.0
-
-
-def wait_until(predicate, timeout_s: float = 2.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout_s} s"
-        time.sleep(0.01)
 
 
 def assert_still(read, hold_s: float = 0.1) -> float:
@@ -178,6 +172,13 @@ def rot(ophyd_motor, iocs):
     finish(ophyd_motor, ophyd_motor.set(0.0))
 
 
+def assert_dmov_pulsed(seen: list[int]) -> None:
+    """DMOV went 1 → 0 → 1 and no more. The last 1 reaches the ``dmov_seen`` callback in the CA thread,
+    which may run it just after it has ended the move's status."""
+    wait_until(lambda: len(seen) >= 3, what="the DMOV pulse's end")
+    assert seen == [1, 0, 1]
+
+
 @pytest.fixture
 def dmov_seen(rot):
     """DMOV values as ophyd's monitor delivers them, the current one first."""
@@ -206,7 +207,7 @@ def test_ophyd_set_completes_at_the_end_of_the_move_with_the_readback_there(rot,
     assert rot.position == pytest.approx(30.0) and rot.user_readback.get() == pytest.approx(30.0)
     assert status.success
     assert elapsed == pytest.approx(30.0 / VELO + ACCL, abs=0.1)
-    assert dmov_seen == [1, 0, 1]
+    assert_dmov_pulsed(dmov_seen)
     assert not rot.moving
 
 
@@ -214,7 +215,7 @@ def test_ophyd_sees_dmov_pulse_even_for_a_zero_length_move(rot, dmov_seen):
     status = rot.set(0.0)  # already there
     finish(rot, status)  # ophyd ends the move on DMOV 0 -> 1: without the pulse this times out
     assert status.success
-    assert dmov_seen == [1, 0, 1]
+    assert_dmov_pulsed(dmov_seen)
 
 
 def test_ophyd_refuses_a_move_outside_the_limits_the_record_reports(rot, iocs):
@@ -249,7 +250,7 @@ def test_ophyd_move_the_record_refuses_still_ends(rot, iocs, dmov_seen):
         unchecked.wait_for_connection(timeout=TIMEOUT_S)
         status = unchecked.set(HLM + 10.0)
         status.wait(1.0)
-        assert dmov_seen == [1, 0, 1]
+        assert_dmov_pulsed(dmov_seen)
         assert iocs[OPHYD_RECORD].moves == moves
         assert unchecked.position == pytest.approx(0.0)
         assert unchecked.user_setpoint.get(use_monitor=False) == pytest.approx(0.0), "VAL keeps its old value"
