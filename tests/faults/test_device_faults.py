@@ -62,10 +62,10 @@ def test_arc_mid_exposure_in_real_time():
         source.configure(voltage_kv=100.0, current_ua=50.0, spot_mode="small")
         source.beam_on()
         clock.sleep(0.05)
-        detector.set_exposure_s(0.4)
+        detector.set_exposure_s(1.0)  # the arc's timer may be late by 0.15 s (a loaded machine) and still pass
         full, arc_frame = (detector.acquire()[0].data.mean() for _ in range(2))
         assert source.read_state() is SourceState.FAULT
-    dark = SimulatedDetectorOptions().dark_offset + 0.4 * SimulatedDetectorOptions().dark_current_per_s
+    dark = SimulatedDetectorOptions().dark_offset + 1.0 * SimulatedDetectorOptions().dark_current_per_s
     assert (arc_frame - dark) / (full - dark) == pytest.approx(0.5, abs=0.15)
 
 

@@ -130,7 +130,7 @@ def test_dmov_pulses_even_for_a_zero_length_move(axis):
         assert back_to_1.wait(1.0), seen
     finally:
         pv.remove_callback(index)
-    assert 0.004 < took < 0.1, took
+    assert 0.004 < took < 0.3, took  # the pulse's length, not a time-out (the upper bound allows a loaded machine)
 
 
 def test_ioc_stopped_mid_move_fails_the_status_naming_the_pv():

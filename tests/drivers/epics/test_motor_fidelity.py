@@ -206,7 +206,7 @@ def test_ophyd_set_completes_at_the_end_of_the_move_with_the_readback_there(rot,
     # read at once: RBV must have reached ophyd before DMOV went back to 1
     assert rot.position == pytest.approx(30.0) and rot.user_readback.get() == pytest.approx(30.0)
     assert status.success
-    assert elapsed == pytest.approx(30.0 / VELO + ACCL, abs=0.1)
+    assert 30.0 / VELO + ACCL - 0.1 <= elapsed <= 30.0 / VELO + ACCL + 0.2  # late: allowed a loaded machine
     assert_dmov_pulsed(dmov_seen)
     assert not rot.moving
 
@@ -287,7 +287,8 @@ def test_ophyd_velocity_and_acceleration_set_the_move_time(rot, velocity, distan
     assert distance >= velocity * accl_s  # long enough to reach VELO: the record's move time is d/VELO + ACCL
     start = time.monotonic()
     elapsed = finish(rot, rot.set(distance)) - start
-    assert elapsed == pytest.approx(distance / velocity + accl_s, abs=0.08)
+    expected = distance / velocity + accl_s
+    assert expected - 0.08 <= elapsed <= expected + 0.15, (elapsed, expected)  # late: allowed a loaded machine
     assert rot.position == pytest.approx(distance)
 
 
