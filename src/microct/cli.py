@@ -179,12 +179,12 @@ def _fault_schedule(path: str):
 def _require_played(faults, args: argparse.Namespace) -> None:
     """ConfigurationError naming the first fault of ``--faults`` that no simulator served here plays (a
     device it does not simulate, or the scan's writer): such a fault would never fire."""
-    unplayed = faults.unattached() + [(i, f) for i, f in enumerate(faults.faults) if f.device == "writer"]
-    if unplayed:
-        index, fault = min(unplayed, key=lambda item: item[0])
-        raise ConfigurationError(f"--faults {args.faults}: faults.{index}.device={fault.device!r}: sim serve "
-                                 f"{args.name} does not simulate it (it plays the faults of "
-                                 f"{', '.join(map(repr, faults.attached())) or 'no device'})")
+    played = faults.attached()
+    for index, fault in enumerate(faults.faults):
+        if fault.device not in played:
+            raise ConfigurationError(f"--faults {args.faults}: faults.{index}.device={fault.device!r}: sim serve "
+                                     f"{args.name} does not simulate it (it plays the faults of "
+                                     f"{', '.join(map(repr, played)) or 'no device'})")
 
 
 def _serve_epics(args: argparse.Namespace, options: dict, faults=None) -> int:
