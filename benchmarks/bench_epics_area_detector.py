@@ -25,7 +25,7 @@ import epics  # noqa: E402  (after the environment above)
 
 from microct.clock import Clock  # noqa: E402
 from microct.drivers.epics_area_detector import AreaDetector, AreaDetectorOptions  # noqa: E402
-from microct.registry import DriverContext  # noqa: E402
+from microct.simulators.bench import Bench  # noqa: E402
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions  # noqa: E402
 from microct.simulators.epics_ad_ioc import start_ad_ioc  # noqa: E402
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     args = parser.parse_args()
     panel = SimulatedDetector("bench", SimulatedDetectorOptions(rows=SIZE, columns=SIZE, read_noise=0.0),
-                              DriverContext(clock=Clock(), seed=1))
+                              Bench(clock=Clock(), seed=1))
     made_s: list[float] = []
     acquire = panel.acquire
 

@@ -17,7 +17,7 @@ import time
 
 from microct.clock import SimulatedClock
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.phantoms import BUILTIN, Box, Cylinder, Ellipsoid, Phantom, line_integrals
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
@@ -48,7 +48,7 @@ def one_of_each_kind(diameter_mm: float) -> dict[str, Phantom]:
 def ms_per_frame(phantom: str) -> float:
     """A whole 512 × 512 frame from the simulated detector, tube on at 80 kV / 100 µA (small spot)."""
     clock = SimulatedClock()
-    context = DriverContext(clock=clock, geometry=GEOMETRY, seed=1)
+    context = Bench(clock=clock, geometry=GEOMETRY, seed=1)
     source = SimulatedSource("source", SimulatedSourceOptions(warmed_up=True), clock, seed=1)
     detector = SimulatedDetector("detector", SimulatedDetectorOptions(rows=512, columns=512,
                                                                       pixel_pitch_um=PITCH_MM * 1000,

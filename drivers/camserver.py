@@ -19,12 +19,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from microct.clock import Clock
-from microct.config import validation_message
+from microct.options import validation_message
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
 from microct.drivers import camserver_codec as codec
 from microct.errors import (CommunicationError, ConfigurationError, DeviceStateError, DeviceTimeoutError,
                             MicroCTError, ProtocolError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport import Transport, VisaSettings, VisaTransport
 
 log = logging.getLogger("microct.drivers.camserver")

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from microct.clock import Clock
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
 from microct.errors import CommunicationError, ConfigurationError, DeviceTimeoutError, LimitError, ProtocolError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport import SerialSettings, SerialTransport, Transport
 
 log = logging.getLogger("microct.drivers.dexela")

@@ -38,7 +38,7 @@ from microct.clock import Clock
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, FrameFile, TriggerMode
 from microct.errors import (CommunicationError, ConfigurationError, DeviceStateError, DeviceTimeoutError,
                             FrameLostError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport.epics import ChannelAccess, configure_environment
 
 log = logging.getLogger(__name__)

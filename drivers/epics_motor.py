@@ -33,7 +33,7 @@ from microct.devices.axis import Axis, AxisCapabilities, AxisUnit
 from microct.devices.base import Status
 from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultError, DeviceStateError,
                             DeviceTimeoutError, LimitError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport.epics import ChannelAccess, configure_environment
 
 log = logging.getLogger("microct.drivers.epics_motor")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from microct.clock import Clock
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import ConfigurationError, DeviceFaultError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport.epics import ChannelAccess, configure_environment
 
 log = logging.getLogger("microct.drivers.epics_source")
@@ -41,21 +41,14 @@ class EpicsPVNames(BaseModel):
     warm_up: str = "WarmUp"
 
 
-class EpicsSpotMode(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    power_limit_w: float = Field(gt=0)
-    spot_size_um: float = Field(gt=0)
-    growth_um_per_w: float = Field(default=0.0, ge=0)
-    value: str | None = Field(default=None, description="the FocusMode enum string; default: the mode's name")
-
-
 class EpicsSourceOptions(BaseModel):
     """``[source.options]`` of the ``epics-source`` driver."""
 
     model_config = ConfigDict(extra="forbid")
     voltage_range_kv: tuple[float, float]
     current_range_ua: tuple[float, float]
-    spot_modes: dict[str, EpicsSpotMode] = Field(min_length=1)
+    spot_modes: dict[str, SpotMode] = Field(
+        min_length=1, description="spot modes by name; code: the FocusMode enum string (default: the name)")
     pvs: EpicsPVNames = Field(default_factory=EpicsPVNames)
     states: tuple[str, ...] = Field(
         default=tuple(state.name for state in (SourceState.WARMUP_NEEDED, SourceState.WARMING_UP, SourceState.STANDBY,
@@ -68,9 +61,7 @@ class EpicsSourceOptions(BaseModel):
     warm_up_start_timeout_s: float = Field(default=2.0, gt=0, description="for State_RBV to show the warm-up (s)")
 
     def capabilities(self) -> SourceCapabilities:
-        return SourceCapabilities(self.voltage_range_kv, self.current_range_ua,
-                                  {name: SpotMode(m.power_limit_w, m.spot_size_um, m.growth_um_per_w)
-                                   for name, m in self.spot_modes.items()})
+        return SourceCapabilities(self.voltage_range_kv, self.current_range_ua, self.spot_modes)
 
 
 class EpicsSource(XRaySource):
@@ -92,7 +83,7 @@ class EpicsSource(XRaySource):
         super().__init__(name, options.capabilities(), clock)
         self.prefix = connection or ""
         self._states = states
-        self._mode_of_value = {(m.value or key): key for key, m in options.spot_modes.items()}
+        self._mode_of_value = {str(m.code or key): key for key, m in options.spot_modes.items()}
         self._ca = ChannelAccess({key: self.prefix + pv for key, pv in options.pvs.model_dump().items()},
                                  who=f"source {name!r}", timeout_s=options.connect_timeout_s,
                                  put_timeout_s=options.put_timeout_s,
@@ -126,7 +117,7 @@ class EpicsSource(XRaySource):
         self._ca.put("current", current_ua)
 
     def _do_set_spot_mode(self, spot_mode: str) -> None:
-        self._ca.put("focus", self.options.spot_modes[spot_mode].value or spot_mode)
+        self._ca.put("focus", str(self.options.spot_modes[spot_mode].code or spot_mode))
 
     def _do_beam_on(self) -> None:
         self._ca.put("xray_on", 1)

@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microct.clock import Clock
-from microct.config import model_from_table, validation_message
+from microct.options import model_from_table, validation_message
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import ConfigurationError, LimitError, ProtocolError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport import SerialSettings, SerialTransport, Transport
 
 log = logging.getLogger("microct.drivers.hamamatsu")
@@ -296,7 +296,7 @@ class TubeModel(BaseModel):
 
     def capabilities(self) -> SourceCapabilities:
         return SourceCapabilities(self.voltage_range_kv, self.current_range_ua,
-                                  {name: SpotMode(m.power_limit_w, m.spot_size_um, m.growth_um_per_w)
+                                  {name: SpotMode(power_limit_w=m.power_limit_w, spot_size_um=m.spot_size_um, growth_um_per_w=m.growth_um_per_w)
                                    for name, m in self.focus_modes.items()})
 
 

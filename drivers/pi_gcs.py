@@ -27,7 +27,7 @@ from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration
 from microct.devices.base import Status
 from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultError, DeviceStateError,
                             DeviceTimeoutError, LimitError, MicroCTError, ProtocolError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport import Transport, VisaSettings, VisaTransport
 
 log = logging.getLogger("microct.drivers.pi_gcs")

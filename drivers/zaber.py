@@ -21,7 +21,7 @@ from microct.devices.axis import Axis, AxisCapabilities, AxisUnit
 from microct.devices.base import Status
 from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultError, DeviceStateError,
                             DeviceTimeoutError, LimitError, MicroCTError, ProtocolError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.transport import SerialSettings, SerialTransport, Transport
 
 log = logging.getLogger("microct.drivers.zaber")

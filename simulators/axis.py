@@ -15,7 +15,8 @@ from microct.clock import Clock
 from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration_s
 from microct.devices.base import Status
 from microct.errors import DeviceFaultError, DeviceStateError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
+from microct.simulators.bench import bench_of
 from microct.simulators.faults import STAGE_KINDS, Fault, FaultSchedule, InjectsFaults, attach
 
 
@@ -58,6 +59,7 @@ class SimulatedAxis(InjectsFaults, Axis):
     that a stall, a limit switch or a stop replaced does not complete the move."""
 
     backend = "in-process"
+    environment = "simulation"
     Options = SimulatedAxisOptions
 
     def __init__(self, name: str = "axis", options: SimulatedAxisOptions | None = None,
@@ -80,7 +82,8 @@ class SimulatedAxis(InjectsFaults, Axis):
     @classmethod
     def from_config(cls, name: str, options: SimulatedAxisOptions, connection: str | None,
                     context: DriverContext) -> SimulatedAxis:
-        return cls(name, options, context.clock, context.seed, context.faults)
+        bench = bench_of(context)
+        return cls(name, options, bench.clock, bench.seed, bench.faults)
 
     def _true_position(self) -> float:
         elapsed = self.clock.monotonic() - self._t0

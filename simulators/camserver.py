@@ -14,7 +14,7 @@ Paths: camserver's paths are absolute; the simulator keeps every one under ``ima
 installation maps an NFS export.
 
 The panel sees the instruments in ``devices`` ("source", "rotation", "sample_out", as in
-DriverContext.devices), so in a test it images the scan's tube and stage; standalone it builds its own
+Bench.devices), so in a test it images the scan's tube and stage; standalone it builds its own
 tube, warmed up with the beam on at ``voltage_kv`` / ``current_ua``, so frames show the phantom. It
 exposes in real time: image i of a series is exposed from delay + i × period after the start, for the
 exposure time (a K cuts the exposure short, and that image is not written).
@@ -60,10 +60,11 @@ from microct.drivers import camserver_codec as codec
 from microct.drivers.camserver_codec import Reply
 from microct.errors import DeviceTimeoutError, FrameLostError, MicroCTError
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+from microct.simulators.wire import WireSimulator
 
 log = logging.getLogger("microct.simulators.camserver")
 
@@ -166,7 +167,7 @@ class CamserverResponder:
             rows=height, columns=width, pixel_pitch_um=172.0, bit_depth=16, binnings=(1,),
             exposure_range_s=EXPOSURE_LIMITS_S, counts_per_ua_s=counts_per_ua_s, gain_spread=gain_spread,
             dark_offset=0.0, dark_offset_spread=0.0, dark_current_per_s=0.0, read_noise=0.0, phantom=phantom),
-            DriverContext(clock=self._clock, geometry=geometry, seed=seed, devices=devices, faults=self.schedule))
+            Bench(clock=self._clock, geometry=geometry, seed=seed, devices=devices, faults=self.schedule))
         self.panel.connect()
         self.gaps = codec.gap_mask(width, height)
         candidates = np.flatnonzero(~self.gaps)
@@ -374,3 +375,7 @@ def _standalone_tube(voltage_kv: float, current_ua: float, seed: int | None) -> 
     tube.configure(voltage_kv=voltage_kv, current_ua=current_ua, spot_mode="large")
     tube.beam_on()
     return tube
+
+
+SIMULATOR = WireSimulator(CamserverResponder, "DECTRIS PILATUS camserver (VISA socket; TIFF frames into image_root)", visa=True)
+"""What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

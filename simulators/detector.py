@@ -7,12 +7,12 @@ size read from the source at its set power) and the detector's own PSF
 (Gaussian, FWHM ``psf_fwhm_um``); then Poisson noise, a per-pixel gain and dark
 offset (fixed patterns), dark current, Gaussian read noise and clipping at the
 bit depth. The tube and the sample pose are read through the other instruments'
-public interfaces (``DriverContext.devices``), so the detector works beside any
+public interfaces (``Bench.devices``), so the detector works beside any
 source or stage driver. The object is a phantom of ``microct.simulators.phantoms``
 (option ``phantom``), projected exactly in cone beam. X-rays are treated as
 monochromatic: µ does not depend on kV (only the yield does).
 
-Scheduled faults (``DriverContext.faults``, see ``microct.simulators.faults``): frame_timeout,
+Scheduled faults (``Bench.faults``, see ``microct.simulators.faults``): frame_timeout,
 frame_dropped and request faults hit the panel; the source's arc and interlock_open faults by frame or
 projection are carried out half-way through an exposure, and a frame whose exposure the beam was cut
 in gets the dose up to the cut (from the tube's set-points). The panel counts the projections.
@@ -31,7 +31,8 @@ from microct.devices.detector import Detector, DetectorCapabilities, Frame, Trig
 from microct.devices.source import SourceState
 from microct.errors import DeviceTimeoutError, FrameLostError
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
+from microct.simulators.bench import Bench, bench_of
 from microct.simulators.faults import BEAM_KINDS, FRAME_KINDS, InjectsFaults, attach
 from microct.simulators.phantoms import BUILTIN, Phantom, line_integrals, phantom_from_spec
 
@@ -69,29 +70,30 @@ class SimulatedDetector(InjectsFaults, Detector):
     """A flat panel in software, imaging its ``phantom`` with the tube and stages it is given."""
 
     backend = "in-process"
+    environment = "simulation"
     Options = SimulatedDetectorOptions
 
     def __init__(self, name: str = "detector", options: SimulatedDetectorOptions | None = None,
-                 context: DriverContext | None = None) -> None:
+                 bench: Bench | None = None) -> None:
         self.options = opts = options or SimulatedDetectorOptions()
-        self.context = context or DriverContext()
+        self.bench = bench or Bench()
         caps = DetectorCapabilities(
             shape=(opts.rows, opts.columns), pixel_pitch_um=opts.pixel_pitch_um, bit_depth=opts.bit_depth,
             exposure_range_s=opts.exposure_range_s, binnings=opts.binnings,
             trigger_modes=(TriggerMode.SOFTWARE, TriggerMode.INTERNAL))
-        super().__init__(name, caps, self.context.clock)
-        self._rng = np.random.default_rng(self.context.seed)
-        self._geometry = self.context.geometry or Geometry(100.0, 500.0)
+        super().__init__(name, caps, self.bench.clock)
+        self._rng = np.random.default_rng(self.bench.seed)
+        self._geometry = self.bench.geometry or Geometry(100.0, 500.0)
         self.phantom: Phantom = phantom_from_spec(opts.phantom)
         self._frame_number = 0
         self._gain: np.ndarray | None = None
         self._offset: np.ndarray | None = None
-        self._faults = attach(self.context.faults, name)
+        self._faults = attach(self.bench.faults, name)
 
     @classmethod
     def from_config(cls, name: str, options: SimulatedDetectorOptions, connection: str | None,
                     context: DriverContext) -> SimulatedDetector:
-        return cls(name, options, context)
+        return cls(name, options, bench_of(context))
 
     def _do_connect(self) -> None:
         self._faults.start(self.clock)  # nothing to open: the panel lives in this process
@@ -104,7 +106,7 @@ class SimulatedDetector(InjectsFaults, Detector):
 
     def _do_set_binning(self, binning: int) -> None:
         shape = self.capabilities.shape[0] // binning, self.capabilities.shape[1] // binning
-        fixed = np.random.default_rng(None if self.context.seed is None else self.context.seed + 1)
+        fixed = np.random.default_rng(None if self.bench.seed is None else self.bench.seed + 1)
         self._gain = (1.0 + fixed.normal(0.0, self.options.gain_spread, shape)).astype(np.float32)
         self._offset = (self.options.dark_offset + fixed.normal(0.0, self.options.dark_offset_spread, shape)
                         ).astype(np.float32)
@@ -147,7 +149,7 @@ class SimulatedDetector(InjectsFaults, Detector):
         position (only looked at if some fault counts projections)."""
         if not self._faults.schedule.uses_projections:
             return False
-        source = self.context.devices.get("source")
+        source = self.bench.devices.get("source")
         with self._faults.schedule.quiet():
             if source is None or source.read_state() is not SourceState.BEAM_ON:
                 return False
@@ -158,7 +160,7 @@ class SimulatedDetector(InjectsFaults, Detector):
         """If the source has beam faults to come: whether the beam is on now, and the source's frame and
         projection faults offered half-way through the exposure. None if there is nothing to watch."""
         source_faults = self._faults.schedule.device("source")
-        source = self.context.devices.get("source")
+        source = self.bench.devices.get("source")
         if source is None or not source_faults.attached or not source_faults.pending(BEAM_KINDS):
             return None
 
@@ -181,7 +183,7 @@ class SimulatedDetector(InjectsFaults, Detector):
         cut_s = self._faults.schedule.beam_cut_at(start_s, start_s + self.exposure_s)
         if cut_s is None:
             return counts
-        source = self.context.devices["source"]
+        source = self.bench.devices["source"]
         return self._counts(source.voltage_kv, source.current_ua, cut_s - start_s)
 
     def _counts(self, voltage_kv: float, current_ua: float, exposure_s: float) -> float:
@@ -190,21 +192,21 @@ class SimulatedDetector(InjectsFaults, Detector):
 
     def _open_beam_counts(self) -> float:
         """Mean counts per pixel with nothing in the beam, from the tube's measured read-backs."""
-        source = self.context.devices.get("source")
+        source = self.bench.devices.get("source")
         if source is None or source.read_state() is not SourceState.BEAM_ON:
             return 0.0
         return self._counts(source.read_voltage_kv(), source.read_current_ua(), self.exposure_s)
 
     def blur_sigma_px(self) -> float:
         """Gaussian sigma (pixels) of focal-spot penumbra and detector PSF combined."""
-        source = self.context.devices.get("source")
+        source = self.bench.devices.get("source")
         penumbra_um = source.focal_spot_size_um * (self._geometry.magnification - 1.0) if source else 0.0
         return math.hypot(penumbra_um, self.options.psf_fwhm_um) / FWHM_PER_SIGMA / self.pixel_pitch_um
 
     def _sample_pose(self) -> tuple[float, float]:
         """(rotation angle in degrees, sample shift along x in mm; 0 is sample in the beam)."""
-        rotation = self.context.devices.get("rotation")
-        sample_out = self.context.devices.get("sample_out")
+        rotation = self.bench.devices.get("rotation")
+        sample_out = self.bench.devices.get("sample_out")
         return (rotation.read_position() if rotation else 0.0,
                 sample_out.read_position() if sample_out else 0.0)
 

@@ -6,7 +6,7 @@ of ``microct.drivers.dexela`` on a second channel: it watches a folder for trigg
 frame files (``frame_folder``), or serves the frame stream on TCP 127.0.0.1 (``frame_port``, 0: a free
 port, then read ``frame_port`` back). Frames come from a SimulatedDetector exposed for the time in
 registers 11 and 12 (at least 10 µs), seeing the instruments in ``devices`` ("source", "rotation",
-"sample_out", as DriverContext.devices; the caller may fill the mapping later). Without ``devices``
+"sample_out", as Bench.devices; the caller may fill the mapping later). Without ``devices``
 the simulator builds its own tube, warmed up and beam on at ``voltage_kv`` / ``current_ua``, so that
 frames show the phantom (at angle 0: no stage).
 
@@ -49,11 +49,11 @@ from microct.drivers.dexela import (EXPOSURE_HIGH_REGISTER, EXPOSURE_LOW_REGISTE
                                     parse_frame_request, parse_request, trigger_code)
 from microct.errors import MicroCTError, ProtocolError
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
-from microct.simulators.wire import WireServer
+from microct.simulators.wire import WireServer, WireSimulator
 
 log = logging.getLogger("microct.simulators.dexela")
 
@@ -100,7 +100,7 @@ class DexelaResponder:
             geometry = Geometry(**geometry)
         options = SimulatedDetectorOptions(rows=rows, columns=columns, pixel_pitch_um=pixel_pitch_um, bit_depth=16,
                                            binnings=(1,), exposure_range_s=EXPOSURE_RANGE_S, **panel)
-        self.panel = SimulatedDetector(ROLE, options, DriverContext(geometry=geometry, seed=seed, devices=self.devices,
+        self.panel = SimulatedDetector(ROLE, options, Bench(geometry=geometry, seed=seed, devices=self.devices,
                                                                     faults=self.schedule))
         self.panel.connect()
         self._panel_lock = threading.Lock()
@@ -276,3 +276,7 @@ def _own_tube(voltage_kv: float, current_ua: float, seed: int | None) -> Simulat
     tube.configure(voltage_kv=voltage_kv, current_ua=current_ua)
     tube.beam_on()
     return tube
+
+
+SIMULATOR = WireSimulator(DexelaResponder, "Varex Dexela CMOS panel (serial commands; frames in a folder or on a TCP port)")
+"""What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

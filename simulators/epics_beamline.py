@@ -19,11 +19,18 @@ holding some is refused (ConfigurationError).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from microct.clock import Clock
+from microct.errors import ConfigurationError
+from microct.faults import FaultPlan
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.options import validation_message
+from microct.simulators.bench import Bench
 from microct.simulators import epics_ad_ioc, epics_ioc, epics_motor_ioc
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
@@ -68,11 +75,56 @@ def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourc
     sample_ioc = epics_motor_ioc.build(prefix + SAMPLE_OUT, sample_out or DEFAULT_SAMPLE_OUT, high_limit=100.0,
                                        low_limit=-100.0, faults=faults, role="sample_out")
     rotation_axis, sample_axis = rotation_ioc.axis, sample_ioc.axis
-    context = DriverContext(clock=Clock(), geometry=geometry or DEFAULT_GEOMETRY, seed=seed, faults=faults,
-                            devices={"source": tube, "rotation": rotation_axis, "sample_out": sample_axis})
-    detector = SimulatedDetector("detector", panel or DEFAULT_PANEL, context)
+    bench = Bench(clock=Clock(), geometry=geometry or DEFAULT_GEOMETRY, seed=seed, faults=faults,
+                  devices={"source": tube, "rotation": rotation_axis, "sample_out": sample_axis})
+    detector = SimulatedDetector("detector", panel or DEFAULT_PANEL, bench)
     ad_ioc = epics_ad_ioc.build(prefix + DETECTOR, detector)
     ad_ioc.before_publish = tube_ioc.refresh  # the tube's state reaches clients before the frame does
     pvdb = {**tube_ioc.pvdb, **rotation_ioc.pvdb, **sample_ioc.pvdb, **ad_ioc.pvdb}
     handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s, faults)
     return Beamline(tube, rotation_axis, sample_axis, detector, handle)
+
+
+class ServedBeamline:
+    """The beamline as ``microct sim serve epics`` serves it (see ``microct.registry.Served``)."""
+
+    def __init__(self, beamline: Beamline, prefix: str) -> None:
+        self.beamline = beamline
+        port = beamline.handle.port
+        self.address = f"{prefix} 127.0.0.1:{port}"
+        names = ", ".join(prefix + name for name in (SOURCE, ROTATION, SAMPLE_OUT, DETECTOR))
+        self.hint = (f" ({names}); clients set EPICS_CA_ADDR_LIST=127.0.0.1:{port} EPICS_CA_AUTO_ADDR_LIST=NO "
+                     f"EPICS_CA_MAX_ARRAY_BYTES=10000000")
+
+    def stop(self) -> None:
+        self.beamline.stop()
+
+
+class EpicsCTSimulator:
+    """``microct sim serve epics``: one Channel Access IOC serving a whole simulated CT. Options: ``prefix``
+    (default ``CT:``); every other ``-O`` is a tube option (``SimulatedSourceOptions``)."""
+
+    description = "a whole CT over EPICS Channel Access: tube, two motor records, areaDetector (one IOC)"
+
+    def serve(self, options: Mapping[str, Any], faults: FaultPlan | None, port: int | None) -> ServedBeamline:
+        from microct.simulators.wire import require_played
+
+        options = dict(options)
+        prefix = str(options.pop("prefix", "CT:"))
+        try:
+            tube = SimulatedSourceOptions(**options)
+        except ValidationError as error:
+            raise ConfigurationError(f"sim serve: {validation_message(error, '-O ')}") from None
+        schedule = None if faults is None else FaultSchedule(faults.faults, faults.seed)
+        beamline = start_beamline(prefix, port or 0, source=tube, faults=schedule)
+        try:
+            if schedule is not None:
+                require_played(schedule, faults.origin if faults is not None else "--faults")
+        except ConfigurationError:
+            beamline.stop()
+            raise
+        return ServedBeamline(beamline, prefix)
+
+
+SIMULATOR = EpicsCTSimulator()
+"""What ``microct sim serve epics`` serves (entry-point group ``microct.simulators``)."""

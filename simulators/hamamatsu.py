@@ -23,7 +23,9 @@ from microct.devices.source import SourceState
 from microct.drivers import hamamatsu as codec
 from microct.errors import MicroCTError
 from microct.simulators.faults import FaultSchedule
-from microct.simulators.source import SimulatedSource, SimulatedSourceOptions, SpotModeOptions
+from microct.devices.source import SpotMode
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+from microct.simulators.wire import WireSimulator
 
 _FROM_MODEL_TABLE = {"voltage_range_kv", "current_range_ua", "spot_modes"}
 _WHOLE_NUMBER = re.compile(rb"\d{3,4}")  # HIV / CUR: zero padded to 3 digits (CUR 1000 takes 4)
@@ -49,7 +51,7 @@ class HamamatsuResponder:
         self.tube = codec.tube_model(model, overrides)
         if taken := sorted(_FROM_MODEL_TABLE & simulation.keys()):
             raise TypeError(f"{', '.join(taken)}: these come from the {model} model table; change them with overrides")
-        modes = {name: SpotModeOptions(power_limit_w=m.power_limit_w, spot_size_um=m.spot_size_um,
+        modes = {name: SpotMode(power_limit_w=m.power_limit_w, spot_size_um=m.spot_size_um,
                                        growth_um_per_w=m.growth_um_per_w) for name, m in self.tube.focus_modes.items()}
         options = SimulatedSourceOptions(voltage_range_kv=self.tube.voltage_range_kv,
                                          current_range_ua=self.tube.current_range_ua, spot_modes=modes, **simulation)
@@ -116,3 +118,7 @@ class HamamatsuResponder:
         causes = codec.NotReadyCauses(board_error=0, interlock_open=not self.source.read_interlock_closed(),
                                       preheating=False, vacuum_level=vacuum)
         return codec.format_not_ready(causes)
+
+
+SIMULATOR = WireSimulator(HamamatsuResponder, "Hamamatsu microfocus X-ray source (L9181-02, L10711, L12721), RS-232")
+"""What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

@@ -38,7 +38,7 @@ from microct.drivers.pi_gcs import (BUSY, MOVING_MASK, READY, READY_QUERY, STOP_
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.faults import FaultSchedule
-from microct.simulators.wire import stopped_by_limit_switch
+from microct.simulators.wire import WireSimulator, stopped_by_limit_switch
 
 INSTANT_ACCELERATION = 1e9
 """unit/s², used when the stage table does not know the acceleration (moves then run at full speed)."""
@@ -295,3 +295,7 @@ class PIResponder:
 
     def _high_limit(self, args: list[str]) -> list[bytes]:
         return self._values(self._axes(args), lambda state: format_number(state.high_limit))
+
+
+SIMULATOR = WireSimulator(PIResponder, "PI GCS 2 stage controller (VISA socket)", visa=True)
+"""What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

@@ -13,30 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from microct.clock import Clock
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import DeviceStateError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
+from microct.simulators.bench import bench_of
 from microct.simulators.faults import BEAM_KINDS, Fault, FaultSchedule, InjectsFaults, attach
 
 
-class SpotModeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    power_limit_w: float = Field(gt=0)
-    spot_size_um: float = Field(gt=0)
-    growth_um_per_w: float = Field(default=0.0, ge=0)
-
-
-def _default_spot_modes() -> dict[str, SpotModeOptions]:
+def _default_spot_modes() -> dict[str, SpotMode]:
     # A 150 kV / 500 µA / 75 W class microfocus tube (the L12161-07 class of the
     # Hamamatsu sheet's family): three focus modes, spot growing with power.
-    return {"small": SpotModeOptions(power_limit_w=10, spot_size_um=5, growth_um_per_w=0.8),
-            "middle": SpotModeOptions(power_limit_w=30, spot_size_um=15, growth_um_per_w=0.8),
-            "large": SpotModeOptions(power_limit_w=75, spot_size_um=40, growth_um_per_w=0.8)}
+    return {"small": SpotMode(power_limit_w=10, spot_size_um=5, growth_um_per_w=0.8),
+            "middle": SpotMode(power_limit_w=30, spot_size_um=15, growth_um_per_w=0.8),
+            "large": SpotMode(power_limit_w=75, spot_size_um=40, growth_um_per_w=0.8)}
 
 
 class SimulatedSourceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     voltage_range_kv: tuple[float, float] = (20.0, 150.0)
     current_range_ua: tuple[float, float] = (0.0, 500.0)
-    spot_modes: dict[str, SpotModeOptions] = Field(default_factory=_default_spot_modes)
+    spot_modes: dict[str, SpotMode] = Field(default_factory=_default_spot_modes)
     ramp_kv_per_s: float = Field(default=10.0, gt=0)
     ramp_ua_per_s: float = Field(default=50.0, gt=0)
     warmup_s: float = Field(default=600.0, ge=0)
@@ -74,6 +68,7 @@ class SimulatedSource(InjectsFaults, XRaySource):
     schedules them (and request faults) by time, or by frame through the detector simulator."""
 
     backend = "in-process"
+    environment = "simulation"
     Options = SimulatedSourceOptions
 
     def __init__(self, name: str = "source", options: SimulatedSourceOptions | None = None,
@@ -81,7 +76,7 @@ class SimulatedSource(InjectsFaults, XRaySource):
         self.options = options or SimulatedSourceOptions()
         caps = SourceCapabilities(
             voltage_range_kv=self.options.voltage_range_kv, current_range_ua=self.options.current_range_ua,
-            spot_modes={k: SpotMode(**m.model_dump()) for k, m in self.options.spot_modes.items()})
+            spot_modes=self.options.spot_modes)
         super().__init__(name, caps, clock)
         self._rng = np.random.default_rng(seed)
         self._kv = _Ramp(self.options.ramp_kv_per_s)
@@ -98,7 +93,8 @@ class SimulatedSource(InjectsFaults, XRaySource):
     @classmethod
     def from_config(cls, name: str, options: SimulatedSourceOptions, connection: str | None,
                     context: DriverContext) -> SimulatedSource:
-        return cls(name, options, context.clock, context.seed, context.faults)
+        bench = bench_of(context)
+        return cls(name, options, bench.clock, bench.seed, bench.faults)
 
     # -- test hooks (what a real tube does to its controller) -------------------------------
     def set_interlock(self, closed: bool) -> None:

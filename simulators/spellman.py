@@ -32,7 +32,9 @@ from microct.devices.source import SourceState
 from microct.drivers import spellman as codec
 from microct.errors import LimitError, MicroCTError
 from microct.simulators.faults import FaultSchedule
-from microct.simulators.source import SimulatedSource, SimulatedSourceOptions, SpotModeOptions
+from microct.devices.source import SpotMode
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+from microct.simulators.wire import WireSimulator
 
 _FROM_MODEL_TABLE = {"voltage_range_kv", "current_range_ua", "spot_modes"}
 _NO_WARM_UP = {"warmed_up", "warmup_s"}  # these generators run no warm-up programme: always warm
@@ -74,7 +76,7 @@ class SpellmanResponder:
                             f"them with overrides), and the generator has no warm-up")
         g = self.generator
         caps = g.capabilities()
-        modes = {name: SpotModeOptions(power_limit_w=m.power_limit_w, spot_size_um=m.spot_size_um,
+        modes = {name: SpotMode(power_limit_w=m.power_limit_w, spot_size_um=m.spot_size_um,
                                        growth_um_per_w=m.growth_um_per_w) for name, m in g.spot_modes.items()}
         options = SimulatedSourceOptions(voltage_range_kv=caps.voltage_range_kv,
                                          current_range_ua=caps.current_range_ua, spot_modes=modes,
@@ -190,3 +192,7 @@ class SpellmanResponder:
         return self.codec.format_monitors(
             codec.readback_counts(self.source.read_voltage_kv(), g.full_scale_kv, g.readback_over_range),
             codec.readback_counts(current_ua, g.full_scale_ua, g.readback_over_range))
+
+
+SIMULATOR = WireSimulator(SpellmanResponder, "Spellman XRV / uX X-ray generator (VISA socket or serial)", visa=True)
+"""What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

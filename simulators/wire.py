@@ -40,34 +40,27 @@ faults a second time.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import select
 import socket
 import threading
 import tty
-from collections.abc import Callable
-from typing import Literal, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
 
 from microct.clock import Clock
 from microct.devices.base import Status
-from microct.errors import DeviceFaultError, MicroCTError
+from microct.errors import ConfigurationError, DeviceFaultError, MicroCTError
+from microct.faults import FaultPlan
+from microct.options import validation_message
 from microct.simulators.faults import DeviceFaults, Fault, FaultSchedule
 
 log = logging.getLogger("microct.simulators.wire")
 
 LOOPBACK = "127.0.0.1"
-
-# name → "module:factory"; factory(**options) returns a Responder (see `microct sim serve`).
-WIRE_SIMULATORS: dict[str, str] = {
-    "hamamatsu": "microct.simulators.hamamatsu:HamamatsuResponder",
-    "zaber": "microct.simulators.zaber:ZaberResponder",
-    "spellman": "microct.simulators.spellman:SpellmanResponder",
-    "pi": "microct.simulators.pi_gcs:PIResponder",
-    "camserver": "microct.simulators.camserver:CamserverResponder",
-    "dexela": "microct.simulators.dexela:DexelaResponder",
-}
 
 
 class Responder(Protocol):
@@ -140,14 +133,6 @@ class Connection:
                     pass
 
 
-def make_responder(name: str, **options) -> Responder:
-    """The responder registered as ``name`` in WIRE_SIMULATORS; KeyError naming the known ones."""
-    if name not in WIRE_SIMULATORS:
-        raise KeyError(f"unknown wire simulator {name!r}; known: {', '.join(sorted(WIRE_SIMULATORS))}")
-    module, factory = WIRE_SIMULATORS[name].split(":")
-    return getattr(importlib.import_module(module), factory)(**options)
-
-
 def stopped_by_limit_switch(move: Status | None) -> bool:
     """True if ``move`` (a SimulatedAxis move) ended on a limit switch (its DeviceFaultError), for the
     simulators that report that in their own protocol (Zaber's WL flag, PI's error 216, the motor
@@ -218,8 +203,9 @@ class _LineSplitter:
     ``faults`` (if any) are played on the replies; ``can_hang_up``: a TCP connection, not the pty."""
 
     def __init__(self, responder: Responder, lock: threading.Lock, faults: WireFaults | None = None,
-                 can_hang_up: bool = False) -> None:
+                 can_hang_up: bool = False, muted: Callable[[], bool] = lambda: False) -> None:
         self.responder = responder
+        self.muted = muted
         self.buffer = bytearray()
         self.lock = lock
         self.faults = faults
@@ -258,6 +244,8 @@ class _LineSplitter:
                     return bytes(out), True
 
     def _answer(self, line: bytes) -> tuple[bytes, bool]:
+        if self.muted():  # the device has gone silent: it neither carries out nor answers the request
+            return b"", False
         with self.lock:  # the responder's state (e.g. the device a line is for) is read under it too
             with self.faults.quiet() if self.faults is not None else contextlib.nullcontext():
                 reply = b"".join(self.responder.respond(line))
@@ -276,6 +264,8 @@ class WireServer:
         self.responder = responder
         self.name = name
         self.faults = None if faults is None else WireFaults(faults, responder, garble)
+        self.muted = False
+        """True: the device is silent, it neither carries out nor answers requests (fault contracts)."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closers: list[Callable[[], None]] = []
@@ -350,7 +340,7 @@ class WireServer:
     def _pty_loop(self, master: int) -> None:
         connection = Connection(lambda data: os.write(master, data))
         handler = self._handler(connection)
-        splitter = _LineSplitter(handler, self._lock, self.faults)
+        splitter = _LineSplitter(handler, self._lock, self.faults, muted=lambda: self.muted)
         try:
             while not self._stop.is_set():
                 ready, _, _ = select.select([master], [], [], 0.05)
@@ -383,7 +373,7 @@ class WireServer:
     def _client_loop(self, sock: socket.socket) -> None:
         connection = Connection(sock.sendall, sock)
         handler = self._handler(connection)
-        splitter = _LineSplitter(handler, self._lock, self.faults, can_hang_up=True)
+        splitter = _LineSplitter(handler, self._lock, self.faults, can_hang_up=True, muted=lambda: self.muted)
         try:
             while not self._stop.is_set():
                 ready, _, _ = select.select([sock], [], [], 0.05)
@@ -408,3 +398,60 @@ class WireServer:
         finally:
             connection.close()
             self._hung_up(handler)
+
+
+# -- serving a registered simulator (``microct sim serve NAME``) --------------------------------------------------
+class ServedWire:
+    """A WireServer serving one responder for ``microct sim serve`` (see ``microct.registry.Served``)."""
+
+    def __init__(self, server: WireServer, address: str, hint: str) -> None:
+        self.server, self.address, self.hint = server, address, hint
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class WireSimulator:
+    """A line-protocol simulator as registered in the entry-point group ``microct.simulators``: the object
+    ``microct sim serve NAME`` serves.
+
+    ``factory(**options)`` builds the Responder (options are the ``-O KEY=VALUE`` of the command line,
+    ``faults=`` a FaultSchedule when ``--faults`` is given); it raises TypeError, ValueError or a pydantic
+    ValidationError (a ValueError) for a bad option. ``visa`` adds the VISA resource of a TCP port to the
+    hint (for simulators of VISA instruments)."""
+
+    def __init__(self, factory: Callable[..., Responder], description: str, *, visa: bool = False) -> None:
+        self.factory = factory
+        self.description = description
+        self.visa = visa
+
+    def serve(self, options: Mapping[str, Any], faults: FaultPlan | None, port: int | None) -> ServedWire:
+        """Serve on a new pseudo-terminal (``port`` None) or 127.0.0.1:``port`` (0: a free port)."""
+        name = self.description
+        options = dict(options)
+        schedule = None if faults is None else FaultSchedule(faults.faults, faults.seed)
+        if schedule is not None:
+            options["faults"] = schedule  # the simulated devices inside play the device faults
+        try:
+            responder = self.factory(**options)
+        except (TypeError, ValueError) as error:  # a bad option for this simulator
+            message = validation_message(error, "-O ") if isinstance(error, ValidationError) else str(error)
+            raise ConfigurationError(f"sim serve: {message}") from None
+        if schedule is not None:
+            require_played(schedule, faults.origin if faults is not None else "--faults")
+        server = WireServer(responder, name, faults=schedule)
+        if port is None:
+            return ServedWire(server, server.serve_pty(), "")
+        tcp_port = server.serve_tcp(port)
+        hint = f" (VISA resource TCPIP::{LOOPBACK}::{tcp_port}::SOCKET)" if self.visa else ""
+        return ServedWire(server, f"socket://{LOOPBACK}:{tcp_port}", hint)
+
+
+def require_played(schedule: FaultSchedule, origin: str = "--faults") -> None:
+    """ConfigurationError naming the first fault of ``schedule`` that no simulator attached to it plays (a
+    device it does not simulate, or the scan's writer): such a fault would never fire."""
+    played = schedule.attached()
+    for index, fault in enumerate(schedule.faults):
+        if fault.device not in played:
+            raise ConfigurationError(f"{origin}: faults.{index}.device={fault.device!r}: this simulator does not "
+                                     f"simulate it (it plays the faults of {', '.join(map(repr, played)) or 'no device'})")

@@ -27,7 +27,7 @@ from microct.drivers.zaber import (Command, Reply, StageModel, data_to_speed, fo
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.faults import FaultSchedule
-from microct.simulators.wire import stopped_by_limit_switch
+from microct.simulators.wire import WireSimulator, stopped_by_limit_switch
 
 _TAKES_DATA = {"set maxspeed", "move abs", "move rel"}
 
@@ -190,3 +190,7 @@ class ZaberResponder:
         except ProtocolError:
             return None
         return None if device is None else device.role
+
+
+SIMULATOR = WireSimulator(ZaberResponder, "Zaber ASCII daisy chain (rotation stage, linear stage)")
+"""What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

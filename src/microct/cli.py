@@ -11,11 +11,11 @@ import argparse
 import logging
 import signal
 import sys
-import tomllib
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -26,7 +26,9 @@ from microct.instruments import build_instruments
 from microct.journal import journal_path
 from microct.planner import FORMULA, plan_scan
 from microct.resume import stored_configuration
-from microct.registry import driver_entry_points
+from microct.faults import load_fault_plan
+from microct.options import parse_option
+from microct.registry import DRIVERS, SIMULATORS, driver_problems, entry_points_of, load_simulator
 from microct.sequencer import run_scan
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
@@ -129,91 +131,23 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_serve(args: argparse.Namespace) -> int:
-    from microct.simulators.wire import WireServer, make_responder
-
-    options = dict(_parse_option(item) for item in args.option)
-    faults = _fault_schedule(args.faults) if args.faults else None
-    if args.name == "epics":
-        return _serve_epics(args, options, faults)
-    if faults is not None:
-        options["faults"] = faults  # the simulated devices inside play the device faults
+    if args.name is None:
+        return _list_simulators()
+    options = dict(parse_option(item) for item in args.option)
+    if args.prefix is not None:
+        options.setdefault("prefix", args.prefix)
+    plan = load_fault_plan(args.faults) if args.faults else None
     try:
-        responder = make_responder(args.name, **options)
-    except KeyError as error:
-        raise ConfigurationError(error.args[0]) from None
-    except (TypeError, ValueError) as error:  # a bad option for this simulator
+        served = load_simulator(args.name).serve(options, plan, args.tcp)
+    except ConfigurationError as error:
         raise ConfigurationError(f"sim serve {args.name}: {error}") from None
-    if faults is not None:
-        _require_played(faults, args)
-    with WireServer(responder, args.name, faults=faults) as server:
-        where = server.serve_pty() if args.tcp is None else f"socket://127.0.0.1:{server.serve_tcp(args.tcp)}"
-        print(where, flush=True)  # the port or URL to put in a configuration's `connection`
-        visa = f" (VISA resource TCPIP::127.0.0.1::{where.rsplit(':', 1)[1]}::SOCKET)" if args.tcp is not None else ""
-        console.print(f"{args.name} simulator on {where}{visa}; Ctrl-C or SIGTERM stops it")
-        _wait_for_stop()
-    return 0
-
-
-def _fault_schedule(path: str):
-    """A FaultSchedule from a TOML file: optional ``seed``, then ``[[faults]]`` tables (the schema of a
-    scan's ``[[simulation.faults]]``, see microct.simulators.faults). ConfigurationError naming the key."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from microct.config import validation_message
-    from microct.simulators.faults import Fault, FaultSchedule
-
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigurationError(f"--faults {path}: {error}") from None
-    unknown = sorted(set(data) - {"seed", "faults"})
-    if unknown:
-        raise ConfigurationError(f"--faults {path}: unknown key(s) {', '.join(unknown)}; allowed: seed, [[faults]]")
-    try:
-        faults = TypeAdapter(list[Fault]).validate_python(data.get("faults", []))
-    except ValidationError as error:
-        raise ConfigurationError(f"--faults {path}: {validation_message(error, 'faults.')}") from None
-    return FaultSchedule(faults, data.get("seed"))
-
-
-def _require_played(faults, args: argparse.Namespace) -> None:
-    """ConfigurationError naming the first fault of ``--faults`` that no simulator served here plays (a
-    device it does not simulate, or the scan's writer): such a fault would never fire."""
-    played = faults.attached()
-    for index, fault in enumerate(faults.faults):
-        if fault.device not in played:
-            raise ConfigurationError(f"--faults {args.faults}: faults.{index}.device={fault.device!r}: sim serve "
-                                     f"{args.name} does not simulate it (it plays the faults of "
-                                     f"{', '.join(map(repr, played)) or 'no device'})")
-
-
-def _serve_epics(args: argparse.Namespace, options: dict, faults=None) -> int:
-    from pydantic import ValidationError
-
-    from microct.config import validation_message
-    from microct.simulators.epics_beamline import DETECTOR, ROTATION, SAMPLE_OUT, SOURCE, start_beamline
-    from microct.simulators.source import SimulatedSourceOptions
-
-    try:
-        tube = SimulatedSourceOptions(**options)
-    except ValidationError as error:
-        raise ConfigurationError(f"sim serve epics: {validation_message(error, '-O ')}") from None
-    beamline = start_beamline(args.prefix, args.tcp or 0, source=tube, faults=faults)
-    try:
-        if faults is not None:
-            _require_played(faults, args)
-    except ConfigurationError:
-        beamline.stop()
-        raise
-    port = beamline.handle.port
-    print(f"{args.prefix} 127.0.0.1:{port}", flush=True)
-    names = ", ".join(args.prefix + name for name in (SOURCE, ROTATION, SAMPLE_OUT, DETECTOR))
-    console.print(f"EPICS CT simulator ({names}) on 127.0.0.1:{port}; clients set EPICS_CA_ADDR_LIST=127.0.0.1:"
-                  f"{port} EPICS_CA_AUTO_ADDR_LIST=NO EPICS_CA_MAX_ARRAY_BYTES=10000000. Ctrl-C stops it")
-    try:
+        print(served.address, flush=True)  # what to put in a configuration's `connection`
+        console.print(escape(f"{args.name} simulator on {served.address}{served.hint}; Ctrl-C or SIGTERM stops it"),
+                      highlight=False)
         _wait_for_stop()
     finally:
-        beamline.stop()
+        served.stop()
     return 0
 
 
@@ -224,28 +158,41 @@ def _wait_for_stop() -> None:
         pass
 
 
-def _parse_option(item: str) -> tuple[str, object]:
-    """KEY=VALUE with VALUE read as a TOML value (number, boolean, string, array), else as a string."""
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigurationError(f"--option {item!r}: expected KEY=VALUE")
-    try:
-        return key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value
+def _entry_point_table(title: str, group: str, columns: tuple[str, ...], row) -> Table:
+    """A table of the plug-ins of ``group``, one ``row(name, loaded object)`` each; a plug-in that cannot be
+    loaded is shown with the error, not hidden."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for name, ep in sorted(entry_points_of(group).items()):
+        try:
+            table.add_row(*row(name, ep.load()), ep.value)
+        except Exception as error:
+            table.add_row(name, *("?" for _ in columns[1:-1]), f"{ep.value} (cannot load: {error})")
+    return table
+
+
+def _simulators_table() -> Table:
+    return _entry_point_table(f"wire simulators (entry-point group {SIMULATORS}; microct sim serve NAME)", SIMULATORS,
+                              ("name", "description", "object"), lambda name, sim: (name, sim.description))
+
+
+def _list_simulators() -> int:
+    Console().print(_simulators_table())
+    return 0
 
 
 def cmd_drivers(args: argparse.Namespace) -> int:
-    table = Table(title="registered drivers (entry-point group microct.drivers)")
-    for column in ("name", "kind", "backend", "class"):
-        table.add_column(column)
-    for name, ep in sorted(driver_entry_points().items()):
-        try:
-            cls = ep.load()
-            table.add_row(name, cls.kind, cls.backend, ep.value)
-        except Exception as error:  # show a broken plug-in instead of hiding it
-            table.add_row(name, "?", "?", f"{ep.value} (cannot load: {error})")
-    Console().print(table)
+    def row(name: str, cls) -> tuple[str, ...]:
+        problems = driver_problems(cls)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        return name, cls.kind, cls.backend
+
+    out = Console()
+    out.print(_entry_point_table(f"registered drivers (entry-point group {DRIVERS})", DRIVERS,
+                                 ("name", "kind", "backend", "class"), row))
+    out.print(_simulators_table())
     return 0
 
 
@@ -299,25 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Serve a simulated device's protocol on a new pseudo-terminal "
                                            "(default; prints the device path) or on a TCP port of 127.0.0.1 "
                                            "(prints the socket:// URL), until Ctrl-C or SIGTERM.")
-    serve.add_argument("name", help="the device simulator: hamamatsu, zaber, spellman, pi, camserver, dexela, "
-                                    "or epics (one Channel Access IOC serving a whole simulated CT: tube, two "
-                                    "motor records, areaDetector; -O options go to its tube)")
+    serve.add_argument("name", nargs="?", help="a registered simulator (without NAME: list them): hamamatsu, "
+                                               "zaber, spellman, pi, camserver, dexela, epics (one Channel Access "
+                                               "IOC serving a whole simulated CT: tube, two motor records, "
+                                               "areaDetector; -O options go to its tube) and any a plug-in "
+                                               "package registers")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
     where.add_argument("--tcp", "--port", dest="tcp", type=int, metavar="PORT",
                        help="serve on 127.0.0.1:PORT (0: a free port; for epics, the Channel Access server port)")
-    serve.add_argument("--prefix", default="CT:", help="PV prefix of the epics simulator: it serves PREFIX+XRAY: (tube), "
+    serve.add_argument("--prefix", default=None, help="PV prefix of the epics simulator: it serves PREFIX+XRAY: (tube), "
                                                        "PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
                                                        "PREFIX+DET1: (areaDetector); default CT:")
     serve.add_argument("--faults", metavar="FILE", help="inject faults: a TOML file with [[faults]] tables (kind, "
-                                                         "device, trigger; microct.simulators.faults) and an optional "
+                                                         "device, trigger; microct.faults) and an optional "
                                                          "seed")
     serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a simulator option (repeatable), e.g. -O model=L12161-07, -O image_root=/tmp/camserver")
     serve.set_defaults(func=cmd_sim_serve)
 
     drivers = sub.add_parser("drivers", help="list the registered drivers and simulators",
-                             description="List every driver registered in the microct.drivers entry-point group.")
+                             description="List every driver (entry-point group microct.drivers) and wire simulator "
+                                         "(microct.simulators) that installed packages register.")
     drivers.set_defaults(func=cmd_drivers)
     return parser
 
@@ -330,10 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigurationError as error:
-        console.print(f"[red]microct: configuration error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]microct: configuration error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_CONFIG
     except MicroCTError as error:
-        console.print(f"[red]microct: {type(error).__name__}:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]microct: {type(error).__name__}:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         console.print("[red]microct: interrupted[/] (beam off; any scan file is marked aborted)")

@@ -4,6 +4,12 @@ Subclasses also derive from the matching built-in exception, so that callers
 may catch either (``except TimeoutError`` catches a device time-out).
 """
 
+from __future__ import annotations
+
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class MicroCTError(Exception):
     """Root of every error raised by microct."""
@@ -27,6 +33,23 @@ class DeviceTimeoutError(MicroCTError, TimeoutError):
 
 class ProtocolError(MicroCTError):
     """A device answered something the protocol does not allow (a bad or error reply)."""
+
+
+class ErrorReply(ProtocolError):
+    """The device refused a command with its protocol's error reply (Hamamatsu ``ERR``, a Spellman
+    error code, a camserver ``ERR`` ...). ``code`` is the device's code (None where the protocol has
+    none), ``meaning`` what the manual says it means, ``command`` what was sent. ``message`` replaces
+    the default wording ``'CMD' was refused: error CODE (MEANING)``."""
+
+    def __init__(self, code: int | str | None, meaning: str, command: str, message: str | None = None) -> None:
+        self.code = code
+        self.meaning = meaning
+        self.command = command
+        number = "" if code is None else f" with error {code}"
+        super().__init__(message or f"{command!r} was refused{number} ({meaning})")
+
+    def __reduce__(self):  # picklable although __init__ takes more than the message
+        return type(self), (self.code, self.meaning, self.command, str(self))
 
 
 class FrameLostError(ProtocolError):
@@ -57,3 +80,12 @@ class ScanAborted(MicroCTError):
         super().__init__(message)
         self.path = path
         self.frames_written = frames_written
+
+
+def reworded(error: E, message: str) -> E:
+    """A copy of ``error`` (same class, same attributes) whose message is ``message``: for adding
+    context (the device, the operation) without losing what the error carries."""
+    new = type(error).__new__(type(error))
+    new.__dict__.update(error.__dict__)
+    new.args = (message,)
+    return new

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from microct.clock import Clock, SimulatedClock
-from microct.config import ScanConfig, validation_message
+from microct.config import ScanConfig
 from microct.devices import Axis, Detector, XRaySource, check_operating_point
-from microct.devices.base import Device
+from microct.devices.base import Device, DriverContext
+from microct.environment import SIMULATION, Environment, make_environment
 from microct.errors import ConfigurationError, LimitError
-from microct.registry import DriverContext, load_driver
-from microct.simulators.faults import FaultSchedule
+from microct.options import validation_message
+from microct.registry import load_driver
 
 ROLES = {"source": "source", "rotation": "axis", "detector": "detector", "sample_out": "axis"}
 
@@ -24,8 +26,21 @@ class Instruments:
     detector: Detector
     sample_out: Axis | None
     clock: Clock
-    faults: FaultSchedule | None = None
-    """Faults the simulators inject (``[[simulation.faults]]``), the file writer's included."""
+    environments: tuple[Environment, ...] = ()
+    """The environments the drivers live in (see ``microct.environment``); the simulated bench's plays
+    the scheduled faults of ``[simulation]``, the file writer's included."""
+
+    def writer_check(self, file_name: str) -> Callable[[int, int], None] | None:
+        """What the environments check before each frame is written (simulated disk faults), or None."""
+        checks = [check for env in self.environments if (check := env.writer_check(file_name)) is not None]
+        if len(checks) <= 1:
+            return checks[0] if checks else None
+
+        def all_checks(index: int, image_key: int) -> None:
+            for check in checks:
+                check(index, image_key)
+
+        return all_checks
 
     def devices(self) -> dict[str, Device]:
         """Instruments by role; the source first, so that closing in this order turns the beam off first."""
@@ -54,19 +69,25 @@ class Instruments:
             raise first
 
 
-def build_instruments(config: ScanConfig, faults: FaultSchedule | None = None) -> Instruments:
+def build_instruments(config: ScanConfig, faults: object | None = None) -> Instruments:
     """Instantiate the drivers (no I/O) and check the scan against their capabilities.
 
-    Raises ConfigurationError naming the key for an unknown driver, bad driver
-    options, a scan the instruments cannot do (kV, power, angles, exposure), or
-    a scheduled fault no simulator takes. ``faults``: a schedule to share (e.g. with wire simulators
-    already serving), instead of one made from ``[[simulation.faults]]``.
+    Raises ConfigurationError naming the key for an unknown driver, bad driver options, a scan the
+    instruments cannot do (kV, power, angles, exposure), or a scheduled fault no simulator plays.
+    ``faults``: a fault schedule that wire simulators already play, for the in-process simulators and the
+    writer to share; it goes to the "simulation" environment (``microct.environment``), made then.
     """
     clock = SimulatedClock() if config.simulation.clock == "simulated" else Clock()
-    sim = config.simulation
-    if faults is None and sim.faults:
-        faults = FaultSchedule(sim.faults, sim.seed)
-    context = DriverContext(clock=clock, geometry=config.geometry, seed=sim.seed, faults=faults)
+    environments: dict[str, Environment] = {}
+
+    def environment(name: str) -> Environment:
+        if name not in environments:
+            environments[name] = make_environment(name, config, clock, faults)
+        return environments[name]
+
+    if config.simulation.faults or faults is not None:  # something must play them, the writer's too
+        environment(SIMULATION)
+    devices: dict[str, Device] = {}
     for role, kind in ROLES.items():
         table = getattr(config, role)
         if table is None:
@@ -76,18 +97,17 @@ def build_instruments(config: ScanConfig, faults: FaultSchedule | None = None) -
             options = cls.Options.model_validate(table.options)
         except ValidationError as error:
             raise ConfigurationError(validation_message(error, prefix=f"{role}.options.")) from None
+        context = environment(cls.environment).context(role) if cls.environment else DriverContext(clock=clock)
         device = cls.from_config(role, options, table.connection, context)
         if clock.simulated and device.backend != "in-process":
             raise ConfigurationError(f"simulation.clock='simulated' works with in-process simulators only; "
                                      f"{role}.driver={table.driver!r} talks to a real device ({device.backend})")
-        context.devices[role] = device
-    for index, fault in faults.unattached() if faults else ():
-        table = getattr(config, fault.device)
-        why = (f"no [{fault.device}] instrument is configured" if table is None else
-               f"{fault.device}.driver={table.driver!r} does not inject faults (the in-process simulators do)")
-        raise ConfigurationError(f"simulation.faults.{index}.device={fault.device!r}: {why}")
-    instruments = Instruments(clock=clock, sample_out=context.devices.get("sample_out"), faults=faults,
-                              **{role: context.devices[role] for role in ("source", "rotation", "detector")})
+        devices[role] = device
+    for env in environments.values():
+        env.built(devices)
+    instruments = Instruments(clock=clock, sample_out=devices.get("sample_out"),
+                              environments=tuple(environments.values()),  # type: ignore[arg-type]
+                              **{role: devices[role] for role in ("source", "rotation", "detector")})
     check_scan(config, instruments)
     return instruments
 

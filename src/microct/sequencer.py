@@ -34,7 +34,6 @@ from microct.journal import scan_header_fields
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
 from microct.policies import BeamDropped, Recovery, RetakeFrame
 from microct.resume import Interrupted, check_configuration, discard, replay, set_aside
-from microct.simulators.faults import WriterFaults
 
 log = logging.getLogger("microct.scan")
 
@@ -215,9 +214,8 @@ class Sequencer:
         self._event(f"scan started: {self.total} frames planned")
 
     def _new_writer(self, header: ScanHeader) -> NXtomoWriter:
-        faults = self.instruments.faults
         return NXtomoWriter(self.output, header, self.scan.flush_interval_s, sync_to_disk=self.scan.sync_to_disk,
-                            pixel_check=WriterFaults(faults, self.output.name) if faults is not None else None)
+                            pixel_check=self.instruments.writer_check(self.output.name))
 
     def _plan(self) -> list[int]:
         """Frames per phase, in PHASES order."""

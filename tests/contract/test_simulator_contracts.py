@@ -9,10 +9,11 @@ import pytest
 from microct.clock import SimulatedClock
 from microct.devices.source import SourceState
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
-from microct.simulators.source import SimulatedSource, SimulatedSourceOptions, SpotModeOptions
+from microct.devices.source import SpotMode
+from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.testing.contracts import AxisContract, DetectorContract, SourceContract
 
 
@@ -42,8 +43,8 @@ class TestSimulatedSourceTwoModes(SourceContract):
 
     options = SimulatedSourceOptions(
         voltage_range_kv=(40.0, 90.0), current_range_ua=(10.0, 200.0),
-        spot_modes={"std": SpotModeOptions(power_limit_w=8, spot_size_um=8),
-                    "fine": SpotModeOptions(power_limit_w=4, spot_size_um=4)},
+        spot_modes={"std": SpotMode(power_limit_w=8, spot_size_um=8),
+                    "fine": SpotMode(power_limit_w=4, spot_size_um=4)},
         ramp_kv_per_s=5.0, ramp_ua_per_s=20.0, warmup_s=300.0)
 
     @pytest.fixture
@@ -97,7 +98,7 @@ class TestSimulatedDetector(DetectorContract):
         source.configure(voltage_kv=100.0, current_ua=50.0, spot_mode="small")
         source.beam_on()
         clock.sleep(15.0)  # let kV and µA ramp up
-        context = DriverContext(clock=clock, geometry=Geometry(100.0, 500.0), seed=6, devices={"source": source})
+        context = Bench(clock=clock, geometry=Geometry(100.0, 500.0), seed=6, devices={"source": source})
         yield context
         source.close()
 

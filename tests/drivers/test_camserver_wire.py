@@ -22,7 +22,7 @@ from microct.devices.detector import Detector
 from microct.drivers import camserver_codec as codec
 from microct.drivers.camserver import CamserverDetector, CamserverOptions, ErrorReply
 from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, MicroCTError, ProtocolError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.camserver import CamserverResponder
 from microct.simulators.faults import FaultSchedule

@@ -12,7 +12,8 @@ from microct.devices.source import SourceState
 from microct.drivers import hamamatsu as codec
 from microct.drivers.hamamatsu import MODELS, ErrorReply, HamamatsuOptions, HamamatsuSource
 from microct.errors import ConfigurationError, LimitError, ProtocolError
-from microct.registry import DriverContext, load_driver
+from microct.devices.base import DriverContext
+from microct.registry import load_driver
 from microct.testing.exchange import scripted_transport
 from microct.transport import SerialSettings
 

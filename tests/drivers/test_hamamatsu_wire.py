@@ -18,7 +18,7 @@ from microct.devices.source import SourceState
 from microct.drivers.hamamatsu import HamamatsuOptions, HamamatsuSource
 from microct.errors import (CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError, MicroCTError,
                             ProtocolError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import SourceContract

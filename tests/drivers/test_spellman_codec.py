@@ -17,7 +17,8 @@ from microct.drivers import spellman as codec
 from microct.drivers.spellman import (COMMAND_SETS, FAULT_FLAGS, MODELS, ErrorReply, GeneratorStatus, Request,
                                       SpellmanOptions, SpellmanSource)
 from microct.errors import ConfigurationError, DeviceStateError, LimitError, ProtocolError
-from microct.registry import DriverContext, load_driver
+from microct.devices.base import DriverContext
+from microct.registry import load_driver
 from microct.testing.exchange import scripted_transport
 from microct.transport import SerialSettings, VisaTransport
 

@@ -18,7 +18,7 @@ from microct.devices.source import SourceState
 from microct.drivers.spellman import ErrorReply, SpellmanOptions, SpellmanSource
 from microct.errors import (CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError, MicroCTError,
                             ProtocolError)
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import SourceContract

@@ -10,7 +10,7 @@ from pathlib import Path
 from microct.clock import SimulatedClock
 from microct.devices.source import SourceState
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule
@@ -65,7 +65,7 @@ def build_rig(faults=()) -> Rig:
     sample_out = SimulatedAxis("sample_out", SimulatedAxisOptions(unit="mm", max_velocity=50.0,
                                                                   acceleration=200.0, low_limit=0.0,
                                                                   high_limit=150.0), clock, 3, schedule)
-    context = DriverContext(clock=clock, geometry=Geometry(100.0, 500.0), seed=4, faults=schedule,
+    context = Bench(clock=clock, geometry=Geometry(100.0, 500.0), seed=4, faults=schedule,
                             devices={"source": source, "rotation": rotation, "sample_out": sample_out})
     detector = SimulatedDetector("detector", SimulatedDetectorOptions(rows=32, columns=32,
                                                                       pixel_pitch_um=2000.0), context)

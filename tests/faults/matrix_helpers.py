@@ -36,6 +36,7 @@ import numpy as np
 from microct.config import ScanConfig, parse_config
 from microct.geometry import Geometry
 from microct.instruments import Instruments, build_instruments
+from microct.simulators.bench import schedule_of
 from microct.simulators.faults import Fault, FaultSchedule, Hit
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
@@ -142,7 +143,7 @@ class Bench:
 
     @property
     def schedule(self) -> FaultSchedule:
-        return self.instruments.faults
+        return schedule_of(self.instruments)
 
 
 def _config(data: dict, faults: list[dict], detector: dict | None = None, scan: dict | None = None) -> ScanConfig:

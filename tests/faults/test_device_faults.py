@@ -17,7 +17,7 @@ from microct.errors import (CommunicationError, DeviceFaultError, DeviceStateErr
                             FrameLostError, InterlockError, MicroCTError, ProtocolError)
 from microct.geometry import Geometry
 from microct.nexus import FrameInfo, NXtomoWriter, ScanHeader
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule, WriterFaults
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
@@ -55,7 +55,7 @@ def test_arc_mid_exposure_in_real_time():
     schedule = FaultSchedule([{"kind": "arc", "device": "source", "at_frame": 1}])
     source = SimulatedSource("source", SimulatedSourceOptions(warmed_up=True, ramp_kv_per_s=1e5,
                                                               ramp_ua_per_s=1e5), clock, 1, schedule)
-    context = DriverContext(clock=clock, geometry=Geometry(100.0, 500.0), seed=4, faults=schedule,
+    context = Bench(clock=clock, geometry=Geometry(100.0, 500.0), seed=4, faults=schedule,
                             devices={"source": source})
     detector = SimulatedDetector("detector", SimulatedDetectorOptions(rows=16, columns=16), context)
     with source, detector:

@@ -21,6 +21,7 @@ from microct.errors import (CommunicationError, DeviceFaultError, DeviceTimeoutE
                             InterlockError, MicroCTError, ProtocolError, ScanAborted)
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
+from microct.simulators.bench import schedule_of
 
 from fault_helpers import NO_RECOVERY, SIM, SMALL, merged
 
@@ -127,7 +128,7 @@ def assert_file(path, reference, status: str, n: int, identical: bool) -> None:
 @pytest.mark.parametrize("fault, what, outcome, recovery", CASES)
 def test_fault_during_a_scan(make_scan, reference, fault, what, outcome, recovery):
     config, inst, out = make_scan({"simulation": {"faults": [fault]}, "scan": {"recovery": recovery}})
-    schedule = inst.faults
+    schedule = schedule_of(inst)
     if outcome == COMPLETES:
         result = run_scan(config, inst, out)
     else:
@@ -155,6 +156,6 @@ def test_interlock_opened_at_a_time_mid_exposure(make_scan, reference):
     with pytest.raises(ScanAborted) as aborted:
         run_scan(config, inst, out)
     assert isinstance(aborted.value.__cause__, InterlockError)
-    assert [(h.time_s, h.what) for h in inst.detector.context.faults.hits] == [(pytest.approx(at_s),
+    assert [(h.time_s, h.what) for h in inst.detector.bench.faults.hits] == [(pytest.approx(at_s),
                                                                                 f"at {at_s:g} s")]
     assert_file(out, reference, "aborted", P5, identical=True)

@@ -66,7 +66,7 @@ def test_fault_tables_in_a_toml_file_reach_the_simulators(tmp_path):
     assert config.simulation.faults == [Fault(kind="arc", device="source", at_projection=3),
                                         Fault(kind="disk_full", device="writer", probability=0.5, seed=7)]
     inst = build_instruments(config)
-    schedule = inst.detector.context.faults
+    schedule = inst.detector.bench.faults
     assert schedule.faults == tuple(config.simulation.faults)
     assert inst.source._faults.schedule is schedule and inst.rotation._faults.schedule is schedule
     inst.source.connect()  # the tube simulator carries out the exposure faults the detector offers it
@@ -76,7 +76,7 @@ def test_fault_tables_in_a_toml_file_reach_the_simulators(tmp_path):
 
 
 def test_no_faults_means_no_schedule():
-    assert build_instruments(config_with()).detector.context.faults is None
+    assert build_instruments(config_with()).detector.bench.faults is None
 
 
 ZABER_SAMPLE_OUT = {"driver": "zaber", "connection": "/dev/null", "options": {"stage": "X-LSM100A"}}
@@ -153,7 +153,7 @@ def test_a_random_arc_in_a_whole_scan_replays_exactly(make_scan):
         with pytest.raises(ScanAborted) as aborted:
             run_scan(config, inst, out.with_name(f"run{run}.nxs"))
         assert isinstance(aborted.value.__cause__, DeviceFaultError)
-        outcomes.append(([(h.time_s, h.what) for h in inst.detector.context.faults.hits],
+        outcomes.append(([(h.time_s, h.what) for h in inst.detector.bench.faults.hits],
                          aborted.value.frames_written))
     assert outcomes[0] == outcomes[1]
     (_, what), = outcomes[0][0]  # one arc: the scan stops there, keeping every frame before it

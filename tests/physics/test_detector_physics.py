@@ -13,10 +13,11 @@ from scipy.optimize import curve_fit
 from scipy.special import erf
 
 from microct.clock import SimulatedClock
-from microct.config import deep_merged, parse_config
+from microct.config import parse_config
+from microct.options import deep_merged
 from microct.geometry import Geometry
 from microct.instruments import build_instruments
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.sequencer import run_scan
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
@@ -28,7 +29,7 @@ PITCH_UM = 50.0
 def bench(magnification: float, psf_fwhm_um: float = 0.0, phantom: str = "edge", seed: int = 7):
     """A connected, warmed-up source, rotation, sample-out axis and detector (SOD 50 mm)."""
     clock = SimulatedClock()
-    context = DriverContext(clock=clock, geometry=Geometry(50.0, 50.0 * magnification), seed=seed)
+    context = Bench(clock=clock, geometry=Geometry(50.0, 50.0 * magnification), seed=seed)
     source = SimulatedSource("source", SimulatedSourceOptions(warmed_up=True), clock, seed)
     rotation = SimulatedAxis("rotation", SimulatedAxisOptions(), clock)
     sample_out = SimulatedAxis("sample_out", SimulatedAxisOptions(unit="mm", max_velocity=100.0), clock)

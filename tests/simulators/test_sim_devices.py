@@ -15,7 +15,7 @@ from microct.clock import SimulatedClock
 from microct.devices.source import SourceState
 from microct.errors import DeviceStateError, InterlockError
 from microct.geometry import Geometry
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.devices.axis import move_duration_s
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
@@ -281,7 +281,7 @@ def rig(clock):
                              clock=clock)
     sample_out = SimulatedAxis("sample_out", SimulatedAxisOptions(unit="mm", max_velocity=50.0, acceleration=200.0,
                                                                   low_limit=0.0, high_limit=150.0), clock=clock)
-    context = DriverContext(clock=clock, geometry=Geometry(100.0, 500.0), seed=22,
+    context = Bench(clock=clock, geometry=Geometry(100.0, 500.0), seed=22,
                             devices={"source": source, "rotation": rotation, "sample_out": sample_out})
     # 64 × 1 mm pixels at M = 5: the whole 12 mm test object is in view
     detector = SimulatedDetector("detector", SimulatedDetectorOptions(rows=64, columns=64, pixel_pitch_um=1000.0,
@@ -307,7 +307,7 @@ def test_beam_off_frames_are_darks(rig):
 
 def test_detector_without_source_gives_darks(clock):
     detector = SimulatedDetector("detector", SimulatedDetectorOptions(rows=32, columns=32),
-                                 DriverContext(clock=clock, seed=3))
+                                 Bench(clock=clock, seed=3))
     with detector:
         detector.set_exposure_s(1.0)
         mean = detector.acquire(2)[0].data.mean()

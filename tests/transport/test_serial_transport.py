@@ -55,12 +55,13 @@ def test_line_settings_reach_pyserial():
         opened.update(settings, url=url)
         return ScriptedPort([])
 
-    settings = SerialSettings(baudrate=38400, bytesize=7, parity="E", stopbits=2, rtscts=True, timeout_s=0.3)
+    settings = SerialSettings(baudrate=38400, bytesize=7, parity="E", stopbits=2, xonxoff=True, rtscts=True,
+                              timeout_s=0.3)
     transport = SerialTransport("/dev/ttyUSB7", settings, "tube", port_factory=factory)
     transport.open()
     transport.close()
     assert opened == {"url": "/dev/ttyUSB7", "baudrate": 38400, "bytesize": 7, "parity": "E", "stopbits": 2,
-                      "rtscts": True, "dsrdtr": False, "timeout": 0.3, "write_timeout": 0.3}
+                      "xonxoff": True, "rtscts": True, "dsrdtr": False, "timeout": 0.3, "write_timeout": 0.3}
 
 
 def test_partial_reply_is_reported_in_the_timeout():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,6 +14,8 @@ from microct.devices.base import Device, Status
 from microct.errors import ConfigurationError, LimitError
 
 AxisUnit = Literal["deg", "mm"]
+
+log = logging.getLogger("microct.devices.axis")
 
 
 def move_duration_s(distance: float, velocity: float, acceleration: float | None) -> float:
@@ -44,6 +48,29 @@ class AxisCapabilities:
         if None not in (self.low_limit, self.high_limit) and self.low_limit >= self.high_limit:
             raise ConfigurationError(f"soft limits ({self.low_limit}, {self.high_limit}): low must be < high")
 
+    @property
+    def bounded(self) -> bool:
+        """False for an axis without soft limits (a continuous rotation stage)."""
+        return self.low_limit is not None or self.high_limit is not None
+
+    def narrowed(self, low: float | None, high: float | None, who: str = "axis",
+                 source: str = "the controller's") -> AxisCapabilities:
+        """These capabilities with the soft limits narrowed to ``low``..``high`` (a controller's or a
+        record's own limits; None: that side unbounded): the intersection, never wider than configured.
+        ConfigurationError naming both ranges if they do not overlap. A driver calls it at connect and
+        assigns the result to ``Axis.capabilities``; ``who`` and ``source`` word the error and the log."""
+        new_low = low if self.low_limit is None else self.low_limit if low is None else max(self.low_limit, low)
+        new_high = high if self.high_limit is None else self.high_limit if high is None else min(self.high_limit, high)
+        if new_low is not None and new_high is not None and new_low >= new_high:
+            raise ConfigurationError(f"{who}: the configured soft limits {_limit(self.low_limit)} to "
+                                     f"{_limit(self.high_limit)} {self.unit} do not overlap {source} "
+                                     f"{_limit(low)} to {_limit(high)} {self.unit}")
+        narrowed = dataclasses.replace(self, low_limit=new_low, high_limit=new_high)
+        if narrowed != self:
+            log.info("%s: %s soft limits %s to %s %s narrow the configured %s to %s", who, source,
+                     _limit(low), _limit(high), self.unit, _limit(self.low_limit), _limit(self.high_limit))
+        return narrowed
+
     def check_position(self, position: float, who: str = "axis") -> None:
         """Raise LimitError unless ``position`` lies within the soft limits."""
         if not math.isfinite(position):
@@ -53,6 +80,10 @@ class AxisCapabilities:
         if not low <= position <= high:
             raise LimitError(f"{who}: position={position:g} {self.unit} is outside the soft limits "
                              f"{low:g} to {high:g} {self.unit}")
+
+
+def _limit(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:g}"
 
 
 class Axis(Device):
@@ -69,6 +100,16 @@ class Axis(Device):
         super().__init__(name, clock)
         self.capabilities = capabilities
         self._velocity = capabilities.max_velocity
+        self._last_motion: Status | None = None
+
+    @property
+    def moving(self) -> bool:
+        """True while the last move or homing started through this object has not ended (its Status)."""
+        return self._last_motion is not None and not self._last_motion.done
+
+    def _started(self, status: Status) -> Status:
+        self._last_motion = status
+        return status
 
     @property
     def unit(self) -> AxisUnit:
@@ -92,7 +133,7 @@ class Axis(Device):
         """Start an absolute move; LimitError before anything moves if outside the soft limits."""
         self.capabilities.check_position(position, who=f"axis {self.name!r}")
         self._require_connected()
-        return self._do_start_move(float(position))
+        return self._started(self._do_start_move(float(position)))
 
     def move_to(self, position: float, timeout_s: float | None = None) -> None:
         """Move to ``position`` and wait; DeviceTimeoutError after ``timeout_s``."""
@@ -103,7 +144,7 @@ class Axis(Device):
         if it would end outside the soft limits."""
         target = self.read_position() + delta
         self.capabilities.check_position(target, who=f"axis {self.name!r}")
-        return self._do_start_move_by(float(delta), target)
+        return self._started(self._do_start_move_by(float(delta), target))
 
     def move_by(self, delta: float, timeout_s: float | None = None) -> None:
         self.start_move_by(delta).wait(timeout_s)
@@ -111,7 +152,7 @@ class Axis(Device):
     def home(self, timeout_s: float | None = None) -> None:
         """Run the homing (reference) move and wait for it."""
         self._require_connected()
-        self._do_start_home().wait(timeout_s)
+        self._started(self._do_start_home()).wait(timeout_s)
 
     def stop(self) -> None:
         """Stop any motion at once. Safe when idle or not connected."""

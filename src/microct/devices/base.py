@@ -10,12 +10,20 @@ from __future__ import annotations
 import abc
 import logging
 import threading
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel
 
 from microct.clock import Clock
-from microct.errors import DeviceStateError, MicroCTError
+from microct.errors import DeviceStateError, MicroCTError, reworded
+from microct.options import DriverOptions
 
 log = logging.getLogger("microct.devices")
+
+E = TypeVar("E", bound=BaseException)
+D = TypeVar("D", bound="Device")
 
 
 class Status:
@@ -30,15 +38,46 @@ class Status:
         self._what = what
         self._event = threading.Event()
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Status], None]] = []
+
+    @property
+    def what(self) -> str:
+        """The operation, as named in errors ("axis 'rotation': move to 10 deg")."""
+        return self._what
 
     @property
     def done(self) -> bool:
         return self._event.is_set()
 
-    def set_done(self, error: BaseException | None = None) -> None:
-        if not self._event.is_set():
+    @property
+    def error(self) -> BaseException | None:
+        """The error the operation ended with; None while it runs or if it succeeded."""
+        return self._error
+
+    def set_done(self, error: BaseException | None = None) -> bool:
+        """End the operation (with ``error`` if it failed). Only the first call counts: it returns True,
+        later calls False. Callbacks run in the calling thread."""
+        with self._lock:
+            if self._event.is_set():
+                return False
             self._error = error
             self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:  # a callback must not keep the others from running
+                log.exception("a callback of %s failed", self._what)
+        return True
+
+    def add_callback(self, callback: Callable[[Status], None]) -> None:
+        """Call ``callback(status)`` once the operation ends (at once if it has)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until done. Raises DeviceTimeoutError after ``timeout_s``, or the operation's error."""
@@ -47,16 +86,46 @@ class Status:
             raise self._error
 
 
+class NoOptions(DriverOptions):
+    """The options of a driver that takes none."""
+
+
+@dataclass
+class DriverContext:
+    """What every driver built from a configuration gets besides its own options: the clock all the
+    instruments of one scan share. An environment (see ``microct.environment``) may hand its drivers
+    a subclass carrying more (the simulated bench of the in-process simulators)."""
+
+    clock: Clock = field(default_factory=Clock)
+
+
 class Device(abc.ABC):
     """Base of all instruments: ``connect()`` / ``close()`` and context-manager use.
 
     ``close()`` is safe to call twice and after a failed ``connect()``.
+
+    A driver declares ``backend``, an ``Options`` pydantic model (its ``[role.options]`` table) and
+    takes ``(name, options, connection, *, clock=...)`` in ``__init__``, which must do no I/O; the
+    default ``from_config`` builds it so. ``connect()`` runs ``_do_connect`` (open the link, identify
+    the device) and then ``_after_connect`` (the interface's: send held settings); if either fails,
+    ``_do_close`` runs, so ``_do_close`` must be safe on a half-open link.
     """
 
     kind: ClassVar[str]
     """Device kind: "source", "axis" or "detector"."""
     backend: ClassVar[str]
     """How the driver reaches its device, for ``microct drivers``: "serial", "VISA", "EPICS", "in-process"."""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    """The pydantic model of the driver's options (``[role.options]`` of a scan configuration)."""
+    environment: ClassVar[str | None] = None
+    """The environment the driver lives in, if any: a name in the entry-point group
+    ``microct.environments`` (the in-process simulators: "simulation"). None for real drivers."""
+
+    @classmethod
+    def from_config(cls: type[D], name: str, options: Any, connection: str | None, context: DriverContext) -> D:
+        """Build the device a configuration describes (no I/O): ``cls(name, options, connection,
+        clock=context.clock)``. Override it if the constructor takes something else."""
+        return cls(name, options, connection, clock=context.clock)  # type: ignore[call-arg]
 
     def __init__(self, name: str, clock: Clock | None = None) -> None:
         self.name = name
@@ -75,8 +144,8 @@ class Device(abc.ABC):
         """
         if self._connected:
             return
-        self._do_connect()
         try:
+            self._do_connect()
             self._after_connect()
         except BaseException:
             try:
@@ -98,7 +167,7 @@ class Device(abc.ABC):
         finally:
             self._connected = False
 
-    def __enter__(self):
+    def __enter__(self: D) -> D:
         self.connect()
         return self
 
@@ -114,9 +183,18 @@ class Device(abc.ABC):
         if not self._connected:
             raise DeviceStateError(f"{self.kind} {self.name!r}: not connected (call connect() first)")
 
+    @property
+    def who(self) -> str:
+        """How errors and logs name this device: ``source 'tube'``."""
+        return f"{self.kind} {self.name!r}"
+
     def _error(self, cls: type[MicroCTError], message: str) -> MicroCTError:
         """An error of ``cls`` whose message starts with this device's kind and name."""
-        return cls(f"{self.kind} {self.name!r}: {message}")
+        return cls(f"{self.who}: {message}")
+
+    def _named(self, error: E) -> E:
+        """``error`` (same class and attributes) with its message starting with this device's kind and name."""
+        return reworded(error, f"{self.who}: {error}")
 
     @abc.abstractmethod
     def _do_connect(self) -> None: ...

@@ -8,6 +8,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from microct.clock import Clock
 from microct.devices.base import Device
 from microct.errors import ConfigurationError, DeviceStateError, InterlockError, LimitError
@@ -22,17 +24,21 @@ class SourceState(enum.Enum):
     NOT_READY = "not ready / interlock open"
 
 
-@dataclass(frozen=True)
-class SpotMode:
-    """One focal-spot mode: its power limit (W) and focal-spot size (µm).
+class SpotMode(BaseModel):
+    """One focal-spot mode: its power limit (W), focal-spot size (µm) and how the device selects it.
 
-    The spot grows with target power above a floor: size = max(spot_size_um,
-    growth_um_per_w × P). ``growth_um_per_w = 0`` means a fixed spot.
+    The one schema of a spot mode, in model tables, driver options and capabilities alike. The spot
+    grows with target power above a floor: size = max(spot_size_um, growth_um_per_w × P);
+    ``growth_um_per_w = 0`` means a fixed spot. ``code`` is the device's own word for the mode
+    (Hamamatsu's ``CFS`` number, the filament a Spellman generator selects, an EPICS enum string);
+    None where the device needs none or takes the mode's name.
     """
 
-    power_limit_w: float
-    spot_size_um: float
-    growth_um_per_w: float = 0.0
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    power_limit_w: float = Field(gt=0, description="largest target power in this mode (W)")
+    spot_size_um: float = Field(gt=0, description="focal-spot size at low power (µm)")
+    growth_um_per_w: float = Field(default=0.0, ge=0, description="spot growth with target power (µm/W)")
+    code: int | str | None = Field(default=None, description="the device's own number or name for the mode")
 
     def spot_size_at_um(self, power_w: float) -> float:
         """Focal-spot size (µm) at target power ``power_w`` (W)."""

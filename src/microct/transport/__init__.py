@@ -1,7 +1,9 @@
 """Transports move bytes to and from a device; they know nothing of any protocol."""
 
-from microct.transport.base import Transport
+from microct.transport.base import LinkSettings, Transport
+from microct.transport.links import LINKS, LinkRegistry, SharedLink
 from microct.transport.serial import SerialSettings, SerialTransport
 from microct.transport.visa import VisaSettings, VisaTransport
 
-__all__ = ["SerialSettings", "SerialTransport", "Transport", "VisaSettings", "VisaTransport"]
+__all__ = ["LINKS", "LinkRegistry", "LinkSettings", "SerialSettings", "SerialTransport", "SharedLink", "Transport",
+           "VisaSettings", "VisaTransport"]

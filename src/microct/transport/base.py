@@ -7,17 +7,28 @@ import abc
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from microct.transport.links import SharedLink
 
 log = logging.getLogger("microct.transport")
 
+S = TypeVar("S", bound="LinkSettings")
 
-class Link(Protocol):
-    """An opened port or session, shared by the transports on it."""
 
-    lock: AbstractContextManager  # re-entrant
-    lost: str | None  # why an exchange lost the link (the next exchange re-opens it first), or None
+class LinkSettings(BaseModel):
+    """Base of the typed settings of a link (``SerialSettings``, ``VisaSettings``): a driver's options
+    carry one, and the driver fills in its device's defaults with ``with_defaults``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def with_defaults(self: S, **defaults: Any) -> S:
+        """These settings with ``defaults`` for every field the configuration did not set (the
+        device's baud rate, terminators, time-out); fields the user set are kept."""
+        return self.model_copy(update={key: value for key, value in defaults.items()
+                                       if key not in self.model_fields_set})
 
 
 class Transport(abc.ABC):
@@ -61,6 +72,15 @@ class Transport(abc.ABC):
         all under the lock."""
         return self._query(message, lambda answers: len(answers) >= replies)
 
+    @contextlib.contextmanager
+    def transaction(self, what: str = "transaction") -> Iterator[Transport]:
+        """Hold the link's lock across several exchanges, so that no other driver sharing the port or
+        session (another device of a daisy chain, another axis of a controller) gets between them: a
+        write and the query that reads its result, say. Exchanges inside take the lock again (it is
+        re-entrant). ``what`` names the transaction if the link must first be re-opened."""
+        with self._exchange(what):
+            yield self
+
     def query_until(self, message: bytes, last: Callable[[bytes], bool]) -> list[bytes]:
         """As ``query``, reading replies until ``last(reply)`` is true (multi-line answers)."""
         return self._query(message, lambda answers: last(answers[-1]))
@@ -87,11 +107,11 @@ class Transport(abc.ABC):
             yield
 
     @abc.abstractmethod
-    def _require_open(self) -> Link:
+    def _require_open(self) -> SharedLink:
         """The open link; CommunicationError if it is not open."""
 
     @abc.abstractmethod
-    def _reopen(self, link: Link, what: str = "") -> None:
+    def _reopen(self, link: Any, what: str = "") -> None:
         """Close ``link`` and open it anew (clearing ``lost``); CommunicationError naming ``what`` if that fails."""
 
     @abc.abstractmethod

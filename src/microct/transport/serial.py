@@ -16,45 +16,50 @@ from __future__ import annotations
 
 import os
 import select
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import serial
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from microct.errors import CommunicationError, DeviceTimeoutError
-from microct.transport.base import Transport, log
+from microct.transport.base import LinkSettings, Transport, log
+from microct.transport.links import LINKS, SharedLink
 
 READ_CHUNK = 4096  # bytes asked for per read; a read returns what has arrived
 MAX_STALE = 1 << 20  # bytes discarded before a query at most: a device that never stops talking is not waited out
 
 
-class SerialSettings(BaseModel):
-    """Line settings of a serial link (driver options carry one of these, with per-model defaults)."""
+class SerialSettings(LinkSettings):
+    """Line settings of a serial link (driver options carry one of these; the driver fills in its
+    device's defaults with ``with_defaults``). Everything but the terminators and the time-out is
+    passed to pyserial as it is named there."""
 
-    model_config = ConfigDict(extra="forbid")
     baudrate: int = Field(default=9600, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     stopbits: Literal[1, 1.5, 2] = 1
-    rtscts: bool = False
-    dsrdtr: bool = False
-    timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply")
+    xonxoff: bool = Field(default=False, description="software flow control (XON/XOFF)")
+    rtscts: bool = Field(default=False, description="hardware flow control (RTS/CTS)")
+    dsrdtr: bool = Field(default=False, description="hardware flow control (DSR/DTR)")
+    timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply (s)")
     write_terminator: str = "\r"
     read_terminator: str = "\r"
 
+    def pyserial_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``serial.serial_for_url`` (line settings, flow control, time-outs)."""
+        return {"baudrate": self.baudrate, "bytesize": self.bytesize, "parity": self.parity,
+                "stopbits": self.stopbits, "xonxoff": self.xonxoff, "rtscts": self.rtscts, "dsrdtr": self.dsrdtr,
+                "timeout": self.timeout_s, "write_timeout": self.timeout_s}
 
-class _Port:
+
+class _Port(SharedLink):
     """One opened pyserial port, shared by every transport on the same URL."""
 
     def __init__(self, port: Any) -> None:
-        self.lock = threading.RLock()
-        self.users = 0
+        super().__init__()
         self.buffer = bytearray()
-        self.lost: str | None = None
-        """Why the link failed, if it did: the next exchange re-opens it first."""
         self.use(port)
 
     def use(self, port: Any) -> None:
@@ -83,12 +88,9 @@ def _descriptor(port: Any) -> int | None:
         return None
 
 
-_PORTS: dict[str, _Port] = {}
-_PORTS_LOCK = threading.Lock()
-
-
 class SerialTransport(Transport):
-    """A serial link. ``port_factory`` (default ``serial.serial_for_url``) is for tests."""
+    """A serial link. ``port_factory`` (default ``serial.serial_for_url``) opens the pyserial object
+    (a test puts a scripted port there; ``microct.testing.exchange``)."""
 
     def __init__(self, url: str, settings: SerialSettings | None = None, name: str = "",
                  port_factory: Callable[..., Any] = serial.serial_for_url) -> None:
@@ -104,35 +106,22 @@ class SerialTransport(Transport):
     def open(self) -> None:
         if self._port is not None:
             return
-        with _PORTS_LOCK:
-            port = _PORTS.get(self.url)
-            if port is None:
-                port = _PORTS[self.url] = _Port(self._open_port())
-            port.users += 1
-        self._port = port
+        self._port = LINKS.acquire(("serial", self.url), lambda: _Port(self._open_port()))
         log.debug("%s: opened %s", self.name, self.url)
 
     def _open_port(self, purpose: str = "", detail: str = "") -> Any:
         """A new pyserial object for the URL; CommunicationError (with ``purpose`` and ``detail``) if it cannot
         be opened."""
-        s = self.settings
         try:
-            return self._factory(self.url, baudrate=s.baudrate, bytesize=s.bytesize, parity=s.parity,
-                                 stopbits=s.stopbits, rtscts=s.rtscts, dsrdtr=s.dsrdtr, timeout=s.timeout_s,
-                                 write_timeout=s.timeout_s)
+            return self._factory(self.url, **self.settings.pyserial_options())
         except (serial.SerialException, OSError, ValueError) as error:
             raise CommunicationError(f"{self.name}: cannot open serial port {self.url}{purpose}: {error}{detail}") \
                 from None
 
     def close(self) -> None:
         port, self._port = self._port, None
-        if port is None:
-            return
-        with _PORTS_LOCK:
-            port.users -= 1
-            if port.users == 0:
-                _PORTS.pop(self.url, None)
-                port.close()
+        if port is not None:
+            LINKS.release(("serial", self.url), port, _Port.close)
 
     def reconnect(self) -> None:
         """Close and reopen the port (after it vanished, e.g. a USB adapter unplugged), for every

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import select
 import socket
-import threading
 from typing import Any
 
 import pyvisa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pyvisa import constants
 
 from microct.errors import CommunicationError, DeviceTimeoutError
-from microct.transport.base import Transport, log
+from microct.transport.base import LinkSettings, Transport, log
+from microct.transport.links import LINKS, SharedLink
 
 ENCODING = "latin-1"  # every byte 0-255 maps to one character and back
 DRAIN_S = 0.02  # after a time-out: how long to wait for late replies before the next query
@@ -40,10 +40,10 @@ DISCARD_NO_IO = constants.BufferOperation.discard_read_buffer_no_io  # what the 
 DISCARD_INPUT = constants.BufferOperation.discard_read_buffer  # a serial port's input too (ASRL)
 
 
-class VisaSettings(BaseModel):
-    """Settings of a VISA link (driver options carry one of these with per-device defaults)."""
+class VisaSettings(LinkSettings):
+    """Settings of a VISA link (driver options carry one of these; the driver fills in its device's
+    defaults with ``with_defaults``)."""
 
-    model_config = ConfigDict(extra="forbid")
     backend: str = Field(default="@py", description="VISA library: @py (pyvisa-py), @ivi, or a path")
     timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply")
     write_terminator: str = "\n"
@@ -51,12 +51,11 @@ class VisaSettings(BaseModel):
     baudrate: int | None = Field(default=None, gt=0, description="ASRL resources only")
 
 
-class _Session:
+class _Session(SharedLink):
     """One opened VISA resource, shared by every transport on the same library and resource string."""
 
     def __init__(self, resource: Any) -> None:
-        self.lock = threading.RLock()
-        self.users = 0
+        super().__init__()
         self.use(resource)
 
     def use(self, resource: Any) -> None:
@@ -67,13 +66,10 @@ class _Session:
             DISCARD_INPUT if getattr(resource, "interface_type", None) == constants.InterfaceType.asrl
             else DISCARD_NO_IO)
         """How to drop stale input before a query (None: the library cannot)."""
-        self.lost: str | None = None
-        """Why the link failed, if it did: the next exchange re-opens the session first."""
+        self.lost = None
 
 
-_SESSIONS: dict[tuple[str, str], _Session] = {}  # by (VISA library, resource)
 _MANAGERS: dict[str, pyvisa.ResourceManager] = {}
-_POOL_LOCK = threading.Lock()
 
 
 def closed_by_device(resource: Any) -> bool:
@@ -125,18 +121,13 @@ class VisaTransport(Transport):
         self.settings = settings or VisaSettings()
         self.name = name or resource
         self._session: _Session | None = None
-        self._key = (self.settings.backend, resource)
+        self._key = ("visa", self.settings.backend, resource)
         self._write_terminator = self.settings.write_terminator.encode(ENCODING)
 
     def open(self) -> None:
         if self._session is not None:
             return
-        with _POOL_LOCK:
-            session = _SESSIONS.get(self._key)
-            if session is None:
-                session = _SESSIONS[self._key] = _Session(self._open_resource())
-            session.users += 1
-        self._session = session
+        self._session = LINKS.acquire(self._key, lambda: _Session(self._open_resource()))
         log.debug("%s: opened %s", self.name, self.resource_name)
 
     def _open_resource(self) -> Any:
@@ -154,13 +145,8 @@ class VisaTransport(Transport):
 
     def close(self) -> None:
         session, self._session = self._session, None
-        if session is None:
-            return
-        with _POOL_LOCK:
-            session.users -= 1
-            if session.users == 0:
-                _SESSIONS.pop(self._key, None)
-                self._close_resource(session)
+        if session is not None:
+            LINKS.release(self._key, session, self._close_resource)
 
     def reconnect(self) -> None:
         """Close and reopen the session, for every transport sharing it; CommunicationError if it cannot be

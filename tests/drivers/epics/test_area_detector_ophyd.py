@@ -12,7 +12,7 @@ from ophyd import ADComponent, DetectorBase, ImagePlugin, SingleTrigger  # noqa:
 from ophyd.areadetector.cam import AreaDetectorCam  # noqa: E402
 
 from microct.clock import Clock  # noqa: E402
-from microct.registry import DriverContext  # noqa: E402
+from microct.simulators.bench import Bench  # noqa: E402
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions  # noqa: E402
 from microct.simulators.epics_ad_ioc import start_ad_ioc  # noqa: E402
 
@@ -27,7 +27,7 @@ class CTPanel(SingleTrigger, DetectorBase):
 @pytest.fixture
 def ioc():
     panel = SimulatedDetector("panel", SimulatedDetectorOptions(rows=32, columns=40, read_noise=0.0),
-                              DriverContext(clock=Clock(), seed=5))
+                              Bench(clock=Clock(), seed=5))
     handle = start_ad_ioc("OPH:", panel, PORTS["ad_spare"])
     yield handle
     handle.stop()

@@ -11,7 +11,7 @@ import pytest
 from microct.clock import Clock
 from microct.drivers.epics_area_detector import AreaDetector, AreaDetectorOptions
 from microct.errors import CommunicationError, ConfigurationError, FrameLostError
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.epics_ad_ioc import start_ad_ioc
 from microct.simulators.faults import FaultSchedule
@@ -35,7 +35,7 @@ def tube(beam_on: bool = True) -> SimulatedSource:
 def panel(source: SimulatedSource | None = None, **options) -> SimulatedDetector:
     opts = SimulatedDetectorOptions(rows=ROWS, columns=COLUMNS, pixel_pitch_um=PITCH_UM, binnings=(1, 2),
                                     exposure_range_s=(0.001, 10.0), **options)
-    return SimulatedDetector("panel", opts, DriverContext(clock=Clock(), seed=3,
+    return SimulatedDetector("panel", opts, Bench(clock=Clock(), seed=3,
                                                            devices={"source": source} if source else {}))
 
 
@@ -154,7 +154,7 @@ def test_file_mode_indexes_frames_by_what_the_plugin_captured(tmp_path):
     the plugin's count (NumCaptured_RBV), not the count of frames the driver handed out."""
     schedule = FaultSchedule([{"kind": "frame_dropped", "device": "detector", "at_frame": 2}])
     lossy = SimulatedDetector("detector", SimulatedDetectorOptions(rows=ROWS, columns=COLUMNS, pixel_pitch_um=PITCH_UM),
-                              DriverContext(clock=Clock(), seed=3, faults=schedule))
+                              Bench(clock=Clock(), seed=3, faults=schedule))
     handle = start_ad_ioc("ADNC:", lossy, PORTS["ad_spare"])
     try:
         with driver("ADNC:", frames="hdf5-file", ioc_file_path=str(tmp_path), file_name="nc",

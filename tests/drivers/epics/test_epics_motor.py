@@ -14,7 +14,7 @@ from microct.simulators.axis import SimulatedAxisOptions
 from microct.simulators.epics_motor_ioc import start_motor_ioc
 
 from microct.errors import CommunicationError, DeviceFaultError, DeviceStateError, LimitError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.testing.contracts import AxisContract
 
 # the IOC ports that conftest.py put into the CA address list before pyepics started

@@ -18,7 +18,7 @@ from microct.devices import SourceState
 from microct.errors import CommunicationError, ScanAborted
 from microct.geometry import Geometry
 from microct.instruments import build_instruments
-from microct.registry import DriverContext
+from microct.simulators.bench import Bench
 from microct.sequencer import run_scan
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.epics_ad_ioc import start_ad_ioc
@@ -162,7 +162,7 @@ def test_detector_ioc_killed_mid_scan_aborts_naming_the_pv_beam_off_frames_kept(
     rest = run_ioc_in_thread({**tube_ioc.pvdb, **rotation.pvdb, **sample.pvdb}, "kill tube+stages", PORTS["kill_rest"])
     panel = SimulatedDetector("panel", SimulatedDetectorOptions(rows=512, columns=512, pixel_pitch_um=200.0,
                                                                 phantom="bga", binnings=(1, 2, 4)),
-                              DriverContext(clock=Clock(), geometry=Geometry(50.0, 500.0),
+                              Bench(clock=Clock(), geometry=Geometry(50.0, 500.0),
                                             devices={"source": tube, "rotation": rotation.axis,
                                                      "sample_out": sample.axis}))
     detector_ioc = start_ad_ioc("KILL:DET1:", panel, PORTS["kill_detector"])

@@ -14,7 +14,7 @@ from microct.simulators.source import SimulatedSourceOptions
 
 from microct.devices.source import SourceState
 from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, InterlockError
-from microct.registry import DriverContext
+from microct.devices.base import DriverContext
 from microct.testing.contracts import SourceContract
 from microct.testing.waiting import wait_until
 
