@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from microct.drivers import camserver_codec as codec
-from microct.drivers.camserver import CamserverDetector, CamserverOptions
+from microct.drivers.camserver import codec, models
+from microct.drivers.camserver.driver import CamserverDetector, CamserverOptions
 from microct.geometry import Geometry
 from microct.nexus import FrameInfo, NXtomoWriter, ScanHeader
 from microct.simulators.wire import WireServer
@@ -83,9 +83,9 @@ class LinkingCamserver:
 
 def ready_files(folder: Path, model: str) -> list[Path]:
     """DISTINCT_FILES camserver TIFFs of ``model`` (counts, gaps −1, the same few bad pixels −2)."""
-    width, height = codec.SIZES[model]
+    width, height = models.SIZES[model]
     rng = np.random.default_rng(1)
-    gaps = codec.gap_mask(width, height)
+    gaps = models.gap_mask(width, height)
     bad = rng.choice(width * height, 5, replace=False)
     paths = []
     for i in range(DISTINCT_FILES):
@@ -172,7 +172,7 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="bench-camserver-", dir=args.folder))
         try:
             ready = ready_files(root, model)
-            width, height = codec.SIZES[model]
+            width, height = models.SIZES[model]
             bare = bare_loop(ready, args.frames, (height, width))
             bare_hdf5 = bare_loop(ready, args.frames, (height, width), Path(tempfile.gettempdir()) / "bench-bare.nxs")
             with WireServer(LinkingCamserver(root, ready), "stub") as stub:

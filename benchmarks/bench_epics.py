@@ -32,10 +32,10 @@ from contextlib import contextmanager
 # before caproto is imported, here or in the IOC process (which inherits the environment)
 os.environ["CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC"] = "0.001"
 
-from microct.drivers.epics_motor import FIELDS as MOTOR_FIELDS
-from microct.drivers.epics_motor import MONITORED as MOTOR_MONITORED
-from microct.drivers.epics_motor import EpicsMotorAxis, EpicsMotorOptions
-from microct.drivers.epics_source import EpicsSource, EpicsSourceOptions
+from microct.drivers.epics_motor.codec import FIELDS as MOTOR_FIELDS
+from microct.drivers.epics_motor.codec import MONITORED as MOTOR_MONITORED
+from microct.drivers.epics_motor.driver import EpicsMotorAxis, EpicsMotorOptions
+from microct.drivers.epics_source.driver import EpicsSource, EpicsSourceOptions
 from microct.simulators.axis import SimulatedAxisOptions
 from microct.simulators.epics_ioc import free_port, start_ioc
 from microct.simulators.epics_motor_ioc import (

@@ -24,7 +24,7 @@ os.environ.update(EPICS_CA_ADDR_LIST=f"127.0.0.1:{PORT}", EPICS_CA_AUTO_ADDR_LIS
 import epics  # noqa: E402  (after the environment above)
 
 from microct.clock import Clock  # noqa: E402
-from microct.drivers.epics_area_detector import AreaDetector, AreaDetectorOptions  # noqa: E402
+from microct.drivers.epics_area_detector.driver import AreaDetector, AreaDetectorOptions  # noqa: E402
 from microct.simulators.bench import Bench  # noqa: E402
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions  # noqa: E402
 from microct.simulators.epics_ad_ioc import start_ad_ioc  # noqa: E402

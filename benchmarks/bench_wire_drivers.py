@@ -27,10 +27,10 @@ from collections.abc import Iterator
 from importlib.resources import files
 
 from microct.config import parse_config
-from microct.drivers.hamamatsu import HamamatsuOptions, HamamatsuSource
-from microct.drivers.pi_gcs import PIAxis, PIOptions
-from microct.drivers.spellman import SpellmanOptions, SpellmanSource
-from microct.drivers.zaber import ZaberAxis, ZaberOptions
+from microct.drivers.hamamatsu.driver import HamamatsuOptions, HamamatsuSource
+from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
+from microct.drivers.spellman.driver import SpellmanOptions, SpellmanSource
+from microct.drivers.zaber.driver import ZaberAxis, ZaberOptions
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
 from microct.simulators.hamamatsu import HamamatsuResponder

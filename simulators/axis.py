@@ -1,7 +1,9 @@
 """In-process motorised axis (rotary or linear): trapezoidal moves, soft limits, position noise.
 
 Scheduled faults (``microct.simulators.faults``): stage_stall and limit_switch strike a move half-way
-through it (or at their ``at_s`` instant if a move is under way then), and request faults.
+through it (or at their ``at_s`` instant if a move is under way then), and request faults. A fault
+contract (``microct.testing.contracts``) drives the stage through ``fault_hook()``: strike now, refuse
+moves, go silent, read the true position.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from microct.devices.base import Status
 from microct.errors import DeviceFaultError, DeviceStateError
 from microct.devices.base import DriverContext
 from microct.simulators.bench import bench_of
+from microct.errors import DeviceTimeoutError
 from microct.simulators.faults import STAGE_KINDS, Fault, FaultSchedule, InjectsFaults, attach
+
+SILENT_MOVE_TIMEOUT_S = 1.0
+"""How long after the stage goes silent (``set_muted``) its running move's Status fails with a time-out:
+what a driver polling a silent controller sees once its reply time-out runs out."""
 
 
 class SimulatedAxisOptions(BaseModel):
@@ -78,12 +85,45 @@ class SimulatedAxis(InjectsFaults, Axis):
         self._status: Status | None = None
         self._plan_number = 0
         self._faults = attach(faults, name)
+        self.refuse_moves = False
+        """True: the controller refuses every movement command (as a parked stage or one with its servo off);
+        the wire simulators answer with their protocol's refusal."""
 
     @classmethod
     def from_config(cls, name: str, options: SimulatedAxisOptions, connection: str | None,
                     context: DriverContext) -> SimulatedAxis:
         bench = bench_of(context)
         return cls(name, options, bench.clock, bench.seed, bench.faults)
+
+    def true_position(self) -> float:
+        """Where the stage is now (unit), without read-back noise and without a request."""
+        return self._true_position()
+
+    def strike(self, kind: str, duration_s: float | None = None) -> None:
+        """A stage fault on the running move, now: "limit_switch" stops it here and fails its Status with
+        DeviceFaultError; "stage_stall" holds it here and it never completes (until ``stop()``, another
+        move, or ``duration_s``, after which it goes on). Nothing happens when no move runs."""
+        if kind not in STAGE_KINDS:
+            raise ValueError(f"kind={kind!r}: allowed {sorted(STAGE_KINDS)}")
+        if self._moving():
+            self._strike(kind, duration_s, self._status, self._plan_number)
+
+    def set_muted(self, muted: bool = True) -> None:
+        """The controller goes silent (or answers again): requests get no reply, and a move under way
+        fails ``SILENT_MOVE_TIMEOUT_S`` later with DeviceTimeoutError, as a polled driver would see it."""
+        self.muted = muted
+        status = self._status
+        if muted and status is not None and not status.done:
+            def silent() -> None:
+                if self.muted and not status.done:
+                    status.set_done(self._error(DeviceTimeoutError, "no reply while the move ran (the simulated "
+                                                                    "stage is silent)"))
+            self.clock.call_later(SILENT_MOVE_TIMEOUT_S, silent)
+
+    def fault_hook(self, mute=None) -> SimulatedAxisHook:
+        """The hook of the axis fault contract for this stage; ``mute(bool)`` silences the link in front of
+        it (a WireServer's ``muted``), default: the stage itself (``set_muted``)."""
+        return SimulatedAxisHook(self, mute)
 
     def _true_position(self) -> float:
         elapsed = self.clock.monotonic() - self._t0
@@ -102,9 +142,10 @@ class SimulatedAxis(InjectsFaults, Axis):
         if fault is not None:  # it strikes half-way
             plan = self._plan_number
             if self._duration > 0:
-                self.clock.call_later(self._duration / 2, lambda: self._strike(fault, status, plan))
+                self.clock.call_later(self._duration / 2,
+                                      lambda: self._strike(fault.kind, fault.duration_s, status, plan))
             else:
-                self._strike(fault, status, plan)
+                self._strike(fault.kind, fault.duration_s, status, plan)
         return status
 
     def _plan(self, target: float, status: Status) -> None:
@@ -135,18 +176,18 @@ class SimulatedAxis(InjectsFaults, Axis):
         if self._status is not None:
             self._status.set_done(self._error(DeviceStateError, f"move stopped at {here:g} {self.unit}"))
 
-    def _strike(self, fault: Fault, status: Status, plan: int) -> None:
+    def _strike(self, kind: str, duration_s: float | None, status: Status | None, plan: int) -> None:
         """Stall or limit switch on the move of ``status`` if it is still on plan ``plan``."""
-        if status is not self._status or status.done or plan != self._plan_number:
+        if status is None or status is not self._status or status.done or plan != self._plan_number:
             return
         target = self._target
         here = self._hold()
-        if fault.kind == "limit_switch":
+        if kind == "limit_switch":
             status.set_done(self._error(DeviceFaultError, f"limit switch hit at {here:g} {self.unit} on the way "
                                                           f"to {target:g} {self.unit} (simulated fault)"))
-        elif fault.duration_s is not None:  # a stall: the move resumes once the jam clears
+        elif duration_s is not None:  # a stall: the move resumes once the jam clears
             stalled = self._plan_number
-            self.clock.call_later(fault.duration_s, lambda: self._resume(status, target, stalled))
+            self.clock.call_later(duration_s, lambda: self._resume(status, target, stalled))
 
     def _resume(self, status: Status, target: float, plan: int) -> None:
         if status is self._status and not status.done and plan == self._plan_number:
@@ -157,7 +198,7 @@ class SimulatedAxis(InjectsFaults, Axis):
 
     def _strike_now(self, fault: Fault) -> None:
         """An ``at_s`` fault fell due while a move is under way: it strikes now."""
-        self._strike(fault, self._status, self._plan_number)
+        self._strike(fault.kind, fault.duration_s, self._status, self._plan_number)
 
     def _do_connect(self) -> None:
         # nothing to open: the stage lives in this process; an at_s fault when idle waits for the next move
@@ -167,10 +208,16 @@ class SimulatedAxis(InjectsFaults, Axis):
         pass
 
     def _do_start_move(self, position: float) -> Status:
+        self._refuse_if_parked(f"move to {position:g} {self.unit}")
         return self._begin(position, f"move to {position:g} {self.unit}")
 
     def _do_start_home(self) -> Status:
+        self._refuse_if_parked("home")
         return self._begin(self.options.home_position, "home")
+
+    def _refuse_if_parked(self, what: str) -> None:
+        if self.refuse_moves:
+            raise self._error(DeviceStateError, f"{what} refused: the stage is parked (simulated)")
 
     def _do_stop(self) -> None:
         self._halt()
@@ -181,3 +228,24 @@ class SimulatedAxis(InjectsFaults, Axis):
 
     def _do_set_velocity(self, velocity: float) -> None:
         pass  # the base class holds the set-point; the next move profile uses it
+
+
+class SimulatedAxisHook:
+    """The axis fault contract's hook on a SimulatedAxis (in process, or behind a wire simulator whose
+    ``mute`` is given): silence the controller, strike a fault, refuse moves, read the true position."""
+
+    def __init__(self, axis: SimulatedAxis, mute=None) -> None:
+        self.axis = axis
+        self._mute = mute or axis.set_muted
+
+    def mute(self, muted: bool = True) -> None:
+        self._mute(muted)
+
+    def true_position(self) -> float:
+        return self.axis.true_position()
+
+    def strike(self, kind: str) -> None:
+        self.axis.strike(kind)
+
+    def refuse_moves(self, refuse: bool = True) -> None:
+        self.axis.refuse_moves = refuse

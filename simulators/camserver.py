@@ -1,13 +1,15 @@
 """Wire-level simulator of a DECTRIS PILATUS detector's camserver: commands over TCP, images as files.
 
-``CamserverResponder`` speaks the protocol of the fact sheet shared/protocols/dectris-camserver.md with
-the driver's codec (``microct.drivers.camserver_codec``) and writes camserver-layout TIFF files (int32
-after a 4096-byte header) into its ImgPath on the real schedule: image i at delay + i × period +
+``CamserverResponder`` speaks the protocol of the repository's notes docs/protocols/dectris-camserver.md
+("the sheet"; from the PILATUS3 user manual) with the driver's codec (``microct.drivers.camserver.codec``,
+sizes and module gaps from ``microct.drivers.camserver.models``) and writes camserver-layout TIFF files
+(int32 after a 4096-byte header) into its ImgPath on the real schedule: image i at delay + i × period +
 exposure after the exposure starts. The pixels come from a ``SimulatedDetector`` of the model's size
 with a photon counter's character (no dark offset, dark current or read noise; a small gain spread),
 plus a few bad pixels (−2) and the module gaps (−1: 7 columns and 17 rows between 487 × 195 modules,
-the grid every size of the sheet fits). Serve it with
-``microct sim serve camserver --tcp PORT -O image_root=FOLDER``.
+the grid every size of the sheet fits). Serve it with ``microct sim serve camserver --tcp PORT``
+(``-O image_root=FOLDER``: where the images go; default a new temporary folder, named when it starts
+and removed when the process ends).
 
 Paths: camserver's paths are absolute; the simulator keeps every one under ``image_root``
 (ImgPath /ramdisk/x is the folder image_root/ramdisk/x), so a test can map them as a real
@@ -29,6 +31,12 @@ same), or the link dropped at that command (a series under way runs on, as camse
 client goes away). ``hooks`` (a ``Hooks``) holds the faults a test sets that the schedule does not
 express.
 
+The detector fault contract's hook (``fault_hook``, on the panel), in camserver's terms: with frames
+withheld, ``Exposure`` is answered ``15 OK`` (started) but the image file never appears and the series
+halts there, silent, until K (as frame_timeout); the exposure the panel integrates
+(``last_exposure_s``) is the ExpTime set over the link; mute is the WireServer's ``muted``: no command
+is carried out or answered (a series already under way still ends with its ``7 OK``).
+
 From the sheet: the reply codes and texts, any control character ending a command, case-insensitive
 unambiguous abbreviations, control for the first client only (``1 ERR access denied`` to the others'
 state changes), ``13 ERR kill`` then ``7 OK <last file>`` when K stops a series. Inferred [I] (the
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import tempfile
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -56,12 +65,12 @@ import numpy as np
 
 from microct.clock import Clock
 from microct.devices.base import Device
-from microct.drivers import camserver_codec as codec
-from microct.drivers.camserver_codec import Reply
+from microct.drivers.camserver import codec, models
+from microct.drivers.camserver.codec import Reply
 from microct.errors import DeviceTimeoutError, FrameLostError, MicroCTError
 from microct.geometry import Geometry
 from microct.simulators.bench import Bench
-from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.detector import SimulatedDetector, SimulatedDetectorHook, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireSimulator
@@ -133,19 +142,24 @@ class _Session:
 
 
 class CamserverResponder:
-    """camserver and its detector. Options: ``image_root`` (folder holding every camserver path),
+    """camserver and its detector. Options: ``image_root`` (folder holding every camserver path; default a
+    new temporary folder, removed when the responder is garbage-collected or the process ends),
     ``model`` (a size of the sheet), ``image_path`` (the ImgPath at start), ``devices``, ``geometry``,
     ``phantom``, ``seed``, ``bad_pixels`` (how many), ``gain_spread``, ``counts_per_ua_s``, for the
     standalone tube ``voltage_kv`` and ``current_ua``, and ``faults`` (the schedule the panel joins as
     "detector"). ``hooks`` (a ``Hooks``) is for tests."""
 
-    def __init__(self, image_root: str | Path, model: str = "300K", image_path: str = "/ramdisk/",
+    def __init__(self, image_root: str | Path | None = None, model: str = "300K", image_path: str = "/ramdisk/",
                  devices: MutableMapping[str, Device] | None = None, geometry: Geometry | None = None,
                  phantom: str = "spheres", seed: int | None = None, bad_pixels: int = 5, gain_spread: float = 0.01,
                  counts_per_ua_s: float = 600.0, voltage_kv: float = 50.0, current_ua: float = 100.0,
                  faults: FaultSchedule | None = None) -> None:
-        if model not in codec.SIZES:
-            raise ValueError(f"model={model!r}: known models {', '.join(codec.SIZES)}")
+        if model not in models.SIZES:
+            raise ValueError(f"model={model!r}: known models {', '.join(models.SIZES)}")
+        self._temporary = None
+        if image_root is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="camserver-images-")
+            image_root = self._temporary.name
         self.image_root = Path(image_root)
         self.model = model
         self.hooks = Hooks()
@@ -161,15 +175,16 @@ class CamserverResponder:
         self._series: _Series | None = None
         if devices is None:
             devices = {"source": _standalone_tube(voltage_kv, current_ua, seed)}
-        width, height = codec.SIZES[model]
+        width, height = models.SIZES[model]
         self._clock = _ExposureClock()
         self.panel = SimulatedDetector(ROLE, SimulatedDetectorOptions(
-            rows=height, columns=width, pixel_pitch_um=172.0, bit_depth=16, binnings=(1,),
+            rows=height, columns=width, pixel_pitch_um=models.PIXEL_PITCH_UM, bit_depth=16, binnings=(1,),
             exposure_range_s=EXPOSURE_LIMITS_S, counts_per_ua_s=counts_per_ua_s, gain_spread=gain_spread,
             dark_offset=0.0, dark_offset_spread=0.0, dark_current_per_s=0.0, read_noise=0.0, phantom=phantom),
             Bench(clock=self._clock, geometry=geometry, seed=seed, devices=devices, faults=self.schedule))
         self.panel.connect()
-        self.gaps = codec.gap_mask(width, height)
+        self.panel.frame_timeout_s = 0.0  # a withheld image: the series halts at once, until K (``_run``)
+        self.gaps = models.gap_mask(width, height)
         candidates = np.flatnonzero(~self.gaps)
         self.bad = np.random.default_rng(seed).choice(candidates, size=bad_pixels, replace=False)
         self._handlers: dict[str, Callable[[_Session, str], Reply]] = {
@@ -177,6 +192,16 @@ class CamserverResponder:
             "Delay": self._delay, "ImgPath": self._image_path, "Exposure": self._exposure, "K": self._kill,
             "Version": lambda session, argument: Reply(24, True, codec.VERSION),
             "THread": lambda session, argument: Reply(215, True, self._thread_text())}
+
+    @property
+    def hint(self) -> str:
+        """What ``microct sim serve`` adds to its hint: the folder the images go to."""
+        return f"; images under {self.image_root}"
+
+    def fault_hook(self, mute: Callable[[bool], None]) -> SimulatedDetectorHook:
+        """The detector fault contract's hook (see the module docstring); ``mute(bool)`` silences the
+        WireServer serving this responder (e.g. ``microct.testing.rigs.ServedLink.mute``)."""
+        return self.panel.fault_hook(mute=mute)
 
     def fault_device(self, line: bytes) -> str:
         """Every line is for the detector."""
@@ -294,15 +319,16 @@ class CamserverResponder:
         return Reply(codec.reply_code("K"), False, codec.KILL)
 
     def _thread_text(self) -> str:
-        across, down = codec.module_grid(*codec.SIZES[self.model])
+        across, down = models.module_grid(*models.SIZES[self.model])
         return "".join(f"Channel {i}: Temperature = {31.4 + 0.3 * i:.1f}C, Rel. Humidity = 22.1%;"
                        for i in range(min(across * down, 3)))
 
     # -- the series -----------------------------------------------------------------------------------
     def _run(self, series: _Series) -> None:
         """Expose and write the series' images on schedule, then ``7 OK <last file>`` (not after a
-        dropped link). A frame_dropped fault skips an image; after a frame_timeout fault the series
-        waits for K; if the panel cannot read its instruments (closed), the series ends there."""
+        dropped link). A frame_dropped fault skips an image; after a frame_timeout fault (or with the
+        fault hook's frames withheld) the series waits for K; if the panel cannot read its instruments
+        (closed), the series ends there."""
         dropped = False
         try:
             for i, name in enumerate(series.names):
@@ -322,7 +348,7 @@ class CamserverResponder:
                 except FrameLostError as error:  # frame_dropped: no file, the series goes on
                     log.info("camserver simulator: %s: %s never written", error, name)
                     continue
-                except DeviceTimeoutError as error:  # frame_timeout: camserver hangs until K
+                except DeviceTimeoutError as error:  # frame_timeout, frames withheld: camserver hangs until K
                     log.info("camserver simulator: %s: series halted at %s until K", error, name)
                     series.kill.wait()
                     break
@@ -345,7 +371,7 @@ class CamserverResponder:
     def counts(self) -> np.ndarray:
         """One image as camserver writes it, exposed now for the set exposure time: int32 counts, −1 in
         the module gaps, −2 on the bad pixels. The panel's frame faults as FrameLostError and
-        DeviceTimeoutError."""
+        DeviceTimeoutError (also for a frame the fault hook withholds)."""
         with self.schedule.quiet():  # the panel is physics: not a request
             counts = self.panel.acquire(1)[0].data.astype(np.int32)
         counts[self.gaps] = codec.GAP_VALUE
@@ -377,5 +403,6 @@ def _standalone_tube(voltage_kv: float, current_ua: float, seed: int | None) -> 
     return tube
 
 
-SIMULATOR = WireSimulator(CamserverResponder, "DECTRIS PILATUS camserver (VISA socket; TIFF frames into image_root)", visa=True)
+SIMULATOR = WireSimulator(CamserverResponder, "DECTRIS PILATUS camserver (VISA socket; TIFF frames into image_root)",
+                          visa=True)
 """What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

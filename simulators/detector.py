@@ -89,11 +89,23 @@ class SimulatedDetector(InjectsFaults, Detector):
         self._gain: np.ndarray | None = None
         self._offset: np.ndarray | None = None
         self._faults = attach(self.bench.faults, name)
+        self.withhold_frames = False
+        """True (a fault contract's hook): frames are exposed but never delivered; ``acquire`` raises
+        DeviceTimeoutError after ``frame_timeout_s``, as a panel whose frames stopped coming."""
+        self.frame_timeout_s = 5.0
+        """How long (s, clock time) a withheld frame is waited for before the time-out."""
+        self.last_exposure_s: float | None = None
+        """The exposure (s) the last frame made was integrated over."""
 
     @classmethod
     def from_config(cls, name: str, options: SimulatedDetectorOptions, connection: str | None,
                     context: DriverContext) -> SimulatedDetector:
         return cls(name, options, bench_of(context))
+
+    def fault_hook(self, mute=None) -> SimulatedDetectorHook:
+        """The hook of the detector fault contract for this panel; ``mute(bool)`` silences the link in front
+        of it (a WireServer's ``muted``), default: the panel itself."""
+        return SimulatedDetectorHook(self, mute)
 
     def _do_connect(self) -> None:
         self._faults.start(self.clock)  # nothing to open: the panel lives in this process
@@ -135,6 +147,12 @@ class SimulatedDetector(InjectsFaults, Detector):
         beam_at_start = self._watch_beam(number, projection)
         start_s = self.clock.monotonic()
         self.clock.sleep(self.exposure_s + self.options.readout_s)
+        self.last_exposure_s = self.exposure_s
+        if self.withhold_frames:
+            self.clock.sleep(self.frame_timeout_s)
+            self._frame_number = self._faults.schedule.frames_made = number + 1
+            raise self._error(DeviceTimeoutError, f"frame {number} did not arrive within {self.frame_timeout_s:g} s "
+                                                  f"(the simulated panel withholds its frames)")
         if fault is not None:
             self._frame_number = self._faults.schedule.frames_made = number + 1
             if fault.kind == "frame_timeout":
@@ -229,3 +247,21 @@ class SimulatedDetector(InjectsFaults, Detector):
         if opts.read_noise:
             signal += self._rng.normal(0.0, opts.read_noise, self.shape).astype(np.float32)
         return np.clip(np.rint(signal), 0, self.saturation_value).astype(np.uint16)
+
+
+class SimulatedDetectorHook:
+    """The detector fault contract's hook on a SimulatedDetector (in process, or the panel behind a wire
+    simulator whose ``mute`` is given): silence the link, withhold frames, read the exposure integrated."""
+
+    def __init__(self, panel: SimulatedDetector, mute=None) -> None:
+        self.panel = panel
+        self._mute = mute or (lambda muted: setattr(panel, "muted", muted))
+
+    def mute(self, muted: bool = True) -> None:
+        self._mute(muted)
+
+    def withhold_frames(self, withhold: bool = True) -> None:
+        self.panel.withhold_frames = withhold
+
+    def last_exposure_s(self) -> float | None:
+        return self.panel.last_exposure_s

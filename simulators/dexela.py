@@ -1,14 +1,17 @@
 """Wire-level simulator of a Dexela flat panel and its frame grabber (see ``microct sim serve dexela``).
 
-``DexelaResponder`` answers the register protocol of /work/shared/protocols/dexela-serial.md (derived
-from open-source drivers, not a vendor document) with the driver's codec, and plays the frame grabber
-of ``microct.drivers.dexela`` on a second channel: it watches a folder for trigger files and writes
-frame files (``frame_folder``), or serves the frame stream on TCP 127.0.0.1 (``frame_port``, 0: a free
-port, then read ``frame_port`` back). Frames come from a SimulatedDetector exposed for the time in
-registers 11 and 12 (at least 10 µs), seeing the instruments in ``devices`` ("source", "rotation",
-"sample_out", as Bench.devices; the caller may fill the mapping later). Without ``devices``
-the simulator builds its own tube, warmed up and beam on at ``voltage_kv`` / ``current_ua``, so that
-frames show the phantom (at angle 0: no stage).
+``DexelaResponder`` answers the register protocol of the repository's notes
+docs/protocols/dexela-serial.md ("the sheet"; derived from open-source drivers, not a vendor document)
+with the driver's codec (``microct.drivers.dexela.codec``), and plays the frame grabber of the frame
+channel defined there on a second channel: it watches a folder for trigger files and writes frame
+files (``frame_folder``; neither option given: a new temporary folder, removed by ``stop()`` or when
+the process ends), or serves the frame stream on TCP 127.0.0.1 (``frame_port``, 0: a free port, then
+read ``frame_port`` back). ``microct sim serve dexela`` names the folder or the stream's port when it
+starts. Frames come from a SimulatedDetector exposed for the time in registers 11 and 12 (at least
+10 µs), seeing the instruments in ``devices`` ("source", "rotation", "sample_out", as Bench.devices;
+the caller may fill the mapping later). Without ``devices`` the simulator builds its own tube, warmed
+up and beam on at ``voltage_kv`` / ``current_ua``, so that frames show the phantom (at angle 0: no
+stage).
 
 Behaviour: ``WC1`` → X; register writes → X, or E for a value above 16 bits; reads → ``S`` + the
 stored value, or zeros with ``reads_return_zeros`` (as the sheet's public driver saw on its unit).
@@ -26,31 +29,43 @@ no frame, a frame whose header is line noise, the stream connection dropped; a r
 frame is made, so a fault ``at_frame = N`` hits the reply carrying frame N − 1). Test hooks for what
 the schedule does not express: ``refused_registers`` (writes answered E), ``stop()`` (the frame grabber
 goes away; stop the WireServer for the serial link).
+
+The detector fault contract's hook (``fault_hook``, on the panel), in the notes' terms: with frames
+withheld, a frame is exposed but nothing arrives on the frame channel (no frame file for its trigger
+file; no reply to its ``T<N>`` / ``N<ms>`` request), and the grabber goes on with the next request;
+the exposure the panel integrates (``last_exposure_s``) is the one in registers 11 and 12 as written
+over the serial link (10 µs ticks); mute silences the register link only (the WireServer serving this
+responder: no command carried out or answered), not the frame grabber, which is a separate channel
+(the notes: "the serial link alone acquires nothing").
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from microct.devices.base import Device
-from microct.drivers.dexela import (EXPOSURE_HIGH_REGISTER, EXPOSURE_LOW_REGISTER, EXPOSURE_RANGE_S,
-                                    EXPOSURE_TICK_S, FULL_WELL_REGISTER, NO_FRAME, PIXEL_DTYPE, TRIGGER_CODES,
-                                    TRIGGER_REGISTER, TRIGGER_SUFFIX, WORD_MAX, encode_frame, format_reply,
-                                    frame_file_name, frame_file_number, join_words, next_free_frame_number,
-                                    parse_frame_request, parse_request, trigger_code)
+from microct.drivers.dexela import models
+from microct.drivers.dexela.codec import (EXPOSURE_HIGH_REGISTER, EXPOSURE_LOW_REGISTER, EXPOSURE_RANGE_S,
+                                          EXPOSURE_TICK_S, FULL_WELL_REGISTER, NO_FRAME, PIXEL_DTYPE, TRIGGER_CODES,
+                                          TRIGGER_REGISTER, TRIGGER_SUFFIX, WORD_MAX, encode_frame, format_reply,
+                                          frame_file_name, frame_file_number, join_words, next_frame_number,
+                                          parse_frame_request, parse_request, trigger_code)
 from microct.errors import MicroCTError, ProtocolError
 from microct.geometry import Geometry
 from microct.simulators.bench import Bench
-from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
+from microct.simulators.detector import SimulatedDetector, SimulatedDetectorHook, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireServer, WireSimulator
@@ -67,7 +82,8 @@ ROLE = "detector"
 class DexelaResponder:
     """The detector's serial end (``respond``) and its frame grabber (started at construction).
 
-    Keyword options: ``frame_folder`` or ``frame_port`` (exactly one), ``rows``, ``columns``,
+    Keyword options: ``frame_folder`` or ``frame_port`` (at most one; neither: a new temporary
+    folder, removed by ``stop()`` or when the process ends), ``rows``, ``columns``,
     ``pixel_pitch_um``, ``reads_return_zeros``, ``devices``, ``geometry`` (a Geometry or its fields),
     ``seed``, ``voltage_kv`` and ``current_ua`` (the own tube), ``faults`` (the schedule the panel joins
     as "detector"), and SimulatedDetectorOptions fields for the panel's physics (``phantom``,
@@ -76,14 +92,16 @@ class DexelaResponder:
 
     request_terminators = b"\r"
 
-    def __init__(self, frame_folder: str | None = None, frame_port: int | None = None, rows: int = 1024,
-                 columns: int = 1024, pixel_pitch_um: float = 74.8, reads_return_zeros: bool = False,
+    def __init__(self, frame_folder: str | None = None, frame_port: int | None = None,
+                 rows: int = models.TILE_ROWS, columns: int = models.TILE_COLUMNS,
+                 pixel_pitch_um: float = models.PIXEL_PITCH_UM, reads_return_zeros: bool = False,
                  devices: MutableMapping[str, Device] | None = None,
                  geometry: Geometry | dict[str, Any] | None = None, seed: int | None = None,
                  voltage_kv: float = 80.0, current_ua: float = 100.0, faults: FaultSchedule | None = None,
                  **panel: Any) -> None:
-        if (frame_folder is None) == (frame_port is None):
-            raise TypeError("give one frame channel: frame_folder=PATH or frame_port=PORT (0: a free port)")
+        if frame_folder is not None and frame_port is not None:
+            raise TypeError("give one frame channel, not both: frame_folder=PATH or frame_port=PORT (0: a free "
+                            "port); neither: frames in a new temporary folder")
         taken = sorted(_FIXED_PANEL & panel.keys())
         if taken:
             raise TypeError(f"{', '.join(taken)}: set by the Dexela simulator (rows, columns and pixel_pitch_um "
@@ -98,21 +116,27 @@ class DexelaResponder:
         self.devices = devices if devices is not None else {"source": _own_tube(voltage_kv, current_ua, seed)}
         if isinstance(geometry, dict):
             geometry = Geometry(**geometry)
-        options = SimulatedDetectorOptions(rows=rows, columns=columns, pixel_pitch_um=pixel_pitch_um, bit_depth=16,
+        options = SimulatedDetectorOptions(rows=rows, columns=columns, pixel_pitch_um=pixel_pitch_um,
+                                           bit_depth=models.BIT_DEPTH,
                                            binnings=(1,), exposure_range_s=EXPOSURE_RANGE_S, **panel)
         self.panel = SimulatedDetector(ROLE, options, Bench(geometry=geometry, seed=seed, devices=self.devices,
                                                                     faults=self.schedule))
         self.panel.connect()
+        self.panel.frame_timeout_s = 0.0  # a withheld frame is never delivered: the host times out, not the grabber
         self._panel_lock = threading.Lock()
         self._external: queue.Queue[tuple[int, np.ndarray]] = queue.Queue()
         self._stop = threading.Event()
+        self._temporary: str | None = None
+        if frame_folder is None and frame_port is None:
+            frame_folder = self._temporary = tempfile.mkdtemp(prefix="dexela-frames-")
+            atexit.register(self.stop)  # the grabber stops before its folder goes
         self.folder = Path(frame_folder) if frame_folder is not None else None
         self._stream: WireServer | None = None
         self._watcher: threading.Thread | None = None
         self.frame_port: int | None = None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._next_number = next_free_frame_number(self.folder)
+            self._next_number = next_frame_number(entry.name for entry in os.scandir(self.folder))
             self._watcher = threading.Thread(target=self._watch_folder, name="dexela-grabber", daemon=True)
             self._watcher.start()
             log.info("dexela simulator: frames in %s", self.folder)
@@ -121,6 +145,17 @@ class DexelaResponder:
             self._stream = WireServer(_FrameStream(self), "dexela-frames", self.schedule.device(ROLE))
             self.frame_port = self._stream.serve_tcp(frame_port)
             log.info("dexela simulator: frame stream on 127.0.0.1:%d", self.frame_port)
+
+    @property
+    def hint(self) -> str:
+        """What ``microct sim serve`` adds to its hint: where the frames come from."""
+        return (f"; frames in {self.folder}" if self.folder is not None else
+                f"; frame stream on 127.0.0.1:{self.frame_port}")
+
+    def fault_hook(self, mute: Callable[[bool], None]) -> SimulatedDetectorHook:
+        """The detector fault contract's hook (see the module docstring); ``mute(bool)`` silences the
+        WireServer serving the register link (e.g. ``microct.testing.rigs.ServedLink.mute``)."""
+        return self.panel.fault_hook(mute=mute)
 
     # -- the serial end ------------------------------------------------------------------------------
     def fault_device(self, line: bytes) -> str:
@@ -179,12 +214,15 @@ class DexelaResponder:
         return self._stop.is_set()
 
     def stop(self) -> None:
-        """Stop the frame grabber (closing frame-stream connections); safe to call twice."""
+        """Stop the frame grabber (closing frame-stream connections; removing the frame folder if it made
+        it); safe to call twice."""
         self._stop.set()
         if self._stream is not None:
             self._stream.stop()
         if self._watcher is not None:
             self._watcher.join(timeout=2.0)
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
 
     def software_frame(self, number: int) -> np.ndarray | None:
         """A software trigger for frame ``number``: its pixels, or None if ignored (not in software mode)
@@ -278,5 +316,6 @@ def _own_tube(voltage_kv: float, current_ua: float, seed: int | None) -> Simulat
     return tube
 
 
-SIMULATOR = WireSimulator(DexelaResponder, "Varex Dexela CMOS panel (serial commands; frames in a folder or on a TCP port)")
+SIMULATOR = WireSimulator(DexelaResponder, "Varex Dexela CMOS panel (serial commands; frames in a folder or on a "
+                          "TCP port)")
 """What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

@@ -30,11 +30,11 @@ from microct.errors import ConfigurationError
 from microct.faults import FaultPlan
 from microct.geometry import Geometry
 from microct.options import validation_message
-from microct.simulators.bench import Bench
 from microct.simulators import epics_ad_ioc, epics_ioc, epics_motor_ioc
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
-from microct.simulators.epics_ioc import IocHandle, refuse_request_faults, run_ioc_in_thread
+from microct.simulators.epics_ioc import IocHandle, refuse_request_faults, run_ioc_in_thread, silences_of
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
@@ -71,7 +71,7 @@ def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourc
     refuse_request_faults(faults, "rotation", "sample_out", "detector")
     tube, tube_ioc = epics_ioc.build(prefix + SOURCE, source, faults, "source", reply_late_s)
     rotation_ioc = epics_motor_ioc.build(prefix + ROTATION, rotation or DEFAULT_ROTATION, high_limit=0.0,
-                                         low_limit=0.0, faults=faults, role="rotation")  # HLM = LLM: no soft limits
+                                         low_limit=0.0, faults=faults, role="rotation")  # both 0: no soft limits
     sample_ioc = epics_motor_ioc.build(prefix + SAMPLE_OUT, sample_out or DEFAULT_SAMPLE_OUT, high_limit=100.0,
                                        low_limit=-100.0, faults=faults, role="sample_out")
     rotation_axis, sample_axis = rotation_ioc.axis, sample_ioc.axis
@@ -81,7 +81,8 @@ def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourc
     ad_ioc = epics_ad_ioc.build(prefix + DETECTOR, detector)
     ad_ioc.before_publish = tube_ioc.refresh  # the tube's state reaches clients before the frame does
     pvdb = {**tube_ioc.pvdb, **rotation_ioc.pvdb, **sample_ioc.pvdb, **ad_ioc.pvdb}
-    handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s, faults)
+    handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s, faults,
+                               silences_of(tube_ioc, rotation_ioc, sample_ioc, ad_ioc))
     return Beamline(tube, rotation_axis, sample_axis, detector, handle)
 
 

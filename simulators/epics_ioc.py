@@ -1,5 +1,9 @@
 """A Channel Access IOC (caproto) serving the default X-ray source PV scheme, driving a SimulatedSource.
 
+PV names, enum strings and values come from the driver's package (``microct.drivers.epics_source``:
+``models.EpicsPVNames``, ``models.DEFAULT_STATES``, ``codec``), so driver and IOC cannot drift apart;
+the scheme is described in docs/protocols/epics-xray-source.md.
+
 The tube model is ``SimulatedSource`` (real clock): puts call its public methods, and
 a 10 Hz scan copies its read-backs into the ``*_RBV`` PVs (every action also copies
 them at once, so a put-callback completes with the read-backs already updated).
@@ -15,6 +19,13 @@ A ``reply_timeout`` fault is a read of ``State_RBV`` or ``Interlock_RBV`` that t
 times out, as on an IOC whose scan thread is stuck. Other request faults are not played over Channel
 Access (ConfigurationError): CA is typed, so there is no garbled reply, and a lost link is the IOC's
 circuits closing (``IocHandle.drop_clients``).
+
+A silent device (the fault contracts' ``mute``, ``microct.testing.contracts``): every PV group of the
+simulated IOCs has a ``Silence``; muted, the IOC drops each write to the group's PVs (a put-callback never
+completes), holds each read of them until the device speaks again (the client's read times out, as for a
+reply_timeout; the late answer finds no one waiting) and posts no update. Only that group's requests wait:
+the client's circuit goes on serving the other PVs of the IOC. ``XRaySourceIOC.fault_hook()`` is the tube's
+hook for ``SourceFaultContract``.
 """
 
 from __future__ import annotations
@@ -25,56 +36,96 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import caproto as ca
 import caproto.server.common as caproto_server_common
 from caproto import ChannelType
-from caproto.asyncio.server import Context
+from caproto.asyncio.server import Context, VirtualCircuit
 from caproto.server import PVGroup, pvproperty
+
 from microct.clock import Clock
 from microct.devices.source import SourceState, target_power_w
+from microct.drivers.epics_source import codec
+from microct.drivers.epics_source.models import DEFAULT_STATES, EpicsPVNames
 from microct.errors import ConfigurationError
 from microct.simulators.faults import REQUEST_KINDS, DeviceFaults, FaultSchedule
-from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+from microct.simulators.source import SimulatedSource, SimulatedSourceHook, SimulatedSourceOptions
 
 log = logging.getLogger("microct.simulators.epics_ioc")
 
-STATE_STRINGS = ("Warm-up needed", "Warming up", "Standby", "On", "Fault", "Not ready")
-"""``State_RBV`` enum strings, in the order of the sheet's table."""
-STATE_INDEX = {SourceState.WARMUP_NEEDED: 0, SourceState.WARMING_UP: 1, SourceState.STANDBY: 2,
-               SourceState.BEAM_ON: 3, SourceState.FAULT: 4, SourceState.NOT_READY: 5}
+PV = EpicsPVNames()
+"""The PV names served (after the prefix): the driver's default scheme."""
 SCAN_PERIOD_S = 0.1
 REPLY_LATE_S = 10.0
 """How late the IOC answers a read hit by a ``reply_timeout`` fault (s)."""
 MONITOR_BATCH_S = 0.001
 """caproto's server holds monitor updates for up to its high-load window (10 ms by default, read from
 CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC when caproto is imported); a real IOC sends them at once. The
-simulated IOCs use 1 ms (shared/notes/measured-on-this-machine.md), unless that variable is set."""
+simulated IOCs use 1 ms (measured with caproto 1.3.0: back-to-back updates came ~11 ms apart at the
+default, ~1.7 ms apart at 0.001), unless that variable is set."""
 if "CAPROTO_SERVER_HIGH_LOAD_TIMEOUT_SEC" not in os.environ:
     caproto_server_common.HIGH_LOAD_TIMEOUT = MONITOR_BATCH_S  # a module global, read at each use
+SILENCE_POLL_S = 0.005
+"""How often a held read, or a paused update, looks whether its device speaks again (s)."""
+
+
+class Silence:
+    """The device behind a PV group gone silent (the fault contracts' ``mute``): requests to its PVs are
+    neither carried out nor answered. While ``muted``, the IOC (``run_ioc_in_thread(..., silences=...)``)
+    drops every Channel Access write to them (never carried out: a put-callback never completes, a plain
+    put is lost), holds every read until ``mute(False)`` (the client times out; the answer, with the
+    value of then, comes late to a client that stopped waiting: pyepics needs it, a channel whose read is
+    never answered is stuck), and the group's own updates wait in ``heard()`` (no monitor, no move end, no
+    put completion; a subscription made meanwhile still gets its first value). Thread-safe: ``mute`` is
+    called from any thread."""
+
+    def __init__(self) -> None:
+        self.muted = False
+
+    def mute(self, muted: bool = True) -> None:
+        self.muted = muted
+
+    async def heard(self) -> None:
+        """Return once the device speaks (at once unless muted)."""
+        while self.muted:
+            await asyncio.sleep(SILENCE_POLL_S)
+
+
+def silences_of(*groups: PVGroup) -> dict[str, Silence]:
+    """PV name → the ``silence`` of the group serving it, for ``run_ioc_in_thread(..., silences=...)``."""
+    return {name: group.silence for group in groups for name in group.pvdb}
 
 
 def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
-    """A PVGroup class with ``FocusMode`` enum strings ``modes`` (the tube's spot modes)."""
+    """A PVGroup class with ``FocusMode`` enum strings ``modes`` (the tube's spot modes, as
+    ``codec.focus_value`` words them); PV names and enums are the driver's defaults (``epics_source``)."""
 
-    def enum(value: str, strings: tuple[str, ...], read_only: bool = False, doc: str = "") -> pvproperty:
-        return pvproperty(value=value, enum_strings=strings, dtype=ChannelType.ENUM, read_only=read_only, doc=doc)
+    def enum(name: str, value: str, strings: tuple[str, ...], read_only: bool = False, doc: str = "") -> pvproperty:
+        return pvproperty(name=name, value=value, enum_strings=strings, dtype=ChannelType.ENUM, read_only=read_only,
+                          doc=doc)
+
+    states = codec.state_strings(DEFAULT_STATES)
+    on, off = codec.OFF_ON[codec.BEAM_ON], codec.OFF_ON[codec.BEAM_OFF]
+    closed, open_ = codec.INTERLOCK_STRINGS[codec.INTERLOCK_CLOSED], codec.INTERLOCK_STRINGS[1 - codec.INTERLOCK_CLOSED]
 
     class XRaySourceIOC(PVGroup):
-        HV = pvproperty(value=0.0, units="kV", doc="voltage set-point")
-        HV_RBV = pvproperty(value=0.0, units="kV", read_only=True)
-        Current = pvproperty(value=0.0, units="uA", doc="current set-point")
-        Current_RBV = pvproperty(value=0.0, units="uA", read_only=True)
-        FocusMode = enum(modes[0], modes)
-        FocusMode_RBV = enum(modes[0], modes, read_only=True)
-        XrayOn = enum("Off", ("Off", "On"))
-        XrayOn_RBV = enum("Off", ("Off", "On"), read_only=True)
-        State_RBV = enum(STATE_STRINGS[0], STATE_STRINGS, read_only=True)
-        Interlock_RBV = enum("Closed", ("Closed", "Open"), read_only=True)
-        Power_RBV = pvproperty(value=0.0, units="W", read_only=True)
-        Fault_RBV = pvproperty(value="", dtype=ChannelType.STRING, read_only=True)
-        FaultReset = pvproperty(value=0)
-        WarmUp = pvproperty(value=0, doc="busy: put 1 starts the warm-up; the put completes when it is done")
+        voltage = pvproperty(name=PV.voltage, value=0.0, units="kV", doc="voltage set-point")
+        voltage_rbv = pvproperty(name=PV.voltage_rbv, value=0.0, units="kV", read_only=True)
+        current = pvproperty(name=PV.current, value=0.0, units="uA", doc="current set-point")
+        current_rbv = pvproperty(name=PV.current_rbv, value=0.0, units="uA", read_only=True)
+        focus = enum(PV.focus, modes[0], modes)
+        focus_rbv = enum(PV.focus_rbv, modes[0], modes, read_only=True)
+        xray_on = enum(PV.xray_on, off, codec.OFF_ON)
+        xray_on_rbv = enum(PV.xray_on_rbv, off, codec.OFF_ON, read_only=True)
+        state = enum(PV.state, states[0], states, read_only=True)
+        interlock = enum(PV.interlock, closed, codec.INTERLOCK_STRINGS, read_only=True)
+        power = pvproperty(name=PV.power, value=0.0, units="W", read_only=True)
+        fault = pvproperty(name=PV.fault, value="", dtype=ChannelType.STRING, read_only=True)
+        fault_reset = pvproperty(name=PV.fault_reset, value=0)
+        warm_up = pvproperty(name=PV.warm_up, value=0,
+                             doc="busy: put 1 starts the warm-up; the put completes when it is done")
 
         def __init__(self, *args, source: SimulatedSource, requests: DeviceFaults | None = None,
                      reply_late_s: float = REPLY_LATE_S, **kwargs) -> None:
@@ -82,7 +133,15 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
             self.source = source
             self.requests = requests
             self.reply_late_s = reply_late_s
+            self.silence = Silence()
             self._fault = ""
+            self._value_of_mode = {name: codec.focus_value(name, mode)
+                                   for name, mode in source.capabilities.spot_modes.items()}
+            self._mode_of_value = codec.spot_modes_by_value(source.capabilities.spot_modes)
+
+        def fault_hook(self) -> SimulatedSourceHook:
+            """The source fault contract's hook on this tube: ``mute`` silences its PVs (``Silence``)."""
+            return self.source.fault_hook(mute=self.silence.mute)
 
         async def answer_read(self, instance) -> None:
             """A client reads ``instance``: answered now, or ``reply_late_s`` late if a reply_timeout hits."""
@@ -90,7 +149,9 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
                 await asyncio.sleep(self.reply_late_s)
 
         async def refresh(self) -> None:
-            """Copy the SimulatedSource's read-backs into the *_RBV PVs."""
+            """Copy the SimulatedSource's read-backs into the *_RBV PVs (not while the tube is silent)."""
+            if self.silence.muted:
+                return
             src = self.source
             state = src.read_state()
             kv, ua = src.read_voltage_kv(), src.read_current_ua()
@@ -98,90 +159,136 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
                 self._fault = "tube overload"
             elif state is not SourceState.FAULT:
                 self._fault = ""
-            await self.HV_RBV.write(kv)
-            await self.Current_RBV.write(ua)
-            await self.Power_RBV.write(target_power_w(kv, ua))
-            for pv, value in ((self.State_RBV, STATE_STRINGS[STATE_INDEX[state]]),
-                              (self.XrayOn_RBV, "On" if state is SourceState.BEAM_ON else "Off"),
-                              (self.Interlock_RBV, "Closed" if src.read_interlock_closed() else "Open"),
-                              (self.FocusMode_RBV, src.spot_mode), (self.Fault_RBV, self._fault)):
+            await self.voltage_rbv.write(kv)
+            await self.current_rbv.write(ua)
+            await self.power.write(target_power_w(kv, ua))
+            for pv, value in ((self.state, codec.STATE_STRINGS[state]),
+                              (self.xray_on_rbv, on if state is SourceState.BEAM_ON else off),
+                              (self.interlock, closed if src.read_interlock_closed() else open_),
+                              (self.focus_rbv, self._value_of_mode[src.spot_mode]), (self.fault, self._fault)):
                 if pv.value != value:
                     await pv.write(value)
 
-        @State_RBV.startup
-        async def State_RBV(self, instance, async_lib) -> None:
-            await self.HV.write(self.source.voltage_kv, verify_value=False)
-            await self.Current.write(self.source.current_ua, verify_value=False)
-            await self.FocusMode.write(self.source.spot_mode, verify_value=False)
+        @state.startup
+        async def state(self, instance, async_lib) -> None:
+            await self.voltage.write(self.source.voltage_kv, verify_value=False)
+            await self.current.write(self.source.current_ua, verify_value=False)
+            await self.focus.write(self._value_of_mode[self.source.spot_mode], verify_value=False)
             await self.refresh()
 
-        @State_RBV.getter
-        async def State_RBV(self, instance) -> None:
+        @state.getter
+        async def state(self, instance) -> None:
             await self.answer_read(instance)
 
-        @Interlock_RBV.getter
-        async def Interlock_RBV(self, instance) -> None:
+        @interlock.getter
+        async def interlock(self, instance) -> None:
             await self.answer_read(instance)
 
-        @HV_RBV.scan(period=SCAN_PERIOD_S)
-        async def HV_RBV(self, instance, async_lib) -> None:
+        @voltage_rbv.scan(period=SCAN_PERIOD_S)
+        async def voltage_rbv(self, instance, async_lib) -> None:
             await self.refresh()
 
-        @HV.putter
-        async def HV(self, instance, value):
+        @voltage.putter
+        async def voltage(self, instance, value):
             self.source.configure(voltage_kv=value)
             await self.refresh()
             return value
 
-        @Current.putter
-        async def Current(self, instance, value):
+        @current.putter
+        async def current(self, instance, value):
             self.source.configure(current_ua=value)
             await self.refresh()
             return value
 
-        @FocusMode.putter
-        async def FocusMode(self, instance, value):
-            self.source.configure(spot_mode=value)
+        @focus.putter
+        async def focus(self, instance, value):
+            self.source.configure(spot_mode=self._mode_of_value[value])
             await self.refresh()
             return value
 
-        @XrayOn.putter
-        async def XrayOn(self, instance, value):
+        @xray_on.putter
+        async def xray_on(self, instance, value):
             try:
-                self.source.beam_on() if value == "On" else self.source.beam_off()
+                self.source.beam_on() if value == on else self.source.beam_off()
             finally:
                 await self.refresh()
             return value
 
-        @FaultReset.putter
-        async def FaultReset(self, instance, value):
-            if value:
+        @fault_reset.putter
+        async def fault_reset(self, instance, value):
+            if value:  # codec.FAULT_RESET (any non-zero value acts)
                 self.source.reset()
                 await self.refresh()
             return 0
 
-        @WarmUp.putter
-        async def WarmUp(self, instance, value):
-            if not value:
+        @warm_up.putter
+        async def warm_up(self, instance, value):
+            if not value:  # codec.WARM_UP_START (any non-zero value) starts it
                 return 0
             self.source.warm_up()
             await self.refresh()
             while self.source.read_state() is SourceState.WARMING_UP:
                 await asyncio.sleep(0.02)
+            await self.silence.heard()  # a silent tube completes no put
             await self.refresh()
             return 0
 
     return XRaySourceIOC
 
 
-class _Context(Context):
-    """caproto's asyncio server on a chosen port, TCP_NODELAY on accepted connections
-    (see shared/notes/measured-on-this-machine.md), and closing its clients on stop."""
+_READS = (ca.ReadNotifyRequest, ca.ReadRequest)
+_WRITES = (ca.WriteNotifyRequest, ca.WriteRequest)
 
-    def __init__(self, pvdb, interfaces, port: int) -> None:
+
+class _Circuit(VirtualCircuit):
+    """A client's circuit that plays silent devices (``Silence``): a write to a muted PV is dropped, a read
+    of one is answered from a task of its own once the device speaks, so the circuit goes on serving the
+    client's other requests (caproto otherwise answers a circuit's requests one after the other)."""
+
+    context: _Context
+
+    async def _command_queue_iteration(self, command):
+        if isinstance(command, _READS + _WRITES):
+            silence = self.context.silence_for(self, command)
+            if silence is not None and silence.muted:
+                if isinstance(command, _READS):
+                    self.tasks.create(self._answer_when_heard(silence, command))
+                return None  # a write: neither carried out nor answered
+        return await super()._command_queue_iteration(command)
+
+    async def _answer_when_heard(self, silence: Silence, command) -> None:
+        await silence.heard()
+        try:
+            response = await super()._command_queue_iteration(command)
+            if response is not None:
+                await self.send(*response)
+        except Exception as error:  # noqa: BLE001 - the client left meanwhile: no one to answer
+            log.debug("a held read was not answered: %r", error)
+
+
+class _Context(Context):
+    """caproto's asyncio server on a chosen port, TCP_NODELAY on accepted connections (caproto 1.3.0 does
+    not set it: a put-completion and a monitor update sent close together then wait for the client's
+    delayed ACK, and ``caput(wait=True)`` took 22 ms instead of 0.35 ms), closing its clients on stop, and
+    silent devices (``silences``: PV name → Silence, played by ``_Circuit``)."""
+
+    CircuitClass = _Circuit
+
+    def __init__(self, pvdb, interfaces, port: int, silences: Mapping[str, Silence] | None = None) -> None:
         super().__init__(pvdb, interfaces)
         self.ca_server_port = port
         self.client_writers: list[asyncio.StreamWriter] = []
+        self._silence_by_entry = {id(pvdb[name]): silence for name, silence in (silences or {}).items()}
+
+    def silence_for(self, circuit: VirtualCircuit, command) -> Silence | None:
+        """The Silence of the PV a read or write ``command`` is for (None: the PV has none, or is unknown)."""
+        if not self._silence_by_entry:
+            return None
+        try:
+            _, entry = circuit._get_db_entry_from_command(command)
+        except Exception:  # noqa: BLE001 - an unknown channel: caproto answers it as usual
+            return None
+        return self._silence_by_entry.get(id(entry))
 
     async def tcp_handler(self, client, addr):
         sock = client.writer.get_extra_info("socket")
@@ -226,7 +333,8 @@ def build(prefix: str, options: SimulatedSourceOptions | None = None, faults: Fa
     source = SimulatedSource(role, options or SimulatedSourceOptions(), clock=Clock(), faults=faults)
     source.connect()
     requests = faults.device(role) if faults is not None else None
-    return source, make_ioc_class(tuple(source.capabilities.spot_modes))(
+    modes = tuple(codec.focus_value(name, mode) for name, mode in source.capabilities.spot_modes.items())
+    return source, make_ioc_class(modes)(
         prefix=prefix, source=source, requests=requests, reply_late_s=reply_late_s)
 
 
@@ -240,6 +348,8 @@ class IocHandle:
     _task: asyncio.Task
     _thread: threading.Thread
     _context: _Context
+    ioc: PVGroup | None = None
+    """The PV group served, where one is (for tests: its fault hook, counters)."""
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if not self._thread.is_alive():
@@ -263,10 +373,12 @@ class IocHandle:
 
 
 def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5.0,
-                      faults: FaultSchedule | None = None) -> IocHandle:
+                      faults: FaultSchedule | None = None, silences: Mapping[str, Silence] | None = None
+                      ) -> IocHandle:
     """Serve ``pvdb`` on 127.0.0.1:``port`` (0: a free one) from a daemon thread; RuntimeError naming
     ``name`` if it has not started within ``timeout_s``. The IOC's calls of the models behind its PVs
-    are physics, quiet in ``faults`` (the request faults are the IOC's to play)."""
+    are physics, quiet in ``faults`` (the request faults are the IOC's to play). ``silences`` (PV name →
+    Silence, ``silences_of``) lets devices go silent."""
     port = port or free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -274,7 +386,8 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
 
     async def main() -> None:
         holder["task"] = asyncio.current_task()
-        holder["context"] = context = _Context(pvdb, ["127.0.0.1"], port)  # in its loop (caproto needs it)
+        # made in its loop (caproto needs it)
+        holder["context"] = context = _Context(pvdb, ["127.0.0.1"], port, silences)
 
         async def hook(async_lib) -> None:
             started.set()
@@ -309,6 +422,8 @@ def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceO
               timeout_s: float = 5.0, faults: FaultSchedule | None = None,
               reply_late_s: float = REPLY_LATE_S) -> tuple[IocHandle, SimulatedSource]:
     """Run the IOC in a daemon thread on 127.0.0.1 (``port`` 0: a free one), playing the source faults of
-    ``faults``; returns (handle, tube)."""
+    ``faults``; returns (handle, tube). ``handle.ioc.fault_hook()``: the tube's SourceHook."""
     source, ioc = build(prefix, options, faults, reply_late_s=reply_late_s)
-    return run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s, faults), source
+    handle = run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s, faults, silences_of(ioc))
+    handle.ioc = ioc
+    return handle, source

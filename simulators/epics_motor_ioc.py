@@ -1,7 +1,10 @@
 """A Channel Access IOC (caproto) serving a subset of the EPICS motor record, driving a SimulatedAxis.
 
-Fields of the record ``RECORD`` (e.g. ``CT:ROT:m1``), as in shared/protocols/epics-motor-record.md:
-``.VAL .RBV .DMOV .MOVN .VELO .VMAX .ACCL .HLM .LLM .STOP .HOMF .HOMR .MSTA .LVIO .HLS .LLS .EGU .TDIR``,
+Fields of the record ``RECORD`` (e.g. ``CT:ROT:m1``), as the EPICS motor record reference describes them
+("Field Descriptions"; docs/protocols/epics-motor-record.md): the driver's fields (``codec.FIELDS`` of
+``microct.drivers.epics_motor``, whose names, ``MSTA`` bits and soft-limit rule this IOC imports, so
+driver and IOC cannot drift apart) ``.VAL .RBV .DMOV .MOVN .VELO .ACCL .HLM .LLM .DHLM .DLLM .STOP .HOMF
+.HOMR .MSTA .LVIO .HLS .LLS``, with ``.VMAX .EGU .TDIR``,
 and, so that ophyd's ``EpicsMotor`` and pyepics' ``epics.Motor`` connect, ``.RTYP`` (``motor``),
 ``.DESC``, ``.PREC`` and the user/dial calibration fields ``.OFF .DIR .FOFF .SET`` at the record's
 defaults (user = dial: read-only here, a write is refused with a Channel Access error).
@@ -12,9 +15,11 @@ Behaviour copied from the real record (what ophyd / pyepics clients rely on):
   one); ``DMOV`` goes 1→0 at the start and 0→1 at the end, ``MOVN`` is 1 while moving, ``RBV``
   is updated at ~20 Hz while moving and once more at the end, before ``DMOV`` returns to 1; the
   put-callback of ``VAL`` completes when the move has ended (after ``DMOV`` = 1 was posted);
-- a set-point outside ``LLM``..``HLM`` (checked only when ``HLM`` > ``LLM``) is refused: ``LVIO``
-  becomes 1, nothing moves, ``VAL`` keeps its old value, ``DMOV`` still pulses; a valid set-point
-  clears ``LVIO``;
+- the soft limits are off only when both dial limits ``DLLM`` and ``DHLM`` are 0 (``motorRecord.cc``;
+  ``codec.refuses``); otherwise a set-point outside ``DLLM``..``DHLM``, or any set-point while
+  ``DLLM`` > ``DHLM``, is refused: ``LVIO`` becomes 1, nothing moves, ``VAL`` keeps its old value,
+  ``DMOV`` still pulses; a valid set-point clears ``LVIO``. User = dial here (``DIR`` Pos, ``OFF`` 0):
+  a put to ``HLM``/``LLM`` sets ``DHLM``/``DLLM`` too, and the other way round;
 - ``VAL`` and ``RBV`` report ``LLM``/``HLM`` as their control and display limits (the record's
   ``get_control_double``; ophyd's ``EpicsMotor`` takes its soft limits from them), updated when
   ``HLM``/``LLM`` change; they never refuse a value (an out-of-range set-point is answered by
@@ -32,8 +37,16 @@ The stage model is ``SimulatedAxis`` (real Clock); its own soft limits are not u
 ``HLM``/``LLM`` are). Given a ``FaultSchedule`` it plays the device ``role`` and takes that role's
 stage stalls (``DMOV`` stays 0 and the ``VAL`` put pending until the jam clears, a stop or a new
 move) and limit switches (the move ends there with ``HLS`` or ``LLS`` set, by its direction, until the
-next move), as ``microct.simulators.faults`` schedules them. ``start_motor_ioc(record)`` runs the IOC in a background thread on 127.0.0.1;
-``start_motor_iocs(records)`` serves several records, each with its own stage, from one IOC.
+next move), as ``microct.simulators.faults`` schedules them. ``start_motor_ioc(record)`` runs the IOC
+in a background thread on 127.0.0.1; ``start_motor_iocs(records)`` serves several records, each with
+its own stage, from one IOC.
+
+For the axis fault contract (``MotorRecordIOC.fault_hook()``, a ``MotorRecordHook``): ``mute`` silences
+the record (``epics_ioc.Silence``: its reads are answered late, its writes dropped, and a move under
+way neither posts nor ends — ``DMOV`` stays 0, the ``VAL`` put-callback pending — until it speaks again);
+``strike`` stalls the stage (``DMOV`` stays 0) or stops it on a limit switch (``HLS``/``LLS``);
+``refuse_moves`` makes the record refuse every set-point as a motor record does, with inverted soft
+limits (``DLLM`` > ``DHLM``: ``LVIO`` = 1), put back afterwards.
 """
 
 from __future__ import annotations
@@ -48,8 +61,9 @@ from caproto.server import PVGroup, PvpropertyDouble, PvpropertyInteger, pvprope
 
 from microct.clock import Clock
 from microct.devices.axis import move_duration_s
-from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
-from microct.simulators.epics_ioc import IocHandle, refuse_request_faults, run_ioc_in_thread
+from microct.drivers.epics_motor.codec import DMOV_DONE, FIELDS, Msta, refuses
+from microct.simulators.axis import SimulatedAxis, SimulatedAxisHook, SimulatedAxisOptions
+from microct.simulators.epics_ioc import IocHandle, Silence, refuse_request_faults, run_ioc_in_thread, silences_of
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.wire import stopped_by_limit_switch
 
@@ -58,25 +72,22 @@ log = logging.getLogger("microct.simulators.epics_motor_ioc")
 RBV_PERIOD_S = 0.05
 """Read-back update period while moving (20 Hz)."""
 MIN_MOVE_S = 0.005
-"""Shortest move: DMOV always pulses 1→0→1 over a visible time (see shared/notes, ophyd race)."""
+"""Shortest move: DMOV always pulses 1→0→1 over a visible time, as from the real record (a simulated move
+that completed in the same tick exposed a race in ophyd's ``EpicsMotor`` status handling: scans hung)."""
 
 FLUSH_MARGIN_S = 0.01
 """Added to caproto's batching window before a put completes: on a loaded 2-core machine (two CPU-bound
 processes) 2 ms let 18 of 200 HLM updates reach pyepics after the put-completion; 10 ms, none."""
 
-# MSTA bits (shared/protocols/epics-motor-record.md)
-MSTA_DIRECTION, MSTA_DONE, MSTA_PLUS_LS, MSTA_HOMELS = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-MSTA_POSITION, MSTA_SLIP_STALL, MSTA_HOME, MSTA_PRESENT = 1 << 5, 1 << 6, 1 << 7, 1 << 8
-MSTA_PROBLEM, MSTA_MOVING, MSTA_GAIN_SUPPORT, MSTA_COMM_ERR = 1 << 9, 1 << 10, 1 << 11, 1 << 12
-MSTA_MINUS_LS, MSTA_HOMED = 1 << 13, 1 << 14
 
 
 class _FlushedPut:
     """A client's put completes only after the monitor updates it caused have gone out, as from the
     real record. caproto sends the put-completion at once but holds monitor updates for up to its
     batching window (``epics_ioc.MONITOR_BATCH_S``); pyepics' ``epics.Motor`` reads ``LVIO``/``HLS``/
-    ``VAL``/``HLM`` from its monitors as soon as a put-callback completes. A pause, not a guarantee: caproto tells no one when an update
-    has been sent, and a thread hogging this process' GIL can still delay them past it."""
+    ``VAL``/``HLM`` from its monitors as soon as a put-callback completes. A pause, not a guarantee:
+    caproto tells no one when an update has been sent, and a thread hogging this process' GIL can still
+    delay them past it."""
 
     async def auth_write(self, *args, **kwargs):
         result = await super().auth_write(*args, **kwargs)
@@ -108,23 +119,27 @@ def _constant_enum(field: str, strings: tuple[str, ...]) -> pvproperty:
 class MotorRecordIOC(PVGroup):
     """The motor-record subset; ``prefix`` is the record name (fields are ``prefix + '.FIELD'``)."""
 
-    VAL = pvproperty(name=".VAL", value=0.0, precision=4, dtype=PositionData,
+    # the driver's fields
+    VAL = pvproperty(name=FIELDS["val"], value=0.0, precision=4, dtype=PositionData,
                      doc="user set-point; put-callback completes at move end")
-    RBV = pvproperty(name=".RBV", value=0.0, precision=4, dtype=PositionData, read_only=True)
-    DMOV = pvproperty(name=".DMOV", value=1, read_only=True)
-    MOVN = pvproperty(name=".MOVN", value=0, read_only=True)
-    VELO = pvproperty(name=".VELO", value=1.0, precision=4, dtype=FieldDouble)
+    RBV = pvproperty(name=FIELDS["rbv"], value=0.0, precision=4, dtype=PositionData, read_only=True)
+    DMOV = pvproperty(name=FIELDS["dmov"], value=DMOV_DONE, read_only=True)
+    MOVN = pvproperty(name=FIELDS["movn"], value=0, read_only=True)
+    VELO = pvproperty(name=FIELDS["velo"], value=1.0, precision=4, dtype=FieldDouble)
+    ACCL = pvproperty(name=FIELDS["accl"], value=0.1, precision=4, dtype=FieldDouble, doc="seconds to reach VELO")
+    HLM = pvproperty(name=FIELDS["hlm"], value=0.0, precision=4, dtype=FieldDouble)
+    LLM = pvproperty(name=FIELDS["llm"], value=0.0, precision=4, dtype=FieldDouble)
+    DHLM = pvproperty(name=FIELDS["dhlm"], value=0.0, precision=4, dtype=FieldDouble, doc="dial high limit (= HLM)")
+    DLLM = pvproperty(name=FIELDS["dllm"], value=0.0, precision=4, dtype=FieldDouble, doc="dial low limit (= LLM)")
+    STOP = pvproperty(name=FIELDS["stop"], value=0, dtype=FieldInteger)
+    HOMF = pvproperty(name=FIELDS["homf"], value=0, dtype=FieldInteger)
+    HOMR = pvproperty(name=FIELDS["homr"], value=0, dtype=FieldInteger)
+    MSTA = pvproperty(name=FIELDS["msta"], value=int(Msta.DONE | Msta.PRESENT), read_only=True)
+    LVIO = pvproperty(name=FIELDS["lvio"], value=0, read_only=True)
+    HLS = pvproperty(name=FIELDS["hls"], value=0, read_only=True)
+    LLS = pvproperty(name=FIELDS["lls"], value=0, read_only=True)
+    # fields only other clients read (pyepics' epics.Motor, ophyd's EpicsMotor)
     VMAX = pvproperty(name=".VMAX", value=1.0, precision=4, dtype=FieldDouble)
-    ACCL = pvproperty(name=".ACCL", value=0.1, precision=4, dtype=FieldDouble, doc="seconds to reach VELO")
-    HLM = pvproperty(name=".HLM", value=0.0, precision=4, dtype=FieldDouble)
-    LLM = pvproperty(name=".LLM", value=0.0, precision=4, dtype=FieldDouble)
-    STOP = pvproperty(name=".STOP", value=0, dtype=FieldInteger)
-    HOMF = pvproperty(name=".HOMF", value=0, dtype=FieldInteger)
-    HOMR = pvproperty(name=".HOMR", value=0, dtype=FieldInteger)
-    MSTA = pvproperty(name=".MSTA", value=MSTA_DONE | MSTA_PRESENT, read_only=True)
-    LVIO = pvproperty(name=".LVIO", value=0, read_only=True)
-    HLS = pvproperty(name=".HLS", value=0, read_only=True)
-    LLS = pvproperty(name=".LLS", value=0, read_only=True)
     EGU = pvproperty(name=".EGU", value="deg", dtype=ChannelType.STRING, read_only=True)
     TDIR = pvproperty(name=".TDIR", value=0, read_only=True, doc="direction of the last move: 1 positive")
     RTYP = pvproperty(name=".RTYP", value="motor", dtype=ChannelType.STRING, read_only=True)
@@ -148,8 +163,34 @@ class MotorRecordIOC(PVGroup):
         self._direction = 1
         self._stopped = False
         self._limit_hit = False  # a scheduled limit switch ended the last move
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._limits_before_refusal: tuple[float, float] | None = None
+        self.silence = Silence()
         self.moves = 0
         """Moves started (VAL puts accepted and homing moves), for tests."""
+
+    def fault_hook(self) -> MotorRecordHook:
+        """The axis fault contract's hook on this record (see the module docstring)."""
+        return MotorRecordHook(self)
+
+    def call(self, coroutine, timeout_s: float = 5.0):
+        """Run ``coroutine`` in the IOC's event loop (from another thread) and return its result."""
+        if self._loop is None:
+            raise RuntimeError(f"motor record {self.prefix!r} is not served yet")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    async def refuse_moves(self, refuse: bool = True) -> None:
+        """Invert the soft limits (``DLLM`` > ``DHLM``: every set-point refused, ``LVIO`` = 1), or put the
+        ones from before back."""
+        if refuse and self._limits_before_refusal is None:
+            low, high = float(self.LLM.value), float(self.HLM.value)
+            self._limits_before_refusal = low, high
+            await self.HLM.write(min(low, high) - 1.0)  # never both 0: the record enforces them
+            await self.LLM.write(max(low, high) + 1.0)
+        elif not refuse and self._limits_before_refusal is not None:
+            (low, high), self._limits_before_refusal = self._limits_before_refusal, None
+            await self.LLM.write(low)
+            await self.HLM.write(high)
 
     # -- helpers -------------------------------------------------------------------------------------
     async def _post_status(self, moving: bool, problem: bool = False) -> None:
@@ -158,10 +199,11 @@ class MotorRecordIOC(PVGroup):
                   or (self._limit_hit and self._direction > 0))
         lls = int((self.lls_position is not None and here <= self.lls_position)
                   or (self._limit_hit and self._direction < 0))
-        msta = MSTA_PRESENT | (MSTA_DIRECTION if self._direction > 0 else 0)
-        msta |= MSTA_MOVING if moving else MSTA_DONE
-        msta |= (MSTA_PLUS_LS if hls else 0) | (MSTA_MINUS_LS if lls else 0)
-        msta |= (MSTA_HOMED if self._homed else 0) | (MSTA_PROBLEM if problem else 0)
+        msta = Msta.PRESENT | (Msta.DIRECTION if self._direction > 0 else 0)
+        msta |= Msta.MOVING if moving else Msta.DONE
+        msta |= (Msta.PLUS_LS if hls else 0) | (Msta.MINUS_LS if lls else 0)
+        msta |= (Msta.HOMED if self._homed else 0) | (Msta.PROBLEM if problem else 0)
+        msta = int(msta)
         await self.RBV.write(here)
         for pv, value in ((self.HLS, hls), (self.LLS, lls), (self.MSTA, msta), (self.TDIR, int(self._direction > 0))):
             if pv.value != value:
@@ -195,6 +237,7 @@ class MotorRecordIOC(PVGroup):
         await self.MOVN.write(1)
         await self._post_status(moving=True)
         while generation == self._generation and not status.done and not wake.is_set():
+            await self.silence.heard()  # a silent record posts nothing (the stage goes on)
             remaining = deadline - loop.time()
             # after the deadline the simulator's timer is about to fire; much later, the stage is jammed
             wait = min(RBV_PERIOD_S, remaining) if remaining > 0 else 0.001 if remaining > -RBV_PERIOD_S \
@@ -213,6 +256,7 @@ class MotorRecordIOC(PVGroup):
                 await self.RBV.write(axis.read_position())
         if loop.time() < began + MIN_MOVE_S:  # keep DMOV low for a visible time
             await asyncio.sleep(MIN_MOVE_S)
+        await self.silence.heard()  # nor ends a move (DMOV stays 0, the put-callback pending)
         if generation != self._generation:
             return  # superseded: the newer move owns DMOV and VAL
         if stopped_by_limit_switch(status):  # a scheduled fault: the stage stopped on a limit switch
@@ -223,10 +267,7 @@ class MotorRecordIOC(PVGroup):
             await self.VAL.write(axis.read_position(), verify_value=False)
         await self.MOVN.write(0)
         await self._post_status(moving=False)
-        await self.DMOV.write(1)
-
-    def _limits_enabled(self) -> bool:
-        return self.HLM.value > self.LLM.value
+        await self.DMOV.write(DMOV_DONE)
 
     async def _post_limits(self, low: float, high: float) -> None:
         """Report the soft limits as ``VAL``/``RBV`` control and display limits (before the new
@@ -238,6 +279,7 @@ class MotorRecordIOC(PVGroup):
     # -- fields --------------------------------------------------------------------------------------
     @DMOV.startup
     async def DMOV(self, instance, async_lib) -> None:
+        self._loop = asyncio.get_running_loop()
         low, high = self._initial_limits
         await self.LLM.write(low)
         await self.HLM.write(high)
@@ -250,11 +292,11 @@ class MotorRecordIOC(PVGroup):
 
     @VAL.putter
     async def VAL(self, instance, value):
-        if self._limits_enabled() and not self.LLM.value <= value <= self.HLM.value:
+        if refuses(value, self.DLLM.value, self.DHLM.value):  # dial = user (DIR Pos, OFF 0)
             await self.LVIO.write(1)
             await self.DMOV.write(0)  # the record still processes: DMOV pulses
             await asyncio.sleep(MIN_MOVE_S)
-            await self.DMOV.write(1)
+            await self.DMOV.write(DMOV_DONE)
             return instance.value  # refused: VAL keeps its old value
         if self.LVIO.value:
             await self.LVIO.write(0)
@@ -289,11 +331,25 @@ class MotorRecordIOC(PVGroup):
     @HLM.putter
     async def HLM(self, instance, value):
         await self._post_limits(self.LLM.value, value)
+        await self.DHLM.write(value, verify_value=False)
         return value
 
     @LLM.putter
     async def LLM(self, instance, value):
         await self._post_limits(value, self.HLM.value)
+        await self.DLLM.write(value, verify_value=False)
+        return value
+
+    @DHLM.putter
+    async def DHLM(self, instance, value):
+        await self._post_limits(self.LLM.value, value)
+        await self.HLM.write(value, verify_value=False)
+        return value
+
+    @DLLM.putter
+    async def DLLM(self, instance, value):
+        await self._post_limits(value, self.HLM.value)
+        await self.LLM.write(value, verify_value=False)
         return value
 
     @VELO.putter
@@ -337,7 +393,7 @@ def start_motor_iocs(records: Sequence[str], port: int = 0, options: SimulatedAx
     iocs = {record: build(record, options, high_limit=high_limit, low_limit=low_limit, hls_position=hls_position,
                           lls_position=lls_position) for record in records}
     pvdb = {name: pv for ioc in iocs.values() for name, pv in ioc.pvdb.items()}
-    return run_ioc_in_thread(pvdb, " ".join(records), port, timeout_s), iocs
+    return run_ioc_in_thread(pvdb, " ".join(records), port, timeout_s, silences=silences_of(*iocs.values())), iocs
 
 
 def start_motor_ioc(record: str = "CT:ROT:m1", port: int = 0, options: SimulatedAxisOptions | None = None, *,
@@ -346,5 +402,18 @@ def start_motor_ioc(record: str = "CT:ROT:m1", port: int = 0, options: Simulated
     """One motor record (``start_motor_iocs``); returns (handle, axis), the record's IOC as ``handle.ioc``."""
     handle, iocs = start_motor_iocs([record], port, options, high_limit=high_limit, low_limit=low_limit,
                                     hls_position=hls_position, lls_position=lls_position, timeout_s=timeout_s)
-    handle.ioc = iocs[record]  # type: ignore[attr-defined]  # for tests: move counter, switch positions
-    return handle, handle.ioc.axis
+    handle.ioc = ioc = iocs[record]  # for tests: move counter, switch positions, fault hook
+    return handle, ioc.axis
+
+
+class MotorRecordHook(SimulatedAxisHook):
+    """The axis fault contract's hook on a motor record of these IOCs: ``mute`` silences the record's PVs,
+    ``strike`` and ``true_position`` act on its stage, ``refuse_moves`` inverts the record's soft limits
+    (``MotorRecordIOC.refuse_moves``)."""
+
+    def __init__(self, ioc: MotorRecordIOC) -> None:
+        super().__init__(ioc.axis, ioc.silence.mute)
+        self.ioc = ioc
+
+    def refuse_moves(self, refuse: bool = True) -> None:
+        self.ioc.call(self.ioc.refuse_moves(refuse))

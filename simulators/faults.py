@@ -264,12 +264,16 @@ class DeviceFaults:
 
 class InjectsFaults:
     """Mixin for in-process simulators (before the device base class): every request meets the
-    device's request faults. The simulator sets ``_faults`` (``FaultSchedule.attach``)."""
+    device's request faults. The simulator sets ``_faults`` (``FaultSchedule.attach``). ``muted``
+    (a fault contract's hook): every request gets no reply, as a device gone silent."""
 
     _faults: DeviceFaults
+    muted: bool = False
 
     def _require_connected(self) -> None:
-        super()._require_connected()
+        super()._require_connected()  # type: ignore[misc]
+        if self.muted:
+            raise self._error(DeviceTimeoutError, "no reply (the simulated device is silent)")  # type: ignore[attr-defined]
         fault = self._faults.request()
         if fault is not None:
             cls, what = REQUEST_ERRORS[fault.kind]

@@ -1,8 +1,9 @@
 """Wire-level PI controller: GCS 2 served over a pty or TCP (see ``microct sim serve pi``).
 
-Each axis is a SimulatedAxis (real time) built from the driver's stage table
-(``microct.drivers.pi_gcs.STAGES``), and replies are formatted with the driver's codec, so stage and
-protocol are modelled once. Behaviour follows the fact sheet (/work/shared/protocols/pi-gcs.md):
+Each axis is a SimulatedAxis (real time) built from the vendor's stage table
+(``microct.drivers.pi_gcs.models``); requests are parsed, replies formatted and error codes named with the
+vendor's codec (``microct.drivers.pi_gcs.codec``), so stage and protocol are modelled once (the driver is
+not imported). Behaviour follows the protocol fact sheet (docs/protocols/pi-gcs.md):
 
 - an error register that ``ERR?`` reads and clears; it keeps the last error;
 - unknown commands set error 2, bad arguments error 1, an unknown axis error 15, an out-of-range velocity
@@ -17,11 +18,13 @@ protocol are modelled once. Behaviour follows the fact sheet (/work/shared/proto
 Axes start with the servo off and not referenced, at position 0; ``FRF`` moves to the stage's
 reference position; ``MVR`` adds to the last commanded target.
 
-Faults (``microct.simulators.faults``): given a ``FaultSchedule``, each axis plays the role ``roles``
-names (default: axis 1 "rotation", axis 2 "sample_out") and takes that role's stage stalls (the move
-never ends: ``ONT?`` 0 until halted or replaced) and limit switches (the move ends short and the error
-register reads 216, PI_CNTR_ON_LIMIT_SWITCH "the connected stage has driven into a limit switch", from
-PI's GCS error list, not on the sheet); served by a ``WireServer`` given the same schedule, the lines
+Faults (``microct.simulators.faults``, or a fault contract's hook on an axis' SimulatedAxis): each axis
+plays the role ``roles`` names (default: axis 1 "rotation", axis 2 "sample_out") and takes that role's
+stage stalls (the move never ends: ``ONT?`` 0 until halted or replaced) and limit switches (the move ends
+short and the error register reads 216, ``codec.ON_LIMIT_SWITCH``, PI_CNTR_ON_LIMIT_SWITCH in PI's GCS error
+list). While the SimulatedAxis refuses moves (``refuse_moves``) the axis plays one whose servo is off:
+``MOV``, ``MVR`` and ``FRF`` set error 5, "move without reference or with servo off" (sheet, "Error codes":
+MOVE_WITHOUT_REF_OR_NO_SERVO), and nothing moves. Served by a ``WireServer`` given a schedule, the lines
 naming an axis, and an ``ERR?`` after them, meet that axis' request faults (``fault_device``).
 """
 
@@ -32,9 +35,12 @@ from typing import Any
 
 from microct.clock import Clock
 from microct.devices.base import Status
-from microct.drivers.pi_gcs import (BUSY, MOVING_MASK, READY, READY_QUERY, STOP_ALL, STOPPED, StageModel,
-                                    format_line, format_moving_mask, format_number, format_values,
-                                    parse_command, stage_model)
+from microct.drivers.pi_gcs.codec import (INVALID_AXIS, MOVING_MASK, NO_REFERENCE_OR_SERVO, ON_LIMIT_SWITCH,
+                                          PARAMETER_OUT_OF_RANGE, PARAMETER_SYNTAX, POSITION_OUT_OF_LIMITS, READY_QUERY,
+                                          STOP_ALL, STOPPED, TERMINATOR, UNKNOWN_COMMAND, format_line,
+                                          format_moving_mask, format_number, format_ready, format_values, parse_command,
+                                          parse_pairs)
+from microct.drivers.pi_gcs.models import StageModel, stage_model
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.faults import FaultSchedule
@@ -46,8 +52,6 @@ INSTANT_ACCELERATION = 1e9
 IDENTIFICATION = "microct, PI GCS 2 wire simulator, 0, 1.0"
 """The ``*IDN?`` reply: maker, model, serial number, firmware."""
 
-SYNTAX, UNKNOWN_COMMAND, NO_REFERENCE_OR_SERVO, OUT_OF_LIMITS, INVALID_AXIS, OUT_OF_RANGE = 1, 2, 5, 7, 15, 17
-ON_LIMIT_SWITCH = 216
 ROLES = {"1": "rotation", "2": "sample_out"}
 """The role (fault device) of each axis by default; other axes play ``pi-<axis>``."""
 
@@ -88,6 +92,11 @@ class ControllerAxis:
     @property
     def moving(self) -> bool:
         return self._motion is not None and not self._motion.done
+
+    @property
+    def may_move(self) -> bool:
+        """Servo on, and the stage not refusing moves (a fault hook's refusal plays the servo off)."""
+        return self.servo and not self.axis.refuse_moves
 
     @property
     def referencing(self) -> bool:
@@ -132,7 +141,7 @@ class PIResponder:
     to StageModel fields replacing its model's, as a driver's options do. ``require_reference``: moves
     before a reference move are refused with error 5."""
 
-    request_terminators = b"\n"
+    request_terminators = TERMINATOR
     single_byte_commands = MOVING_MASK + READY_QUERY + STOP_ALL
 
     def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
@@ -165,14 +174,13 @@ class PIResponder:
         if line == MOVING_MASK:
             return [format_moving_mask([state.moving for state in self.controller_axes.values()])]
         if line == READY_QUERY:
-            busy = any(state.referencing for state in self.controller_axes.values())
-            return [(BUSY if busy else READY) + b"\n"]
+            return [format_ready(any(state.referencing for state in self.controller_axes.values()))]
         if line == STOP_ALL:
             return self._halt([])
         try:
             name, args = parse_command(line)
         except ProtocolError:
-            self.error = SYNTAX
+            self.error = PARAMETER_SYNTAX
             return []
         if name != "ERR?":
             self._last_axis = self.controller_axes.get(args[0]) if args else None
@@ -202,13 +210,12 @@ class PIResponder:
 
     def _pairs(self, args: list[str]) -> list[tuple[ControllerAxis, float]]:
         """``axis value [axis value ...]`` → (axis, value) pairs; error 1 for a bad list, 15 for an unknown axis."""
-        if not args or len(args) % 2:
-            raise Refused(SYNTAX)
         try:
-            values = [float(value) for value in args[1::2]]
-        except ValueError:
-            raise Refused(SYNTAX) from None
-        return list(zip(self._axes(args[0::2]), values, strict=True))
+            pairs = parse_pairs(args)
+        except ProtocolError:
+            raise Refused(PARAMETER_SYNTAX) from None
+        axes = self._axes([axis_id for axis_id, _ in pairs])
+        return [(state, value) for state, (_, value) in zip(axes, pairs, strict=True)]
 
     @staticmethod
     def _values(axes: list[ControllerAxis], value: Callable[[ControllerAxis], str]) -> list[bytes]:
@@ -234,10 +241,10 @@ class PIResponder:
         """Check every move first, then start them all (a refused command moves nothing; PIPython's MOV and
         MVR: "Axes will start moving ... if ALL given targets are within the allowed range")."""
         for state, target in moves:
-            if not state.servo or (self.require_reference and not state.referenced):
+            if not state.may_move or (self.require_reference and not state.referenced):
                 raise Refused(NO_REFERENCE_OR_SERVO)
             if not state.low_limit <= target <= state.high_limit:
-                raise Refused(OUT_OF_LIMITS)
+                raise Refused(POSITION_OUT_OF_LIMITS)
         for state, target in moves:
             state.move_to(target)
 
@@ -250,7 +257,7 @@ class PIResponder:
     def _servo(self, args: list[str]) -> list[bytes]:
         pairs = self._pairs(args)
         if any(value not in (0.0, 1.0) for _, value in pairs):
-            raise Refused(SYNTAX)
+            raise Refused(PARAMETER_SYNTAX)
         for state, value in pairs:
             state.servo = value == 1.0
             if not state.servo:
@@ -259,7 +266,7 @@ class PIResponder:
 
     def _reference(self, args: list[str]) -> list[bytes]:
         axes = self._axes(args)
-        if not all(state.servo for state in axes):
+        if not all(state.may_move for state in axes):
             raise Refused(NO_REFERENCE_OR_SERVO)
         for state in axes:
             state.reference()
@@ -271,7 +278,7 @@ class PIResponder:
     def _set_velocity(self, args: list[str]) -> list[bytes]:
         pairs = self._pairs(args)
         if not all(0 < value <= state.stage.max_velocity for state, value in pairs):
-            raise Refused(OUT_OF_RANGE)
+            raise Refused(PARAMETER_OUT_OF_RANGE)
         for state, value in pairs:
             state.axis.set_velocity(value)
         return []
@@ -287,7 +294,7 @@ class PIResponder:
 
     def _stop_all(self, args: list[str]) -> list[bytes]:
         if args:
-            raise Refused(SYNTAX)
+            raise Refused(PARAMETER_SYNTAX)
         return self._halt([])
 
     def _low_limit(self, args: list[str]) -> list[bytes]:

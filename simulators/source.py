@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from microct.clock import Clock
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
-from microct.errors import DeviceStateError
+from microct.errors import DeviceStateError, DeviceTimeoutError
 from microct.devices.base import DriverContext
 from microct.simulators.bench import bench_of
 from microct.simulators.faults import BEAM_KINDS, Fault, FaultSchedule, InjectsFaults, attach
@@ -96,12 +96,22 @@ class SimulatedSource(InjectsFaults, XRaySource):
         bench = bench_of(context)
         return cls(name, options, bench.clock, bench.seed, bench.faults)
 
+    def fault_hook(self, mute=None) -> SimulatedSourceHook:
+        """The hook of the source fault contract for this tube; ``mute(bool)`` silences the link in front
+        of it (a WireServer's ``muted``), default: the tube itself."""
+        return SimulatedSourceHook(self, mute)
+
     # -- test hooks (what a real tube does to its controller) -------------------------------
     def set_interlock(self, closed: bool) -> None:
         """Open or close the enclosure interlock; opening it drops the beam at once."""
         self._interlock_closed = closed
         if not closed:
             self._switch_off()
+
+    def stop_xrays(self) -> None:
+        """X-rays off as the controller itself switches them off (an automatic stop when its host falls
+        silent): back to standby, a warm-up under way abandoned; no fault latched."""
+        self._switch_off()
 
     def trigger_overload(self) -> None:
         """A tube arc / overload: the protection drops the beam and latches a fault until ``reset()``."""
@@ -159,6 +169,8 @@ class SimulatedSource(InjectsFaults, XRaySource):
         self._ua.retarget(self._setpoints["current_ua"], self._now())
 
     def _do_beam_off(self) -> None:
+        if self.muted:  # a silent controller does not hear it (beam_off needs no connection check of its own)
+            raise self._error(DeviceTimeoutError, "no reply to beam off (the simulated tube is silent)")
         self._switch_off()
 
     def _do_warm_up(self) -> None:
@@ -201,3 +213,26 @@ class SimulatedSource(InjectsFaults, XRaySource):
 
     def _do_read_interlock_closed(self) -> bool:
         return self._interlock_closed
+
+
+class SimulatedSourceHook:
+    """The source fault contract's hook on a SimulatedSource (in process, or behind a wire simulator whose
+    ``mute`` is given): silence the controller, read the tube's true high-voltage state, strike an arc,
+    open or close the interlock."""
+
+    def __init__(self, source: SimulatedSource, mute=None) -> None:
+        self.source = source
+        self._mute = mute or (lambda muted: setattr(source, "muted", muted))
+
+    def mute(self, muted: bool = True) -> None:
+        self._mute(muted)
+
+    def beam_on(self) -> bool:
+        """True while the tube's high voltage is on (its own flag, not a read through the driver)."""
+        return self.source._beam
+
+    def arc(self) -> None:
+        self.source.trigger_overload()
+
+    def open_interlock(self, open_: bool = True) -> None:
+        self.source.set_interlock(not open_)

@@ -418,7 +418,7 @@ class WireSimulator:
     ``factory(**options)`` builds the Responder (options are the ``-O KEY=VALUE`` of the command line,
     ``faults=`` a FaultSchedule when ``--faults`` is given); it raises TypeError, ValueError or a pydantic
     ValidationError (a ValueError) for a bad option. ``visa`` adds the VISA resource of a TCP port to the
-    hint (for simulators of VISA instruments)."""
+    hint (for simulators of VISA instruments); a responder's own ``hint`` attribute (text) is added too."""
 
     def __init__(self, factory: Callable[..., Responder], description: str, *, visa: bool = False) -> None:
         self.factory = factory
@@ -440,11 +440,12 @@ class WireSimulator:
         if schedule is not None:
             require_played(schedule, faults.origin if faults is not None else "--faults")
         server = WireServer(responder, name, faults=schedule)
+        extra = getattr(responder, "hint", "")  # a responder may say more: where its frames go, ...
         if port is None:
-            return ServedWire(server, server.serve_pty(), "")
+            return ServedWire(server, server.serve_pty(), extra)
         tcp_port = server.serve_tcp(port)
         hint = f" (VISA resource TCPIP::{LOOPBACK}::{tcp_port}::SOCKET)" if self.visa else ""
-        return ServedWire(server, f"socket://{LOOPBACK}:{tcp_port}", hint)
+        return ServedWire(server, f"socket://{LOOPBACK}:{tcp_port}", hint + extra)
 
 
 def require_played(schedule: FaultSchedule, origin: str = "--faults") -> None:

@@ -1,18 +1,27 @@
 """Wire-level Zaber daisy chain: the ASCII protocol served over a pty or TCP (see ``microct sim serve zaber``).
 
-Each device is one single-axis stage backed by a SimulatedAxis (real time) built from the driver's stage
-table (``microct.drivers.zaber.STAGES``) and converting microsteps with the driver's codec, so stage and
-protocol are modelled once. Behaviour follows Zaber's ASCII protocol manual: replies are BUSY while a move
+Each device is one single-axis stage backed by a SimulatedAxis (real time) built from the vendor's stage
+table (``microct.drivers.zaber.models``); requests are parsed, replies formatted and microsteps converted
+with the vendor's codec (``microct.drivers.zaber.codec``), so stage and protocol are modelled once (the
+driver is not imported). Behaviour follows Zaber's ASCII protocol manual: replies are BUSY while a move
 runs, the WR flag shows until the axis is homed, NI after a movement command interrupts another, RJ with
 BADCOMMAND, BADDATA, BADAXIS or DEVICEONLY for what the device refuses; a command with a wrong checksum
-gets no reply; replies carry a checksum when the command did.
+gets no reply; replies carry a checksum when the command did. ``warnings`` answers the active flags and
+``warnings clear`` clears those that persist until it (FS, FE, WL ...: ``codec.CLEARED_BY_WARNINGS_CLEAR``).
 
-Faults (``microct.simulators.faults``): given a ``FaultSchedule``, each device's axis plays the role
-``roles`` names (default: device 1 "rotation", device 2 "sample_out"), and takes that role's stage
-stalls (the move never ends: BUSY until stopped or replaced) and limit switches (the move ends short,
-with the WL flag, "unexpected limit trigger", until the next movement command); served by a
-``WireServer`` given the same schedule, the lines addressed to a device meet its request faults
-(``fault_device``).
+Faults (``microct.simulators.faults``, or a fault contract's hook on a device's ``axis``): each device's
+axis plays the role ``roles`` names (default: device 1 "rotation", device 2 "sample_out"), and takes that
+role's stage stalls (the move never ends: BUSY until stopped or replaced, as a jammed stage the controller
+is still driving) and limit switches (the move ends short, IDLE, with the WL flag, "unexpected limit
+trigger", which persists until ``warnings clear``: manual, "Warning Flags"). While the axis refuses moves
+(``SimulatedAxis.refuse_moves``) the device is parked: ``move abs``, ``move rel`` and ``home`` are rejected
+with ``RJ IDLE -- PARKED``, "the device cannot move because it is currently parked" (manual, "Reply Flag";
+docs/protocols/zaber-ascii.md, "Replies and errors"), and nothing moves. Served by a ``WireServer`` given a
+schedule, the lines addressed to a device meet its request faults (``fault_device``).
+
+Not modelled: the manual sets WL only while no WR (no reference) is active; here a limit switch raises WL
+whether or not the axis was homed, so that a driver on an unhomed stage sees it (the microct driver does
+not home at connect).
 """
 
 from __future__ import annotations
@@ -21,9 +30,10 @@ from typing import Any
 
 from microct.clock import Clock
 from microct.devices.base import Status
-from microct.drivers.zaber import (Command, Reply, StageModel, data_to_speed, format_reply, highest_warning,
-                                   parse_command, position_to_steps, speed_to_data, stage_model,
-                                   steps_to_position)
+from microct.drivers.zaber.codec import (CLEARED_BY_WARNINGS_CLEAR, COMMAND_TERMINATORS, Command, Reply, data_to_speed,
+                                         format_reply, format_warnings, highest_warning, parse_command,
+                                         position_to_steps, speed_to_data, steps_to_position)
+from microct.drivers.zaber.models import StageModel, stage_model
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.faults import FaultSchedule
@@ -56,8 +66,11 @@ class ZaberDevice:
         self.speed_data = self.max_speed_data
         self.homed = False
         self.interrupted = False
+        self.latched: set[str] = set()
+        """Flags that persist until ``warnings clear`` (WL after a limit switch)."""
         self._motion: Status | None = None
         self._homing: Status | None = None
+        self._reported: Status | None = None  # the last move whose limit switch was latched as WL
 
     @property
     def busy(self) -> bool:
@@ -72,7 +85,7 @@ class ZaberDevice:
         handler = {"": self._status, "get pos": self._get_pos, "get maxspeed": self._get_maxspeed,
                    "get system.serial": self._get_serial, "set maxspeed": self._set_maxspeed,
                    "move abs": self._move_abs, "move rel": self._move_rel, "home": self._home,
-                   "stop": self._stop}.get(name)
+                   "stop": self._stop, "warnings": self._warnings, "warnings clear": self._warnings_clear}.get(name)
         if handler is None:
             return self._reply(command, "RJ", "BADCOMMAND")
         flag, data = handler(command, args)
@@ -108,12 +121,16 @@ class ZaberDevice:
         return self._move_to_steps(None if delta is None else here + delta)
 
     def _move_to_steps(self, steps: int | None) -> tuple[str, str]:
+        if self.axis.refuse_moves:
+            return "RJ", "PARKED"
         if steps is None or not self.low_steps <= steps <= self.high_steps:
             return "RJ", "BADDATA"
         self._start(steps_to_position(steps, self.stage))
         return "OK", "0"
 
     def _home(self, command: Command, args: list[str]) -> tuple[str, str]:
+        if self.axis.refuse_moves:  # homing moves the axis too: "cannot move because it is currently parked"
+            return "RJ", "PARKED"
         self._homing = self._start(0.0)  # the home sensor sets the position to 0 (limit.home.preset)
         return "OK", "0"
 
@@ -124,25 +141,47 @@ class ZaberDevice:
             self.axis.stop()
         return "OK", "0"
 
+    def _warnings(self, command: Command, args: list[str]) -> tuple[str, str]:
+        return "OK", format_warnings(self._flags())
+
+    def _warnings_clear(self, command: Command, args: list[str]) -> tuple[str, str]:
+        """Answer the flags active before the clear, then clear those that persist until it."""
+        active = format_warnings(self._flags())
+        self.latched -= CLEARED_BY_WARNINGS_CLEAR
+        return "OK", active
+
     # -- state ----------------------------------------------------------------------------------------
     def _start(self, position: float) -> Status:
-        """Start a move; a movement command on a busy axis interrupts the running one (NI)."""
+        """Start a move; a movement command on a busy axis interrupts the running one (NI). A WL of the
+        move it replaces stays latched."""
+        self._latch()
         self.interrupted = self.busy
         if self.busy:
             self._homing = None
         self._motion = self.axis.start_move_to(position)
         return self._motion
 
-    def _reply(self, command: Command, flag: str, data: str) -> Reply:
+    def _latch(self) -> None:
+        """Latch WL once for a move that ended on a limit switch (it stays after the next move starts)."""
+        if self._motion is not None and self._motion is not self._reported and stopped_by_limit_switch(self._motion):
+            self._reported = self._motion
+            self.latched.add("WL")
+
+    def _flags(self) -> set[str]:
+        """Every flag active now."""
         if self._homing is not None and self._homing.done:
             self.homed, self._homing = True, None
-        flags = {"WR"} if not self.homed else set()
+        self._latch()
+        flags = set(self.latched)
+        if not self.homed:
+            flags.add("WR")
         if self.interrupted:
             flags.add("NI")
-        if stopped_by_limit_switch(self._motion):
-            flags.add("WL")
+        return flags
+
+    def _reply(self, command: Command, flag: str, data: str) -> Reply:
         return Reply(self.address, command.axis, flag, "BUSY" if self.busy else "IDLE",  # type: ignore[arg-type]
-                     highest_warning(flags), data, command.message_id)
+                     highest_warning(self._flags()), data, command.message_id)
 
 
 def _integer(args: list[str]) -> int | None:
@@ -157,7 +196,7 @@ class ZaberResponder:
     ``faults``: the schedule the devices' axes join, each as the role ``roles`` gives its address
     (int or str; default ``ROLES``)."""
 
-    request_terminators = b"\r\n"
+    request_terminators = COMMAND_TERMINATORS
 
     def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
                  clock: Clock | None = None, faults: FaultSchedule | None = None,

@@ -144,7 +144,7 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
     try:
         print(served.address, flush=True)  # what to put in a configuration's `connection`
         console.print(escape(f"{args.name} simulator on {served.address}{served.hint}; Ctrl-C or SIGTERM stops it"),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         _wait_for_stop()
     finally:
         served.stop()

@@ -33,6 +33,7 @@ from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultE
 from microct.options import DriverOptions, deep_merged, model_from_table, validation_message
 from microct.transport import LinkSettings, SerialSettings, SerialTransport, Transport, VisaSettings, VisaTransport
 from microct.transport.epics import ChannelAccess, configure_environment
+from microct.transport.frames import FolderReader, StreamReader
 
 __all__ = [
     # devices
@@ -44,8 +45,8 @@ __all__ = [
     # options and model tables
     "DriverOptions", "deep_merged", "model_from_table", "validation_message",
     # transports
-    "ChannelAccess", "LinkSettings", "SerialSettings", "SerialTransport", "Transport", "VisaSettings",
-    "VisaTransport", "configure_environment",
+    "ChannelAccess", "FolderReader", "LinkSettings", "SerialSettings", "SerialTransport", "StreamReader",
+    "Transport", "VisaSettings", "VisaTransport", "configure_environment",
     # time
     "Clock", "SimulatedClock",
     # errors

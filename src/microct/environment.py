@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from microct.devices.base import Device, DriverContext
 from microct.errors import ConfigurationError
-from microct.registry import ENVIRONMENTS, entry_points_of
+from microct.registry import ENVIRONMENTS, entry_points_of, install_hint
 
 SIMULATION = "simulation"
 """The environment that plays a configuration's ``[simulation]`` table."""
@@ -49,7 +49,7 @@ def make_environment(name: str, config: Any, clock: Any, shared: object | None =
     try:
         factory = found.load()
     except ImportError as error:
-        raise ConfigurationError(f"the {name!r} environment cannot be loaded ({error}); "
-                                 f"install what it needs: pip install 'microct[sim]'") from None
+        raise ConfigurationError(f"the {name!r} environment needs {error.name or error}; "
+                                 f"{install_hint(found)}") from None
     environment: Environment = factory(config, clock, shared)
     return environment

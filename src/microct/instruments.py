@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -105,9 +106,11 @@ def build_instruments(config: ScanConfig, faults: object | None = None) -> Instr
         devices[role] = device
     for env in environments.values():
         env.built(devices)
-    instruments = Instruments(clock=clock, sample_out=devices.get("sample_out"),
-                              environments=tuple(environments.values()),  # type: ignore[arg-type]
-                              **{role: devices[role] for role in ("source", "rotation", "detector")})
+    sample_out = devices.get("sample_out")
+    instruments = Instruments(source=cast(XRaySource, devices["source"]), rotation=cast(Axis, devices["rotation"]),
+                              detector=cast(Detector, devices["detector"]),
+                              sample_out=None if sample_out is None else cast(Axis, sample_out), clock=clock,
+                              environments=tuple(environments.values()))
     check_scan(config, instruments)
     return instruments
 

@@ -97,7 +97,8 @@ class JournalWriter:
     def commit(self) -> None:
         """Write the records held back, in one ``write``, once ``before_commit`` has returned."""
         if self._pending:
-            self._before_commit()
+            if self._before_commit is not None:
+                self._before_commit()
             self._write(b"".join(self._pending))
             self._pending.clear()
 
@@ -176,10 +177,11 @@ def read_journal(path: str | Path) -> Journal:
             if record.get("i") != frames:
                 break
             file = record.get("file")
-            record = JournalFrame(frames, record["info"], record.get("offset", -1), record.get("nbytes", 0),
-                                  FrameFile(**file) if file else None)
+            journal.entries.append((kind, JournalFrame(frames, record["info"], record.get("offset", -1),
+                                                       record.get("nbytes", 0), FrameFile(**file) if file else None)))
             frames += 1
-        elif kind not in ("event", "reading"):
+            continue
+        if kind not in ("event", "reading"):
             break
         journal.entries.append((kind, record))
     return journal

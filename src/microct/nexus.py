@@ -293,15 +293,18 @@ class NXtomoWriter:
         frame = np.ascontiguousarray(frame, dtype=np.uint16)
         if frame.shape != self.header.frame_shape:
             raise MicroCTError(f"frame {index}: shape {frame.shape} differs from the file's {self.header.frame_shape}")
+        data = self._data
+        if data is None:
+            raise MicroCTError(f"frame {index}: {self.path} maps the detector's own files; its pixels cannot be written")
         try:
             if self.pixel_check is not None:
                 self.pixel_check(index, info.image_key)
             if index >= self._capacity:  # grow in blocks; flush() trims to the frames written
                 self._capacity += GROW_FRAMES
-                self._data.resize(self._capacity, axis=0)
-            self._data.id.write_direct_chunk((index, 0, 0), frame)
+                data.resize(self._capacity, axis=0)
+            data.id.write_direct_chunk((index, 0, 0), frame)
             if self._journal is not None:  # after the pixels: the journal never names a frame not on disk
-                chunk = self._data.id.get_chunk_info_by_coord((index, 0, 0))
+                chunk = data.id.get_chunk_info_by_coord((index, 0, 0))
                 self._journal.append({"t": "frame", "i": index, "info": vars(info),  # (asdict: 10× slower)
                                       "offset": chunk.byte_offset, "nbytes": chunk.size})
         except OSError as error:
@@ -401,7 +404,7 @@ class NXtomoWriter:
             table.flush()
         if self.header.frames_linked:
             self._map_linked_frames()
-        elif self._capacity != self.frames_written:
+        elif self._capacity != self.frames_written and self._data is not None:
             self._capacity = self.frames_written
             self._data.resize(self._capacity, axis=0)
         self._file.flush()

@@ -29,7 +29,7 @@ def _key_part(part: Any) -> str:
     return text if text.isprintable() and text.strip() else repr(text)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:
     key = ".".join(_key_part(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"

@@ -162,7 +162,7 @@ def scan_time_s(config: ScanConfig, instruments: Instruments) -> float:
     total += rounds * scan.n_darks * scan.frames_averaged * frame_s
     if instruments.sample_out is not None and scan.n_flats:
         out = instruments.sample_out.capabilities
-        there_and_back = 2 * move_duration_s(scan.sample_out_position_mm, out.max_velocity, out.acceleration)
+        there_and_back = 2 * move_duration_s(scan.sample_out_position_mm or 0.0, out.max_velocity, out.acceleration)
         total += rounds * (there_and_back + scan.settle_s + (scan.frames_skipped + scan.n_flats * scan.frames_averaged)
                            * frame_s)
     if scan.return_to_start:

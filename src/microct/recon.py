@@ -86,7 +86,7 @@ def read_geometry(f: h5py.File) -> tuple[Geometry, float]:
                "detector_offset_v", "centre_of_rotation_offset")}
         geometry = Geometry(mm["source_object_distance"], mm["source_detector_distance"],
                             mm["detector_offset_u"], mm["detector_offset_v"],
-                            mm["centre_of_rotation_offset"], int(ct["rotation_direction"][()]))
+                            mm["centre_of_rotation_offset"], 1 if int(ct["rotation_direction"][()]) > 0 else -1)
         pitch_mm = float(f[f"{DETECTOR}/x_pixel_size"][()]) * 1e3
     except (KeyError, ValueError) as error:
         raise ReconstructionError(f"{f.filename}: no usable {CT} / detector pixel size: {error}") from None

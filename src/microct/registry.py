@@ -44,6 +44,9 @@ def load_driver(name: str, kind: str, field_name: str) -> type[Device]:
                                  f"registered {kind} drivers: {sorted(n for n in available if _kind(available[n]) == kind)}")
     try:
         cls = available[name].load()
+    except ImportError as error:  # a library the driver needs is not installed
+        raise ConfigurationError(f"{field_name}={name!r}: the driver {available[name].value} needs "
+                                 f"{error.name or error}; {install_hint(available[name])}") from None
     except Exception as error:  # a broken plug-in: say which, and why
         raise ConfigurationError(f"{field_name}={name!r}: the driver {available[name].value} cannot be loaded: "
                                  f"{type(error).__name__}: {error}") from None
@@ -52,8 +55,21 @@ def load_driver(name: str, kind: str, field_name: str) -> type[Device]:
         raise ConfigurationError(f"{field_name}={name!r}: {available[name].value} is not a usable driver: "
                                  f"{'; '.join(missing)}")
     if cls.kind != kind:
-        raise ConfigurationError(f"{field_name}={name!r} is a {cls.kind} driver, not a {kind} driver")
+        raise ConfigurationError(f"{field_name}={name!r} is {_a(cls.kind)} {cls.kind} driver, not {_a(kind)} {kind} "
+                                 f"driver")
     return cls
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def install_hint(ep: EntryPoint) -> str:
+    """What to install for a plug-in whose import failed: microct's simulators need the 'sim' extra."""
+    distribution = getattr(ep.dist, "name", None)
+    if distribution == "microct":
+        return "install microct's simulators: pip install 'microct[sim]'"
+    return f"install what {distribution or ep.value} needs"
 
 
 def driver_problems(cls: Any) -> list[str]:
@@ -114,6 +130,6 @@ def load_simulator(name: str) -> ServableSimulator:
     try:
         simulator: ServableSimulator = available[name].load()
     except ImportError as error:
-        raise ConfigurationError(f"simulator {name!r} cannot be loaded ({error}); install what it needs: "
-                                 f"pip install 'microct[sim]'") from None
+        raise ConfigurationError(f"simulator {name!r} needs {error.name or error}; "
+                                 f"{install_hint(available[name])}") from None
     return simulator

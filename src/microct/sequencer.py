@@ -26,13 +26,13 @@ from typing import TypeVar
 import numpy as np
 
 from microct.config import ScanConfig
-from microct.devices import Frame, SourceState, TriggerMode
+from microct.devices import Frame, SourceState, Status, TriggerMode
 from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError,
                             FrameLostError, InterlockError, MicroCTError, ScanAborted)
 from microct.instruments import Instruments
 from microct.journal import scan_header_fields
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
-from microct.policies import BeamDropped, Recovery, RetakeFrame
+from microct.policies import TRANSIENT, BeamDropped, Recovery, RetakeFrame
 from microct.resume import Interrupted, check_configuration, discard, replay, set_aside
 
 log = logging.getLogger("microct.scan")
@@ -91,7 +91,7 @@ class Sequencer:
         self.output = Path(output)
         self.config_text = config_text
         self.progress = progress
-        self.writer: NXtomoWriter | None = None
+        self._writer: NXtomoWriter | None = None
         self.counts = {"dark": 0, "flat": 0, "projection": 0}
         self._saturated_frames = 0
         self.total = sum(planned_frames(config, instruments.sample_out is not None))
@@ -101,7 +101,7 @@ class Sequencer:
                                  sleep=self.clock.sleep, event=self._event)
         self.pause_file = self.output.with_name(self.output.name + ".pause")
         """While this file exists, the scan pauses between frames (``touch`` it, then delete it)."""
-        self._pending_move = None
+        self._pending_move: Status | None = None
         self._pause_checked = -PAUSE_CHECK_S
 
     # -- the scan -------------------------------------------------------------------------------
@@ -140,9 +140,9 @@ class Sequencer:
                 self._make_safe(error)
             if not isinstance(error, Exception):  # Ctrl-C, SIGTERM (SystemExit): propagate as they are
                 raise
-            frames = self.writer.frames_written if self.writer else 0
-            kept = f"{self.output} keeps {frames} frames, marked aborted" if self.writer else "no file written"
-            raise ScanAborted(f"scan aborted ({kept}): {type(error).__name__}: {error}", self.output if self.writer
+            frames = self._writer.frames_written if self._writer else 0
+            kept = f"{self.output} keeps {frames} frames, marked aborted" if self._writer else "no file written"
+            raise ScanAborted(f"scan aborted ({kept}): {type(error).__name__}: {error}", self.output if self._writer
                               else None, frames) from error
         with signals_deferred():
             inst.close()
@@ -158,7 +158,7 @@ class Sequencer:
         """
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         log.error("scan aborted (%s); switching the beam off", reason)
-        for what, action in (("beam off", self.instruments.source.beam_off),
+        for what, action in (("beam off", self._beam_off_at_abort),
                              ("stop rotation", self.instruments.rotation.stop),
                              *((("stop sample_out", self.instruments.sample_out.stop),)
                                if self.instruments.sample_out else ())):
@@ -167,7 +167,7 @@ class Sequencer:
             except Exception as failure:  # report, and go on making the rest safe
                 log.critical("during abort, %s failed: %s", what, failure)
                 self._event(f"abort: {what} failed: {failure}")
-        if self.writer is not None:
+        if self._writer is not None:
             self._event(f"scan aborted: {reason}")
             try:
                 self._record_at_close()
@@ -182,6 +182,27 @@ class Sequencer:
         except Exception as failure:
             log.critical("during abort, closing the instruments failed: %s", failure)
 
+    def _beam_off_at_abort(self) -> None:
+        """``source.beam_off()``, tried again after a transient error (link lost, no reply, garbled:
+        ``microct.policies.TRANSIENT``) as a step is: ``recovery.retries`` times, waiting ``backoff_s``,
+        doubling. A link that drops and comes back (Channel Access re-connects a closed circuit at the
+        next tick of libca's 10 s disconnect governor) must not leave the tube on because the scan gave
+        up in the gap. Raises the last error."""
+        policy, source = self.scan.recovery, self.instruments.source
+        for attempt in range(policy.retries + 1):
+            try:
+                source.beam_off()
+                return
+            except TRANSIENT as error:
+                if attempt == policy.retries:
+                    raise
+                wait = policy.backoff_s * 2 ** attempt
+                log.critical("during abort, beam off failed (%s); trying again (%d of %d) in %g s", error,
+                             attempt + 1, policy.retries, wait)
+                self._event(f"abort: beam off failed ({type(error).__name__}: {error}); trying again "
+                            f"({attempt + 1} of {policy.retries}) in {wait:g} s")
+                self.clock.sleep(wait)
+
     # -- steps ------------------------------------------------------------------------------------
     def _open_file(self, interrupted: Interrupted | None) -> None:
         source, detector, scan = self.instruments.source, self.instruments.detector, self.scan
@@ -190,7 +211,7 @@ class Sequencer:
             if header.frame_shape != detector.shape:
                 raise ConfigurationError(f"resume: the detector gives {detector.shape} frames, the interrupted "
                                          f"scan has {header.frame_shape}")
-            self.writer = self._new_writer(header)
+            self._writer = self._new_writer(header)
             keys = replay(interrupted, self.writer)
             self._count_done(keys)
             aborted = any(kind == "event" and record["message"].startswith("scan aborted")
@@ -210,8 +231,15 @@ class Sequencer:
             focal_spot_size_um=spot.spot_size_at_um(scan.voltage_kv * scan.current_ua / 1000.0),
             configuration_toml=self.config_text, source_name=source.name,
             frames_linked=detector.writes_own_files, configuration=self.config.model_dump(mode="json"))
-        self.writer = self._new_writer(header)
+        self._writer = self._new_writer(header)
         self._event(f"scan started: {self.total} frames planned")
+
+    @property
+    def writer(self) -> NXtomoWriter:
+        """The scan's file writer (there is one from the scan's start on)."""
+        if self._writer is None:
+            raise MicroCTError("the scan file is not open yet")
+        return self._writer
 
     def _new_writer(self, header: ScanHeader) -> NXtomoWriter:
         return NXtomoWriter(self.output, header, self.scan.flush_interval_s, sync_to_disk=self.scan.sync_to_disk,
@@ -324,15 +352,17 @@ class Sequencer:
             self._event("no sample_out axis configured: flats skipped", level=logging.WARNING)
         if not n:
             return
+        assert sample_out is not None and scan.sample_out_position_mm is not None  # flats are planned only then
+        position = scan.sample_out_position_mm
         sample_in = self._retrying("sample_out read-back", sample_out.read_position)
-        self._retrying("sample out", lambda: sample_out.move_to(scan.sample_out_position_mm, scan.move_timeout_s))
+        self._retrying("sample out", lambda: sample_out.move_to(position, scan.move_timeout_s))
         self.clock.sleep(scan.settle_s)
         self._retrying("frames skipped", self._skip)
         angle = self._retrying("rotation read-back", self.instruments.rotation.read_position)
 
         def flat() -> None:
             frame = self._take()
-            self._write(frame, "flat", angle, *self._tube_readbacks(), x_mm=scan.sample_out_position_mm)
+            self._write(frame, "flat", angle, *self._tube_readbacks(), x_mm=position)
 
         for _ in range(n):
             self._step("flat", flat)
@@ -437,7 +467,7 @@ class Sequencer:
             raise RetakeFrame(str(error)) from error
         if len(frames) == 1:
             return frames[0]
-        mean = np.mean([f.data for f in frames], axis=0, dtype=np.float64)
+        mean = np.mean([f.data for f in frames if f.data is not None], axis=0, dtype=np.float64)
         return Frame(np.rint(mean).astype(np.uint16), frames[0].frame_number, frames[0].timestamp)
 
     def _tube_readbacks(self) -> tuple[float, float]:
@@ -456,6 +486,8 @@ class Sequencer:
     def _write(self, frame: Frame, kind: str, angle: float, kv: float, ua: float, x_mm: float = 0.0) -> None:
         info = FrameInfo(IMAGE_KEYS[kind], angle, self.scan.exposure_s, frame.timestamp, kv, ua, x_mm)
         if frame.data is None:  # in the detector's own file: linked, not inspected
+            if frame.file is None:
+                raise MicroCTError(f"frame {frame.frame_number}: the detector gave neither pixels nor a file")
             self.writer.append_linked(frame.file, info)
         else:
             self._write_pixels(frame.data, kind, info)
@@ -474,7 +506,7 @@ class Sequencer:
 
     def _event(self, message: str, level: int = logging.INFO, frame: int = -1) -> None:
         log.log(level, message)
-        if self.writer is not None:
+        if self._writer is not None:
             self.writer.log_event(self.clock.time(), message, frame)
 
 

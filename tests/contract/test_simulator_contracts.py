@@ -14,7 +14,8 @@ from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.devices.source import SpotMode
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
-from microct.testing.contracts import AxisContract, DetectorContract, SourceContract
+from microct.testing.contracts import (AxisContract, AxisFaultContract, DetectorContract, DetectorFaultContract,
+                                       SourceContract, SourceFaultContract, UnboundedAxisContract)
 
 
 @pytest.fixture
@@ -23,8 +24,12 @@ def clock():
 
 
 # -- sources ---------------------------------------------------------------------------------------------
-class TestSimulatedSource(SourceContract):
+class TestSimulatedSource(SourceContract, SourceFaultContract):
     """The default tube: 20-150 kV, 0-500 µA, three spot modes (10, 30, 75 W); already warmed up."""
+
+    @pytest.fixture
+    def hook(self, source):
+        return source.fault_hook()
 
     @pytest.fixture
     def new_device(self, clock):
@@ -63,8 +68,12 @@ class TestSimulatedSourceTwoModes(SourceContract):
 
 
 # -- axes --------------------------------------------------------------------------------------------------
-class TestSimulatedRotaryAxis(AxisContract):
+class TestSimulatedRotaryAxis(AxisContract, AxisFaultContract):
     home_position = 0.0
+
+    @pytest.fixture
+    def hook(self, axis):
+        return axis.fault_hook()
 
     @pytest.fixture
     def new_device(self, clock):
@@ -73,8 +82,23 @@ class TestSimulatedRotaryAxis(AxisContract):
         return lambda: SimulatedAxis("rotation", options, clock=clock, seed=3)
 
 
-class TestSimulatedLinearAxis(AxisContract):
+class TestSimulatedUnboundedRotation(UnboundedAxisContract):
+    """A continuous rotation stage: no soft limits."""
+
+    home_position = 0.0
+
+    @pytest.fixture
+    def new_device(self, clock):
+        options = SimulatedAxisOptions(unit="deg", max_velocity=180.0, acceleration=720.0)
+        return lambda: SimulatedAxis("rotation", options, clock=clock, seed=7)
+
+
+class TestSimulatedLinearAxis(AxisContract, AxisFaultContract):
     """A linear stage with read-back noise (1 µm), so the tolerance matters."""
+
+    @pytest.fixture
+    def hook(self, axis):
+        return axis.fault_hook()
 
     position_tolerance = 0.01
     home_position = 5.0
@@ -88,8 +112,12 @@ class TestSimulatedLinearAxis(AxisContract):
 
 
 # -- detector ------------------------------------------------------------------------------------------------
-class TestSimulatedDetector(DetectorContract):
+class TestSimulatedDetector(DetectorContract, DetectorFaultContract):
     """A small, non-square 12-bit panel (rows ≠ columns catches swapped axes; 12 bits makes clipping visible)."""
+
+    @pytest.fixture
+    def hook(self, detector):
+        return detector.fault_hook()
 
     @pytest.fixture
     def context(self, clock):

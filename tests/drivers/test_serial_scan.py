@@ -11,7 +11,7 @@ import pytest
 
 from microct.config import parse_config
 from microct.devices import SourceState
-from microct.drivers.hamamatsu import ErrorReply
+from microct.driverkit import ErrorReply
 from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError, ScanAborted
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
@@ -130,3 +130,38 @@ def test_a_tube_fault_mid_scan_is_retried_then_aborts_safely_naming_device_and_c
     assert not simulated.source._beam  # XOF is still answered: the beam went off
     reactions = [e for e in events if message in e and ("; retry " in e or "retaken" in e)]
     assert len(reactions) >= 2  # the recovery policy's retries (or frame retakes), then the abort
+
+
+LONG_EXPOSURES = {"n_projections": 1, "n_darks": 0, "n_flats": 1, "exposure_s": 1.5,
+                  "recovery": {"retries": 2, "backoff_s": 0.05, "arc_retakes": 0}}
+"""Exposures longer than the tube's automatic X-ray stop (AUTO_STOP_S); a dropped beam aborts at once."""
+AUTO_STOP_S = 1.0
+"""The simulated controller's auto-stop time, shortened from the device's 3 s so that the scan stays short
+(a 0.1 s keepalive leaves 0.9 s for a loaded machine to fall behind)."""
+
+
+@pytest.mark.parametrize("keepalive_s", [0.1, 0.0], ids=["keepalive", "no-keepalive"])
+def test_exposures_longer_than_the_tube_s_auto_stop_keep_every_frame_with_the_keepalive(bench, tmp_path, keepalive_s):
+    """The sequencer sends the tube nothing during an exposure; the Hamamatsu driver's keepalive does, so
+    the controller does not switch X-rays off and every frame is kept. Without it, the real device's
+    behaviour: the beam drops during the first beam-on frame and the scan stops there."""
+    config, tube, stages, _ = bench
+    tube.responder.auto_stop_s = AUTO_STOP_S
+    data = config.model_dump(mode="json")
+    data["scan"].update(LONG_EXPOSURES)
+    data["source"]["options"]["keepalive_s"] = keepalive_s
+    config = parse_config(data)
+    out = tmp_path / "long.nxs"
+    if not keepalive_s:
+        with pytest.raises(ScanAborted, match=r"beam dropped during the frame \(state 'standby'\)") as aborted:
+            run_scan(config, build_instruments(config), out)
+        assert aborted.value.frames_written == 0  # the flat, the first frame, was exposed as the beam dropped
+        return
+    result = run_scan(config, build_instruments(config), out)
+    assert (result.darks, result.flats, result.projections) == (0, 1, 1)
+    with h5py.File(out, "r") as f:
+        assert f["entry/logs/status"][()].decode() == "complete"
+        assert f["entry/instrument/detector/data"].shape[0] == 2
+        events = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert not [e for e in events if "dropped" in e or "retak" in e or "arc" in e], events
+    assert not tube.responder.source._beam  # beam off at the end

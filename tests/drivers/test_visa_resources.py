@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from microct.devices import SourceState
-from microct.drivers.pi_gcs import PIAxis, PIOptions
-from microct.drivers.spellman import SpellmanOptions, SpellmanSource
+from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
+from microct.drivers.spellman.driver import SpellmanOptions, SpellmanSource
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
 from microct.testing.exchange import EchoResponder, assert_stale_replies_dropped

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from microct.drivers.pi_gcs import PIAxis, PIOptions
-from microct.drivers.zaber import ZaberAxis, ZaberOptions
+from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
+from microct.drivers.zaber.driver import ZaberAxis, ZaberOptions
 from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultError, DeviceTimeoutError,
                             ProtocolError)
 from microct.simulators.epics_beamline import start_beamline

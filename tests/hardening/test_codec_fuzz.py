@@ -17,8 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from microct.devices.source import SourceState
-from microct.drivers import camserver_codec as camserver
-from microct.drivers import dexela, hamamatsu, pi_gcs, spellman, zaber
+from microct.drivers.camserver import codec as camserver
+from microct.drivers.dexela import codec as dexela
+from microct.drivers.hamamatsu import codec as hamamatsu
+from microct.drivers.pi_gcs import codec as pi_gcs
+from microct.drivers.spellman import codec as spellman
+from microct.drivers.zaber import codec as zaber
 from microct.errors import LimitError, ProtocolError
 
 printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
@@ -53,6 +57,7 @@ HAMAMATSU = {  # parser: (valid replies, check of a parsed value)
     hamamatsu.parse_focus: ([b"SFC 2"], _code_in(range(10))),
     hamamatsu.parse_model_name: ([b"TYP L10711"], lambda v: isinstance(v, str)),
     hamamatsu.parse_board_error: ([b"SER 209"], _code_in(range(1000))),
+    hamamatsu.parse_auto_stop: ([b"SAT 3", b"SAT 60"], _code_in(range(61))),
 }
 
 

@@ -26,13 +26,17 @@ from hypothesis import strategies as st
 
 from microct.devices.base import Device
 from microct.devices.source import SourceState
-from microct.drivers import camserver_codec, dexela
-from microct.drivers.camserver import CamserverDetector, CamserverOptions
-from microct.drivers.dexela import DexelaDetector, DexelaOptions, StreamChannel
-from microct.drivers.hamamatsu import HamamatsuOptions, HamamatsuSource
-from microct.drivers.pi_gcs import PIAxis, PIOptions
-from microct.drivers.spellman import COMMAND_SETS, Codec, GeneratorStatus, Scaling, SpellmanOptions, SpellmanSource
-from microct.drivers.zaber import ZaberAxis, ZaberOptions
+from microct.drivers.camserver import codec as camserver_codec
+from microct.drivers.camserver import models as camserver_models
+from microct.drivers.camserver.driver import CamserverDetector, CamserverOptions
+from microct.drivers.dexela import codec as dexela
+from microct.drivers.dexela.driver import DexelaDetector, DexelaOptions
+from microct.drivers.dexela.grabber import StreamChannel
+from microct.drivers.hamamatsu.driver import HamamatsuOptions, HamamatsuSource
+from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
+from microct.drivers.spellman.codec import COMMAND_SETS, Codec, GeneratorStatus, Scaling
+from microct.drivers.spellman.driver import SpellmanOptions, SpellmanSource
+from microct.drivers.zaber.driver import ZaberAxis, ZaberOptions
 from microct.errors import ProtocolError
 from microct.transport import SerialSettings, Transport
 
@@ -105,7 +109,7 @@ def _serial(terminator: str, write: str | None = None) -> SerialSettings:
 # -- Hamamatsu (serial, CR; hamamatsu-microfocus.md) --------------------------------------------------------
 HAMAMATSU = Scenario(
     "hamamatsu",
-    talk=[b"TYP L10711", b"SVI 80 50", b"SFC 1",  # connect: model, set-points, focus
+    talk=[b"TYP L10711", b"SVI 80 50", b"SFC 1", b"SAT 3",  # connect: model, set-points, focus, auto stop
           b"SAR 2 80 50 0 0 0 0",                   # read_state
           b"SAR 3 80.0 49.9 0 0 0 0",               # read_voltage_kv
           b"SIN 0",                                 # read_interlock_closed
@@ -167,7 +171,7 @@ def _camserver_images(folder: Path) -> Callable[[bytes], None]:
     """camserver's side of ``Exposure <name>``: the image file of a 100K, written at once."""
     def on_write(data: bytes) -> None:
         if data.startswith(b"Exposure "):
-            rows, columns = camserver_codec.SIZES["100K"][::-1]
+            rows, columns = camserver_models.SIZES["100K"][::-1]
             counts = np.zeros((rows, columns), np.int32)
             (folder / data.split()[1].decode()).write_bytes(camserver_codec.encode_tiff(counts))
     return on_write

@@ -137,3 +137,49 @@ def test_failing_beam_off_during_abort_is_reported_and_the_file_still_closes(mak
         assert f["entry/logs/status"][()].decode() == "aborted"
         log = [m.decode() for m in f["entry/logs/events/message"][()]]
     assert any("beam off failed" in m for m in log)
+
+
+def test_beam_off_at_abort_is_tried_again_until_the_link_is_back(make_scan, mocker):
+    """A link that drops and comes back (Channel Access re-connects within 10 s) must not leave the tube on
+    because the scan aborted in the gap: beam off is tried again, with the recovery policy's back-off."""
+    config, inst, out = make_scan({"scan": {"recovery": {"retries": 3, "backoff_s": 0.5}}})
+    real_beam_off = inst.source._do_beam_off
+    attempts = []
+
+    def link_back_at_the_third_try():
+        attempts.append(inst.clock.monotonic())
+        if len(attempts) < 3:
+            raise CommunicationError("source: link lost")
+        real_beam_off()
+
+    def link_drops():
+        mocker.patch.object(inst.source, "_do_beam_off", side_effect=link_back_at_the_third_try)
+        raise RuntimeError("a bug")  # not transient: the scan aborts at once, with the link still down
+
+    fail_on_projection(inst, mocker, link_drops)
+    with aborted_by(RuntimeError):
+        run_scan(config, inst, out)
+    assert len(attempts) >= 3  # the abort's three tries (then closing the instruments switches it off again)
+    assert [round(b - a, 3) for a, b in zip(attempts[:3], attempts[1:3])] == [0.5, 1.0]  # the policy's back-off
+    assert_safe_and_aborted(inst, out, frames_expected=3 + 4 + FAIL_AT)
+    with h5py.File(out, "r") as f:
+        log = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert sum("abort: beam off failed" in m and "trying again" in m for m in log) == 2
+
+
+def test_beam_off_at_abort_gives_up_after_the_retries_and_says_so(make_scan, mocker):
+    config, inst, out = make_scan({"scan": {"recovery": {"retries": 2, "backoff_s": 0.1}}})
+    beam_off = mocker.patch.object(inst.source, "_do_beam_off")
+
+    def link_gone_for_good():
+        beam_off.side_effect = CommunicationError("source: gone")
+        beam_off.reset_mock()
+        raise RuntimeError("a bug")
+
+    fail_on_projection(inst, mocker, link_gone_for_good)
+    with aborted_by(RuntimeError):
+        run_scan(config, inst, out)
+    assert beam_off.call_count >= 3  # the abort's three tries (closing the instruments tries once more)
+    with h5py.File(out, "r") as f:
+        log = [m.decode() for m in f["entry/logs/events/message"][()]]
+    assert any(m.startswith("abort: beam off failed: ") for m in log)

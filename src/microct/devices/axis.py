@@ -45,7 +45,7 @@ class AxisCapabilities:
             raise ConfigurationError(f"unit={self.unit!r}: allowed 'deg' or 'mm'")
         if not self.max_velocity > 0:
             raise ConfigurationError(f"max_velocity={self.max_velocity}: must be > 0")
-        if None not in (self.low_limit, self.high_limit) and self.low_limit >= self.high_limit:
+        if self.low_limit is not None and self.high_limit is not None and self.low_limit >= self.high_limit:
             raise ConfigurationError(f"soft limits ({self.low_limit}, {self.high_limit}): low must be < high")
 
     @property
@@ -67,8 +67,9 @@ class AxisCapabilities:
                                      f"{_limit(low)} to {_limit(high)} {self.unit}")
         narrowed = dataclasses.replace(self, low_limit=new_low, high_limit=new_high)
         if narrowed != self:
-            log.info("%s: %s soft limits %s to %s %s narrow the configured %s to %s", who, source,
-                     _limit(low), _limit(high), self.unit, _limit(self.low_limit), _limit(self.high_limit))
+            log.info("%s: %s soft limits %s to %s %s narrow the configured %s to %s: now %s to %s %s", who, source,
+                     _limit(low), _limit(high), self.unit, _limit(self.low_limit), _limit(self.high_limit),
+                     _limit(new_low), _limit(new_high), self.unit)
         return narrowed
 
     def check_position(self, position: float, who: str = "axis") -> None:

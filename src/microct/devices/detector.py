@@ -21,7 +21,7 @@ def _whole_number(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     try:
-        return operator.index(value)
+        return operator.index(value)  # type: ignore[arg-type]  # TypeError below for what has no __index__
     except TypeError:
         return None
 
@@ -148,12 +148,12 @@ class Detector(Device):
         self._exposure_s = float(exposure_s)
 
     def set_binning(self, binning: int) -> None:
-        if _whole_number(binning) not in self.capabilities.binnings:
+        whole = _whole_number(binning)
+        if whole is None or whole not in self.capabilities.binnings:
             raise self._error(LimitError, f"binning={binning!r} is not one of {list(self.capabilities.binnings)}")
-        binning = _whole_number(binning)
         self._require_connected()
-        self._do_set_binning(binning)
-        self._binning = binning
+        self._do_set_binning(whole)
+        self._binning = whole
 
     def set_trigger_mode(self, mode: TriggerMode) -> None:
         if mode not in self.capabilities.trigger_modes:

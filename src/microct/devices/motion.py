@@ -16,7 +16,10 @@ an EPICS put-callback). The engine gives every move the same behaviour:
   ``poll_interval_s``), then every ``poll_interval_s``; on a ``SimulatedClock`` they run inside the
   waiting thread's ``Status.wait``, so a polled driver also runs in simulated time;
 - ``on_start`` runs once the device has accepted the move, ``on_finish`` when it completes
-  successfully and is still the current move (both under the engine's lock).
+  successfully and is still the current move (both under the engine's lock);
+- ``resting_at`` is where the axis rests when that is known: the target of the last move that
+  completed, or a position the driver read while no move ran (``note_rest``); None while a move runs
+  and after a stop. A driver may use it to wait the shortest move time before its first poll.
 
 Thread-safety: ``start``, ``stop`` and ``close`` may be called from any thread; ``poll`` runs in a
 timer thread (real clock), one poll at a time per move.
@@ -68,6 +71,8 @@ class MoveEngine:
         self._lock = threading.RLock()
         self._current: Move | None = None
         self._on_finish: dict[Move, Callable[[Move], None]] = {}
+        self._started = 0
+        self._resting_at: float | None = None
 
     @property
     def current(self) -> Move | None:
@@ -80,14 +85,33 @@ class MoveEngine:
     def moving(self) -> bool:
         return self.current is not None
 
+    @property
+    def started(self) -> int:
+        """How many moves the device has accepted so far (to tell whether one started meanwhile)."""
+        return self._started
+
+    @property
+    def resting_at(self) -> float | None:
+        """Where the axis rests (unit), if known; None while a move runs, after a stop, or if never known."""
+        with self._lock:
+            return None if self.moving else self._resting_at
+
+    def note_rest(self, position: float, started_before: int) -> None:
+        """Record ``position``, read by the driver, as where the axis rests, unless a move started since the
+        read began (``started_before``, the ``started`` count then) or one runs now."""
+        with self._lock:
+            if self._started == started_before and not self.moving:
+                self._resting_at = position
+
     def start(self, what: str, send: Callable[[Move], None], *, target: float | None = None,
               poll: Callable[[Move], bool] | None = None, first_poll_s: float = 0.0,
               on_start: Callable[[Move], None] | None = None,
-              on_finish: Callable[[Move], None] | None = None) -> Status:
+              on_finish: Callable[[Move], None] | None = None, poll_interval_s: float | None = None) -> Status:
         """Start a move named ``what`` (e.g. "move to 10 deg") by calling ``send(move)``; return its Status.
 
         ``poll(move)`` → True once the move has ended (raises on a failed exchange or a device fault);
-        without ``poll`` the driver ends the move itself with ``move.finish(error)``.
+        without ``poll`` the driver ends the move itself with ``move.finish(error)``. ``poll_interval_s``
+        replaces the engine's for this move (a driver whose options set it).
         """
         move = Move(self, what, target)
         if on_finish is not None:
@@ -98,14 +122,17 @@ class MoveEngine:
             self._on_finish.pop(move, None)
             move.ended.set()
             raise
+        interval = self.poll_interval_s if poll_interval_s is None else poll_interval_s
         with self._lock:
             previous, self._current = self._current, move
+            self._started += 1
+            self._resting_at = None
             if on_start is not None:
                 on_start(move)
         if previous is not None and previous is not move:
             self._cancel(previous, f"superseded by {what}")
         if poll is not None and not move.status.done:
-            self.device.clock.call_later(max(first_poll_s, self.poll_interval_s), lambda: self._poll(move, poll))
+            self.device.clock.call_later(max(first_poll_s, interval), lambda: self._poll(move, poll, interval))
         return move.status
 
     def stop(self, why: str = "stop() was called") -> Move | None:
@@ -113,6 +140,7 @@ class MoveEngine:
         The driver sends its device's stop command itself."""
         with self._lock:
             move, self._current = self._current, None
+            self._resting_at = None
         if move is None or move.status.done:
             return None
         move.stopped = True
@@ -140,10 +168,12 @@ class MoveEngine:
                     error = failure
             if self._current is move:
                 self._current = None
+                if error is None and move.target is not None:
+                    self._resting_at = move.target
         move.ended.set()
         return move.status.set_done(error)
 
-    def _poll(self, move: Move, poll: Callable[[Move], bool]) -> None:
+    def _poll(self, move: Move, poll: Callable[[Move], bool], interval: float) -> None:
         if move.ended.is_set() or move.status.done:
             return
         try:
@@ -160,4 +190,4 @@ class MoveEngine:
         if done:
             self._end(move, None)
             return
-        self.device.clock.call_later(self.poll_interval_s, lambda: self._poll(move, poll))
+        self.device.clock.call_later(interval, lambda: self._poll(move, poll, interval))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import enum
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,12 +144,14 @@ class XRaySource(Device):
         that the tube never sees a forbidden combination on the way.
         """
         self._require_connected()
-        final = {"voltage_kv": self._voltage_kv if voltage_kv is None else float(voltage_kv),
-                 "current_ua": self._current_ua if current_ua is None else float(current_ua),
-                 "spot_mode": self._spot_mode if spot_mode is None else spot_mode}
+        final: dict[str, Any] = {"voltage_kv": self._voltage_kv if voltage_kv is None else float(voltage_kv),
+                                 "current_ua": self._current_ua if current_ua is None else float(current_ua),
+                                 "spot_mode": self._spot_mode if spot_mode is None else spot_mode}
         check_operating_point(self.capabilities, **final, who=f"source {self.name!r}")
-        current = {"voltage_kv": self._voltage_kv, "current_ua": self._current_ua, "spot_mode": self._spot_mode}
+        current: dict[str, Any] = {"voltage_kv": self._voltage_kv, "current_ua": self._current_ua,
+                                   "spot_mode": self._spot_mode}
         changed = [key for key in final if final[key] != current[key]]
+        order: tuple[str, ...] = ()
         for order in itertools.permutations(changed):
             point, safe = dict(current), True
             for key in order:
@@ -156,9 +159,10 @@ class XRaySource(Device):
                 safe = safe and self._allowed(**point)
             if safe:
                 break
-        setters = {"voltage_kv": self._do_set_voltage_kv, "current_ua": self._do_set_current_ua,
-                   "spot_mode": self._do_set_spot_mode}
-        for key in order if changed else ():
+        setters: dict[str, Callable[[Any], None]] = {"voltage_kv": self._do_set_voltage_kv,
+                                                     "current_ua": self._do_set_current_ua,
+                                                     "spot_mode": self._do_set_spot_mode}
+        for key in order:
             setters[key](final[key])
             setattr(self, f"_{key}", final[key])
 

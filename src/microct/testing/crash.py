@@ -32,8 +32,8 @@ def scan_in_process(config_data: dict[str, Any], output: str, resume: bool) -> N
     run_scan(config, build_instruments(config), output, resume=resume)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    context = multiprocessing.get_context("forkserver")
+def _context() -> multiprocessing.context.ForkServerContext:
+    context: multiprocessing.context.ForkServerContext = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
 
@@ -71,7 +71,7 @@ def kill_and_resume(config_data: dict[str, Any], output: str | Path, rng: random
         child.join()
         if child.exitcode != 0 and _interrupted(output):
             raise RuntimeError(f"{output}: the scan ended with exit code {child.exitcode}")
-        return KillRun(output, kills, child.exitcode)
+        return KillRun(output, kills, -1 if child.exitcode is None else child.exitcode)
 
 
 def _interrupted(output: Path) -> bool:

@@ -88,7 +88,7 @@ class ChannelAccess:
                 self._changed.notify_all()
 
         self._pvs = {key: epics.PV(name, auto_monitor=key in self.monitored, connection_callback=on_connection,
-                                   callback=self._notify if key in self.monitored else None,
+                                   callback=self.notify if key in self.monitored else None,
                                    connection_timeout=self.timeout_s)
                      for key, name in self.names.items()}
         if not pending or all_up.wait(self.timeout_s):
@@ -116,7 +116,8 @@ class ChannelAccess:
             raise ValueError(f"{key!r} is not monitored")
         self._pv(key).add_callback(lambda value=None, timestamp=None, **_: callback(value, timestamp))
 
-    def _notify(self, **_: Any) -> None:
+    def notify(self, **_: Any) -> None:
+        """Wake every ``wait_until`` to look again (monitor updates do this; a put-callback may too)."""
         with self._changed:
             self._changed.notify_all()
 
@@ -133,13 +134,16 @@ class ChannelAccess:
         """Turn pyepics' failures on a channel lost under our feet into a CommunicationError naming the PV.
 
         A channel that drops between the ``connected`` check and the call makes pyepics raise its own
-        ChannelAccessException, or a bare KeyError (field type -1 looked up in its type map).
+        ChannelAccessException, a CASeverityException (a libca call returning an error status, e.g.
+        ECA_DISCONN "Virtual circuit disconnect": pyepics still reports the PV connected while libca has
+        marked its circuit down), or a bare KeyError (field type -1 looked up in its type map).
         """
         import epics.ca
 
         try:
             yield
-        except (epics.ca.ChannelAccessException, epics.ca.ChannelAccessGetFailure, KeyError) as error:
+        except (epics.ca.ChannelAccessException, epics.ca.ChannelAccessGetFailure, epics.ca.CASeverityException,
+                KeyError) as error:
             state = "connected" if pv.connected else "disconnected"
             raise CommunicationError(f"{self.who}: {action} PV {pv.pvname} failed ({state}): {error!r}") from None
 
@@ -161,6 +165,7 @@ class ChannelAccess:
         awaited (CommunicationError / DeviceTimeoutError naming the PV, as ``get``)."""
         import epics.ca
 
+        epics.ca.use_initial_context()  # the calls below are pyepics' low-level ones: this thread needs the context
         pvs = [self._pv(key) for key in keys]
         for pv in pvs:
             with self._channel_call(pv, "reading"):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import serial
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from microct.errors import CommunicationError, DeviceTimeoutError
 from microct.transport.base import LinkSettings, Transport, log
@@ -39,13 +39,20 @@ class SerialSettings(LinkSettings):
     baudrate: int = Field(default=9600, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: float = Field(default=1, description="1, 1.5 or 2")
     xonxoff: bool = Field(default=False, description="software flow control (XON/XOFF)")
     rtscts: bool = Field(default=False, description="hardware flow control (RTS/CTS)")
     dsrdtr: bool = Field(default=False, description="hardware flow control (DSR/DTR)")
     timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply (s)")
     write_terminator: str = "\r"
     read_terminator: str = "\r"
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError("allowed 1, 1.5 or 2")
+        return value
 
     def pyserial_options(self) -> dict[str, Any]:
         """The keyword arguments of ``serial.serial_for_url`` (line settings, flow control, time-outs)."""

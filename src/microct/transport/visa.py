@@ -140,7 +140,7 @@ class VisaTransport(Transport):
             resource = resource_manager(s.backend).open_resource(self.resource_name, **options)
         except (pyvisa.errors.Error, OSError, ValueError) as error:
             raise CommunicationError(f"{self.name}: cannot open VISA resource {self.resource_name}: {error}") from None
-        resource.encoding = ENCODING
+        resource.encoding = ENCODING  # type: ignore[attr-defined]  # message-based resources have it
         return resource
 
     def close(self) -> None:

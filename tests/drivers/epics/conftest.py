@@ -1,6 +1,11 @@
 """Channel Access on loopback only: the environment pyepics reads once is set here, at import,
 before anything imports epics. Every IOC a test starts uses one of these ports (all are in the CA
-address list): per device kind, the shared IOC's port and a spare one that a test may stop."""
+address list): per device kind, the shared IOC's port and a spare one that a test may stop.
+
+One conftest for every EPICS test: pyepics reads the environment once per process, so one list of
+ports must hold every role of every EPICS test module collected. The per-driver tests therefore live
+under this folder (``epics_source/``, ``epics_motor/``, ``epics_area_detector/``), beside the
+cross-cutting ones (scans over CA, ophyd / pyepics fidelity, ``sim serve epics``)."""
 
 import os
 

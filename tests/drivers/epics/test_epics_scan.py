@@ -18,14 +18,15 @@ from microct.devices import SourceState
 from microct.errors import CommunicationError, ScanAborted
 from microct.geometry import Geometry
 from microct.instruments import build_instruments
-from microct.simulators.bench import Bench
 from microct.sequencer import run_scan
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.epics_ad_ioc import start_ad_ioc
 from microct.simulators.epics_beamline import DEFAULT_ROTATION, DEFAULT_SAMPLE_OUT, start_beamline
-from microct.simulators.epics_ioc import build as build_tube, run_ioc_in_thread
-from microct.simulators.faults import FaultSchedule
+from microct.simulators.epics_ioc import build as build_tube
+from microct.simulators.epics_ioc import run_ioc_in_thread
 from microct.simulators.epics_motor_ioc import build as build_motor
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSourceOptions
 
 PORTS = {role: int(port) for role, port in (item.split("=") for item in os.environ["MICROCT_TEST_IOC_PORTS"].split())}
@@ -188,8 +189,9 @@ def test_detector_ioc_killed_mid_scan_aborts_naming_the_pv_beam_off_frames_kept(
 
 def test_channel_access_circuits_dropped_mid_scan_come_back_and_the_scan_completes(tmp_path):
     """A network glitch: every client circuit of the IOC closes during projection 4; pyepics reconnects by
-    itself (about 10 s here: libca's search schedule), the sequencer's retries bridge the gap with the
-    back-off sim-epics.toml sets (2, 4, 8 s), nothing is lost."""
+    itself (within 10 s: libca searches for a channel whose circuit closed at the next tick of its 10 s
+    disconnect governor), the sequencer's retries bridge the gap with the back-off sim-epics.toml sets
+    (2, 4, 8 s), nothing is lost."""
     beamline = start_beamline("GLITCH:", PORTS["beamline"], source=FAST_TUBE, seed=3)
     dropped = []
 

@@ -1,6 +1,6 @@
 """The simulated motor-record IOC driven by clients no one here wrote: pyepics' ``epics.Motor`` and
 ophyd's ``EpicsMotor`` (pyepics control layer). Each test asserts what those clients do against a
-real motor record (shared/protocols/epics-motor-record.md), so it fails if the IOC gets the record's
+real motor record (docs/protocols/epics-motor-record.md), so it fails if the IOC gets the record's
 semantics wrong: DMOV not pulsing, RBV or VAL posted late, LVIO / HLS not set before the put
 completes, VAL/RBV control limits not following HLM/LLM, STOP ignored, VELO/ACCL not honoured.
 
@@ -17,6 +17,7 @@ import time
 
 import epics
 import pytest
+
 from microct.simulators.axis import SimulatedAxisOptions
 from microct.simulators.epics_motor_ioc import start_motor_iocs
 from microct.testing.waiting import wait_until
