@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import subprocess
 import sys
-import statistics
 import time
 import tomllib
 from collections.abc import Iterator

@@ -100,8 +100,8 @@ def main() -> None:
     print(f"resumes that replayed frames: {len(replayed)}; frames replayed per resume: median "
           f"{statistics.median(replayed) if replayed else 0:.0f}, max {max(replayed, default=0)}")
     print(f"wall time per scan, kills and resumes included: median {statistics.median(trial_s):.2f} s")
-    print(f"files complete and equivalent to the uninterrupted scan: {trials - len({f.split(':')[0] for f in failures})}"
-          f" of {trials}")
+    failed_trials = len({f.split(':')[0] for f in failures})
+    print(f"files complete and equivalent to the uninterrupted scan: {trials - failed_trials} of {trials}")
     for failure in failures:
         print("FAILED", failure)
 

@@ -15,11 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from microct.clock import Clock
 from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration_s
-from microct.devices.base import Status
-from microct.errors import DeviceFaultError, DeviceStateError
-from microct.devices.base import DriverContext
+from microct.devices.base import DriverContext, Status
+from microct.errors import DeviceFaultError, DeviceStateError, DeviceTimeoutError
 from microct.simulators.bench import bench_of
-from microct.errors import DeviceTimeoutError
 from microct.simulators.faults import STAGE_KINDS, Fault, FaultSchedule, InjectsFaults, attach
 
 SILENT_MOVE_TIMEOUT_S = 1.0

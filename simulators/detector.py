@@ -27,11 +27,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import ndimage
 
+from microct.devices.base import DriverContext
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, TriggerMode
 from microct.devices.source import SourceState
 from microct.errors import DeviceTimeoutError, FrameLostError
 from microct.geometry import Geometry
-from microct.devices.base import DriverContext
 from microct.simulators.bench import Bench, bench_of
 from microct.simulators.faults import BEAM_KINDS, FRAME_KINDS, InjectsFaults, attach
 from microct.simulators.phantoms import BUILTIN, Phantom, line_integrals, phantom_from_spec

@@ -57,11 +57,28 @@ import numpy as np
 
 from microct.devices.base import Device
 from microct.drivers.dexela import models
-from microct.drivers.dexela.codec import (EXPOSURE_HIGH_REGISTER, EXPOSURE_LOW_REGISTER, EXPOSURE_RANGE_S,
-                                          EXPOSURE_TICK_S, FULL_WELL_REGISTER, NO_FRAME, PIXEL_DTYPE, TRIGGER_CODES,
-                                          TRIGGER_REGISTER, TRIGGER_SUFFIX, WORD_MAX, encode_frame, format_reply,
-                                          frame_file_name, frame_file_number, join_words, next_frame_number,
-                                          parse_frame_request, parse_request, trigger_code)
+from microct.drivers.dexela.codec import (
+    EXPOSURE_HIGH_REGISTER,
+    EXPOSURE_LOW_REGISTER,
+    EXPOSURE_RANGE_S,
+    EXPOSURE_TICK_S,
+    FULL_WELL_REGISTER,
+    NO_FRAME,
+    PIXEL_DTYPE,
+    TRIGGER_CODES,
+    TRIGGER_REGISTER,
+    TRIGGER_SUFFIX,
+    WORD_MAX,
+    encode_frame,
+    format_reply,
+    frame_file_name,
+    frame_file_number,
+    join_words,
+    next_frame_number,
+    parse_frame_request,
+    parse_request,
+    trigger_code,
+)
 from microct.errors import MicroCTError, ProtocolError
 from microct.geometry import Geometry
 from microct.simulators.bench import Bench

@@ -14,15 +14,26 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from microct.clock import Clock
 from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
-
-from microct.faults import (BEAM_KINDS, DEVICES_OF, DURATION_KINDS, FRAME_KINDS, REQUEST_KINDS, STAGE_KINDS,
-                            TRIGGERS, WRITER_KINDS, Fault, FaultDevice, FaultKind, FaultPlan)
+from microct.faults import (
+    BEAM_KINDS,
+    DEVICES_OF,
+    DURATION_KINDS,
+    FRAME_KINDS,
+    REQUEST_KINDS,
+    STAGE_KINDS,
+    TRIGGERS,
+    WRITER_KINDS,
+    Fault,
+    FaultDevice,
+    FaultKind,
+    FaultPlan,
+)
 
 __all__ = ["BEAM_KINDS", "DEVICES_OF", "DURATION_KINDS", "FRAME_KINDS", "REQUEST_KINDS", "STAGE_KINDS", "TRIGGERS",
            "WRITER_KINDS", "DeviceFaults", "Fault", "FaultDevice", "FaultKind", "FaultPlan", "FaultSchedule", "Hit",

@@ -35,11 +35,27 @@ from typing import Any
 
 from microct.clock import Clock
 from microct.devices.base import Status
-from microct.drivers.pi_gcs.codec import (INVALID_AXIS, MOVING_MASK, NO_REFERENCE_OR_SERVO, ON_LIMIT_SWITCH,
-                                          PARAMETER_OUT_OF_RANGE, PARAMETER_SYNTAX, POSITION_OUT_OF_LIMITS, READY_QUERY,
-                                          STOP_ALL, STOPPED, TERMINATOR, UNKNOWN_COMMAND, format_line,
-                                          format_moving_mask, format_number, format_ready, format_values, parse_command,
-                                          parse_pairs)
+from microct.drivers.pi_gcs.codec import (
+    INVALID_AXIS,
+    MOVING_MASK,
+    NO_REFERENCE_OR_SERVO,
+    ON_LIMIT_SWITCH,
+    PARAMETER_OUT_OF_RANGE,
+    PARAMETER_SYNTAX,
+    POSITION_OUT_OF_LIMITS,
+    READY_QUERY,
+    STOP_ALL,
+    STOPPED,
+    TERMINATOR,
+    UNKNOWN_COMMAND,
+    format_line,
+    format_moving_mask,
+    format_number,
+    format_ready,
+    format_values,
+    parse_command,
+    parse_pairs,
+)
 from microct.drivers.pi_gcs.models import StageModel, stage_model
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions

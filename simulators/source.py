@@ -11,9 +11,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from microct.clock import Clock
+from microct.devices.base import DriverContext
 from microct.devices.source import SourceCapabilities, SourceState, SpotMode, XRaySource
 from microct.errors import DeviceStateError, DeviceTimeoutError
-from microct.devices.base import DriverContext
 from microct.simulators.bench import bench_of
 from microct.simulators.faults import BEAM_KINDS, Fault, FaultSchedule, InjectsFaults, attach
 

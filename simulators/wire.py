@@ -454,5 +454,6 @@ def require_played(schedule: FaultSchedule, origin: str = "--faults") -> None:
     played = schedule.attached()
     for index, fault in enumerate(schedule.faults):
         if fault.device not in played:
+            plays = ", ".join(map(repr, played)) or "no device"
             raise ConfigurationError(f"{origin}: faults.{index}.device={fault.device!r}: this simulator does not "
-                                     f"simulate it (it plays the faults of {', '.join(map(repr, played)) or 'no device'})")
+                                     f"simulate it (it plays the faults of {plays})")

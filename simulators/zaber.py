@@ -30,9 +30,20 @@ from typing import Any
 
 from microct.clock import Clock
 from microct.devices.base import Status
-from microct.drivers.zaber.codec import (CLEARED_BY_WARNINGS_CLEAR, COMMAND_TERMINATORS, Command, Reply, data_to_speed,
-                                         format_reply, format_warnings, highest_warning, parse_command,
-                                         position_to_steps, speed_to_data, steps_to_position)
+from microct.drivers.zaber.codec import (
+    CLEARED_BY_WARNINGS_CLEAR,
+    COMMAND_TERMINATORS,
+    Command,
+    Reply,
+    data_to_speed,
+    format_reply,
+    format_warnings,
+    highest_warning,
+    parse_command,
+    position_to_steps,
+    speed_to_data,
+    steps_to_position,
+)
 from microct.drivers.zaber.models import StageModel, stage_model
 from microct.errors import ProtocolError
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions

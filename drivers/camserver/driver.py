@@ -18,9 +18,25 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from microct.driverkit import (Clock, CommunicationError, ConfigurationError, Detector, DetectorCapabilities,
-                               DeviceStateError, DeviceTimeoutError, DriverOptions, ErrorReply, FolderReader, Frame,
-                               MicroCTError, ProtocolError, Transport, TriggerMode, VisaSettings, VisaTransport)
+from microct.driverkit import (
+    Clock,
+    CommunicationError,
+    ConfigurationError,
+    Detector,
+    DetectorCapabilities,
+    DeviceStateError,
+    DeviceTimeoutError,
+    DriverOptions,
+    ErrorReply,
+    FolderReader,
+    Frame,
+    MicroCTError,
+    ProtocolError,
+    Transport,
+    TriggerMode,
+    VisaSettings,
+    VisaTransport,
+)
 from microct.drivers.camserver import codec, models
 
 log = logging.getLogger("microct.drivers.camserver")

@@ -10,11 +10,24 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from microct.driverkit import (Clock, CommunicationError, ConfigurationError, Detector, DetectorCapabilities,
-                               DeviceTimeoutError, DriverOptions, Frame, ProtocolError, SerialSettings,
-                               SerialTransport, Transport, TriggerMode)
+from microct.driverkit import (
+    Clock,
+    CommunicationError,
+    ConfigurationError,
+    Detector,
+    DetectorCapabilities,
+    DeviceTimeoutError,
+    DriverOptions,
+    Frame,
+    ProtocolError,
+    SerialSettings,
+    SerialTransport,
+    Transport,
+    TriggerMode,
+)
 from microct.drivers.dexela import codec, models
 from microct.drivers.dexela.grabber import FolderChannel, FrameChannel, StreamChannel
+
 
 class DexelaOptions(DriverOptions):
     """``[detector.options]`` of the ``dexela`` driver. ``serial`` fields left out: 115200 baud, CR both ways."""

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from microct.driverkit import (Clock, CommunicationError, DeviceTimeoutError, FolderReader, ProtocolError,
-                               StreamReader)
-from microct.drivers.dexela.codec import (FRAME_HEADER, NO_FRAME, PIXEL_DTYPE, TRIGGER_SUFFIX, decode_pixels,
-                                          encode_frame_request, frame_file_name, next_frame_number,
-                                          parse_frame_header)
+from microct.driverkit import Clock, CommunicationError, DeviceTimeoutError, FolderReader, ProtocolError, StreamReader
+from microct.drivers.dexela.codec import (
+    FRAME_HEADER,
+    NO_FRAME,
+    PIXEL_DTYPE,
+    TRIGGER_SUFFIX,
+    decode_pixels,
+    encode_frame_request,
+    frame_file_name,
+    next_frame_number,
+    parse_frame_header,
+)
 
 log = logging.getLogger("microct.drivers.dexela")
 

@@ -16,11 +16,36 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from microct.driverkit import (Axis, AxisCapabilities, Clock, CommunicationError, ConfigurationError, DeviceStateError,
-                               DeviceTimeoutError, DriverOptions, Move, MoveEngine, ProtocolError, Status, Transport,
-                               VisaSettings, VisaTransport, move_duration_s)
-from microct.drivers.pi_gcs.codec import (STOPPED, TERMINATOR, encode_batch, encode_command, error_for, is_query,
-                                          parse_axis_values, parse_error_code, reply_end_counter, split_replies)
+from microct.driverkit import (
+    Axis,
+    AxisCapabilities,
+    Clock,
+    CommunicationError,
+    ConfigurationError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    DriverOptions,
+    Move,
+    MoveEngine,
+    ProtocolError,
+    Status,
+    Transport,
+    VisaSettings,
+    VisaTransport,
+    move_duration_s,
+)
+from microct.drivers.pi_gcs.codec import (
+    STOPPED,
+    TERMINATOR,
+    encode_batch,
+    encode_command,
+    error_for,
+    is_query,
+    parse_axis_values,
+    parse_error_code,
+    reply_end_counter,
+    split_replies,
+)
 from microct.drivers.pi_gcs.models import StageModel, stage_model
 
 VISA_DEFAULTS: dict[str, Any] = {"timeout_s": 7.0, "write_terminator": TERMINATOR.decode(),

@@ -12,12 +12,39 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from microct.driverkit import (Axis, AxisCapabilities, Clock, CommunicationError, ConfigurationError, DeviceFaultError,
-                               DeviceStateError, DeviceTimeoutError, DriverOptions, LimitError, MicroCTError, Move,
-                               MoveEngine, ProtocolError, SerialSettings, SerialTransport, Status, Transport)
-from microct.drivers.zaber.codec import (COMMAND_TERMINATOR, REJECTIONS, REPLY_TERMINATOR, WARNINGS, Reply,
-                                         encode_command, is_fault, parse_reply, position_to_steps, speed_to_data,
-                                         steps_to_position)
+from microct.driverkit import (
+    Axis,
+    AxisCapabilities,
+    Clock,
+    CommunicationError,
+    ConfigurationError,
+    DeviceFaultError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    DriverOptions,
+    LimitError,
+    MicroCTError,
+    Move,
+    MoveEngine,
+    ProtocolError,
+    SerialSettings,
+    SerialTransport,
+    Status,
+    Transport,
+)
+from microct.drivers.zaber.codec import (
+    COMMAND_TERMINATOR,
+    REJECTIONS,
+    REPLY_TERMINATOR,
+    WARNINGS,
+    Reply,
+    encode_command,
+    is_fault,
+    parse_reply,
+    position_to_steps,
+    speed_to_data,
+    steps_to_position,
+)
 from microct.drivers.zaber.models import StageModel, stage_model
 
 log = logging.getLogger("microct.drivers.zaber")

@@ -22,13 +22,13 @@ from rich.table import Table
 from microct import __version__
 from microct.config import load_config, parse_config
 from microct.errors import ConfigurationError, MicroCTError
+from microct.faults import load_fault_plan
 from microct.instruments import build_instruments
 from microct.journal import journal_path
-from microct.planner import FORMULA, plan_scan
-from microct.resume import stored_configuration
-from microct.faults import load_fault_plan
 from microct.options import parse_option
+from microct.planner import FORMULA, plan_scan
 from microct.registry import DRIVERS, SIMULATORS, driver_problems, entry_points_of, load_simulator
+from microct.resume import stored_configuration
 from microct.sequencer import run_scan
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
     where.add_argument("--tcp", "--port", dest="tcp", type=int, metavar="PORT",
                        help="serve on 127.0.0.1:PORT (0: a free port; for epics, the Channel Access server port)")
-    serve.add_argument("--prefix", default=None, help="PV prefix of the epics simulator: it serves PREFIX+XRAY: (tube), "
-                                                       "PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
+    serve.add_argument("--prefix", default=None, help="PV prefix of the epics simulator: it serves PREFIX+XRAY: "
+                                                       "(tube), PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
                                                        "PREFIX+DET1: (areaDetector); default CT:")
     serve.add_argument("--faults", metavar="FILE", help="inject faults: a TOML file with [[faults]] tables (kind, "
                                                          "device, trigger; microct.faults) and an optional "

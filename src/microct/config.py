@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microct.errors import ConfigurationError
-from microct.geometry import Geometry
-from microct.policies import RecoveryPolicy
 from microct.faults import Fault
+from microct.geometry import Geometry
 from microct.options import validation_message
+from microct.policies import RecoveryPolicy
 
 DEFAULT_CONFIG = "sim.toml"
 

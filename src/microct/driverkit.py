@@ -25,11 +25,28 @@ from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration
 from microct.devices.base import Device, DriverContext, NoOptions, Status
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, FrameFile, TriggerMode
 from microct.devices.motion import Move, MoveEngine
-from microct.devices.source import (SourceCapabilities, SourceState, SpotMode, XRaySource, check_operating_point,
-                                    target_power_w)
-from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultError, DeviceStateError,
-                            DeviceTimeoutError, ErrorReply, FrameLostError, InterlockError, LimitError,
-                            MicroCTError, ProtocolError, reworded)
+from microct.devices.source import (
+                                    SourceCapabilities,
+                                    SourceState,
+                                    SpotMode,
+                                    XRaySource,
+                                    check_operating_point,
+                                    target_power_w,
+)
+from microct.errors import (
+                                    CommunicationError,
+                                    ConfigurationError,
+                                    DeviceFaultError,
+                                    DeviceStateError,
+                                    DeviceTimeoutError,
+                                    ErrorReply,
+                                    FrameLostError,
+                                    InterlockError,
+                                    LimitError,
+                                    MicroCTError,
+                                    ProtocolError,
+                                    reworded,
+)
 from microct.options import DriverOptions, deep_merged, model_from_table, validation_message
 from microct.transport import LinkSettings, SerialSettings, SerialTransport, Transport, VisaSettings, VisaTransport
 from microct.transport.epics import ChannelAccess, configure_environment

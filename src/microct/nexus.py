@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import h5py
@@ -38,8 +38,8 @@ import numpy as np
 from microct import __version__
 from microct.devices.detector import FrameFile
 from microct.errors import MicroCTError
-from microct.journal import JournalWriter, header_record, journal_path
 from microct.geometry import CONVENTIONS, Geometry
+from microct.journal import JournalWriter, header_record, journal_path
 
 NXTOMO_VERSION = 1.5  # the layout version the ``nxtomo`` reader keys its paths on (entry @version)
 IMAGE_KEYS = {"projection": 0, "flat": 1, "dark": 2}
@@ -50,7 +50,7 @@ SERIES_CHUNK_CACHE_BYTES = 64 * 1024  # 8 chunks of a 1-D column (frames bypass 
 
 
 def iso_time(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,8 @@ class NXtomoWriter:
             raise MicroCTError(f"frame {index}: shape {frame.shape} differs from the file's {self.header.frame_shape}")
         data = self._data
         if data is None:
-            raise MicroCTError(f"frame {index}: {self.path} maps the detector's own files; its pixels cannot be written")
+            raise MicroCTError(f"frame {index}: {self.path} maps the detector's own files; its pixels cannot be "
+                               f"written")
         try:
             if self.pixel_check is not None:
                 self.pixel_check(index, info.image_key)

@@ -26,8 +26,14 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from microct.errors import (CommunicationError, DeviceFaultError, DeviceTimeoutError, InterlockError, MicroCTError,
-                            ProtocolError)
+from microct.errors import (
+    CommunicationError,
+    DeviceFaultError,
+    DeviceTimeoutError,
+    InterlockError,
+    MicroCTError,
+    ProtocolError,
+)
 
 
 class RecoveryPolicy(BaseModel):

@@ -11,8 +11,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from microct.recon import (DETECTOR, MissingDependencyError, ReconstructionError, default_grid, fdk_reconstruct,
-                           import_rtk, line_integrals, open_scan, read_geometry)
+from microct.recon import (
+    DETECTOR,
+    MissingDependencyError,
+    ReconstructionError,
+    default_grid,
+    fdk_reconstruct,
+    import_rtk,
+    line_integrals,
+    open_scan,
+    read_geometry,
+)
 
 FIGSIZE_IN = (15.0, 4.8)
 DPI = 100  # the PNG is FIGSIZE_IN × DPI = 1500 × 480 pixels

@@ -40,8 +40,9 @@ def load_driver(name: str, kind: str, field_name: str) -> type[Device]:
     the driver is of another kind, or the class lacks what the registry needs (naming what is missing)."""
     available = driver_entry_points()
     if name not in available:
-        raise ConfigurationError(f"{field_name}={name!r} is not a registered driver; "
-                                 f"registered {kind} drivers: {sorted(n for n in available if _kind(available[n]) == kind)}")
+        of_kind = sorted(n for n in available if _kind(available[n]) == kind)
+        raise ConfigurationError(f"{field_name}={name!r} is not a registered driver; registered {kind} drivers: "
+                                 f"{of_kind}")
     try:
         cls = available[name].load()
     except ImportError as error:  # a library the driver needs is not installed

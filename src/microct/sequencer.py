@@ -15,6 +15,7 @@ propagate unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -27,8 +28,16 @@ import numpy as np
 
 from microct.config import ScanConfig
 from microct.devices import Frame, SourceState, Status, TriggerMode
-from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError,
-                            FrameLostError, InterlockError, MicroCTError, ScanAborted)
+from microct.errors import (
+    ConfigurationError,
+    DeviceFaultError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    FrameLostError,
+    InterlockError,
+    MicroCTError,
+    ScanAborted,
+)
 from microct.instruments import Instruments
 from microct.journal import scan_header_fields
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
@@ -377,7 +386,7 @@ class Sequencer:
         self._pending_move = None
         for i, target in enumerate(angles):
             following = angles[i + 1] if i + 1 < len(angles) else None
-            self._step(f"projection at {target:g} deg", lambda: self._projection(target, following))
+            self._step(f"projection at {target:g} deg", functools.partial(self._projection, target, following))
 
     def _projection(self, target: float, following: float | None) -> None:
         """Move to ``target`` (unless the move is under way), settle, expose, check the tube, start the

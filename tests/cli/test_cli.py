@@ -158,6 +158,6 @@ def test_sim_serve_refuses_a_fault_it_cannot_play(name, options, played, unplaye
     arguments = [item.format(tmp=tmp_path) for item in options]
     assert main(["sim", "serve", name, *arguments, "--faults", str(faults)]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"sim serve {name}: --faults {faults}: faults.1.device='{unplayed[1]}': this simulator does not simulate it" \
-        in err
+    refusal = f"faults.1.device='{unplayed[1]}': this simulator does not simulate it"
+    assert f"sim serve {name}: --faults {faults}: {refusal}" in err
     assert f"(it plays the faults of {plays})" in err

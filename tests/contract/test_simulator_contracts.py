@@ -7,15 +7,21 @@ take no wall-clock time.
 import pytest
 
 from microct.clock import SimulatedClock
-from microct.devices.source import SourceState
+from microct.devices.source import SourceState, SpotMode
 from microct.geometry import Geometry
-from microct.simulators.bench import Bench
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
-from microct.devices.source import SpotMode
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
-from microct.testing.contracts import (AxisContract, AxisFaultContract, DetectorContract, DetectorFaultContract,
-                                       SourceContract, SourceFaultContract, UnboundedAxisContract)
+from microct.testing.contracts import (
+    AxisContract,
+    AxisFaultContract,
+    DetectorContract,
+    DetectorFaultContract,
+    SourceContract,
+    SourceFaultContract,
+    UnboundedAxisContract,
+)
 
 
 @pytest.fixture

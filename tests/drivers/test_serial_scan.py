@@ -8,6 +8,7 @@ from importlib.resources import files
 
 import h5py
 import pytest
+from scan_helpers import Counting, Spoiled, aborted_file_events, after_requests, in_process_twin, load_nxtomo, structure
 
 from microct.config import parse_config
 from microct.devices import SourceState
@@ -18,8 +19,6 @@ from microct.sequencer import run_scan
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
-from scan_helpers import (Counting, Spoiled, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
-                          structure)
 
 FAST_ROTATION = {"max_speed": 720.0}  # deg/s: the same override for driver and simulator, to keep tests short
 TUBE = {"warmed_up": True, "ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e5, "seed": 1}

@@ -16,8 +16,6 @@ from microct.simulators.wire import WireServer
 from microct.testing.exchange import EchoResponder, assert_stale_replies_dropped
 from microct.transport import VisaSettings, VisaTransport
 
-
-
 PI_SIM = f"{Path(__file__).with_name('pi-gcs.sim.yaml')}@sim"
 """A VISA library given as a path: pyvisa-sim with a PI controller on GPIB0::4 and a VXI-11 address."""
 

@@ -9,6 +9,7 @@ from importlib.resources import files
 
 import h5py
 import pytest
+from scan_helpers import Counting, Spoiled, aborted_file_events, after_requests, in_process_twin, load_nxtomo, structure
 
 from microct.config import parse_config
 from microct.devices import SourceState
@@ -18,8 +19,6 @@ from microct.sequencer import run_scan
 from microct.simulators.pi_gcs import PIResponder
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
-from scan_helpers import (Counting, Spoiled, aborted_file_events, after_requests, in_process_twin, load_nxtomo,
-                          structure)
 
 GENERATOR = {"ramp_kv_per_s": 1e4, "ramp_ua_per_s": 1e6, "seed": 1}
 SMALL_SCAN = {"n_projections": 12, "exposure_s": 0.01, "n_darks": 3, "n_flats": 3, "settle_s": 0.0,

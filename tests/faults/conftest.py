@@ -4,7 +4,6 @@ sequencer tests' ``make_scan``."""
 from __future__ import annotations
 
 import pytest
-
 from fault_helpers import Rig, build_rig, make_scan  # noqa: F401  (make_scan: a fixture, registered here)
 
 

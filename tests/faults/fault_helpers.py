@@ -10,8 +10,8 @@ from pathlib import Path
 from microct.clock import SimulatedClock
 from microct.devices.source import SourceState
 from microct.geometry import Geometry
-from microct.simulators.bench import Bench
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions

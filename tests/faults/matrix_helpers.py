@@ -32,6 +32,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from fault_helpers import merged
 
 from microct.config import ScanConfig, parse_config
 from microct.geometry import Geometry
@@ -39,8 +40,6 @@ from microct.instruments import Instruments, build_instruments
 from microct.simulators.bench import schedule_of
 from microct.simulators.faults import Fault, FaultSchedule, Hit
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
-
-from fault_helpers import merged
 
 SCAN = {"n_projections": 4, "n_darks": 1, "n_flats": 1, "references_at": "start", "exposure_s": 0.01,
         "binning": 1, "settle_s": 0.0, "stable_hold_s": 0.05, "sample_out_position_mm": 8.0, "move_timeout_s": 1.0,

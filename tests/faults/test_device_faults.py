@@ -9,20 +9,27 @@ import errno
 import h5py
 import numpy as np
 import pytest
+from fault_helpers import EXPOSURE_S, SAMPLE_OUT_MM
 
 from microct.clock import Clock
 from microct.devices.axis import move_duration_s
 from microct.devices.source import SourceState
-from microct.errors import (CommunicationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError,
-                            FrameLostError, InterlockError, MicroCTError, ProtocolError)
+from microct.errors import (
+    CommunicationError,
+    DeviceFaultError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    FrameLostError,
+    InterlockError,
+    MicroCTError,
+    ProtocolError,
+)
 from microct.geometry import Geometry
 from microct.nexus import FrameInfo, NXtomoWriter, ScanHeader
 from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.faults import FaultSchedule, WriterFaults
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
-
-from fault_helpers import EXPOSURE_S, SAMPLE_OUT_MM
 
 DARK_MEAN = 105.0  # dark offset + 1 s of dark current, counts
 

@@ -19,12 +19,20 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from matrix_helpers import (
+    BACKENDS,
+    BENCHES,
+    DARKS,
+    FIRST_PROJECTION,
+    FLATS,
+    PROJECTIONS,
+    WIRE_DETECTORS,
+    ScanFile,  # noqa: F401  (an autouse fixture)
+    read_scan,
+)
 
 from microct.errors import ScanAborted
 from microct.sequencer import run_scan
-
-from matrix_helpers import (BACKENDS, BENCHES, DARKS, FIRST_PROJECTION, FLATS, PROJECTIONS, WIRE_DETECTORS,
-                            ScanFile, no_pause_after_closing_a_socket, read_scan)  # noqa: F401  (an autouse fixture)
 
 PLANNED = DARKS + FLATS + PROJECTIONS
 P = FIRST_PROJECTION  # file index of projection 0

@@ -15,15 +15,22 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 import pytest
+from fault_helpers import NO_RECOVERY, SIM, SMALL, merged
 
 from microct.config import parse_config
-from microct.errors import (CommunicationError, DeviceFaultError, DeviceTimeoutError, FrameLostError,
-                            InterlockError, MicroCTError, ProtocolError, ScanAborted)
+from microct.errors import (
+    CommunicationError,
+    DeviceFaultError,
+    DeviceTimeoutError,
+    FrameLostError,
+    InterlockError,
+    MicroCTError,
+    ProtocolError,
+    ScanAborted,
+)
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
 from microct.simulators.bench import schedule_of
-
-from fault_helpers import NO_RECOVERY, SIM, SMALL, merged
 
 DARKS, FLATS, PROJECTIONS = 3, 4, 12
 FIRST_PROJECTION = DARKS + FLATS  # frame number (and file index) of projection 0

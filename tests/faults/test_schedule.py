@@ -7,6 +7,7 @@ import textwrap
 from importlib.resources import files
 
 import pytest
+from fault_helpers import NO_RECOVERY, SIM, SMALL, merged
 
 from microct.config import load_config, parse_config
 from microct.devices.source import SourceState
@@ -14,8 +15,6 @@ from microct.errors import ConfigurationError, DeviceFaultError, ScanAborted
 from microct.instruments import build_instruments
 from microct.sequencer import run_scan
 from microct.simulators.faults import Fault, FaultSchedule
-
-from fault_helpers import NO_RECOVERY, SIM, SMALL, merged
 
 
 def config_with(*faults: dict):

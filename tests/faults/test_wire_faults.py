@@ -7,11 +7,11 @@ import re
 import time
 
 import pytest
+from matrix_helpers import no_pause_after_closing_a_socket  # noqa: F401  (an autouse fixture)
 
 from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
 from microct.drivers.zaber.driver import ZaberAxis, ZaberOptions
-from microct.errors import (CommunicationError, ConfigurationError, DeviceFaultError, DeviceTimeoutError,
-                            ProtocolError)
+from microct.errors import CommunicationError, ConfigurationError, DeviceFaultError, DeviceTimeoutError, ProtocolError
 from microct.simulators.epics_beamline import start_beamline
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.pi_gcs import PIResponder
@@ -19,8 +19,6 @@ from microct.simulators.wire import NOISE, WireServer
 from microct.simulators.zaber import ZaberResponder
 from microct.testing.exchange import EchoResponder
 from microct.transport import SerialSettings, SerialTransport, VisaSettings, VisaTransport
-
-from matrix_helpers import no_pause_after_closing_a_socket  # noqa: F401  (an autouse fixture)
 
 TIMEOUT_S = 0.2
 
@@ -115,7 +113,8 @@ def test_a_visa_socket_closed_by_the_device_is_a_lost_link_not_a_timeout_and_is_
     server, echo, _ = echo_server({"kind": "disconnect", "device": "source", "at_s": 0.0})
     with server:
         transport = visa_link(server)
-        with pytest.raises(CommunicationError, match="tube: reading the reply to 'a' .* the device closed the connection"):
+        with pytest.raises(CommunicationError,
+                           match="tube: reading the reply to 'a' .* the device closed the connection"):
             transport.query(b"a")
         assert transport.query(b"b") == [b"ECHO b"]
         transport.close()

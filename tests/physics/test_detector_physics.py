@@ -14,12 +14,12 @@ from scipy.special import erf
 
 from microct.clock import SimulatedClock
 from microct.config import parse_config
-from microct.options import deep_merged
 from microct.geometry import Geometry
 from microct.instruments import build_instruments
-from microct.simulators.bench import Bench
+from microct.options import deep_merged
 from microct.sequencer import run_scan
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 

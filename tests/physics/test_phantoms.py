@@ -8,8 +8,19 @@ import pytest
 from microct.errors import ConfigurationError
 from microct.geometry import Geometry
 from microct.simulators import phantoms
-from microct.simulators.phantoms import (BGA_LAYOUT, BUILTIN, Box, Cylinder, Ellipsoid, Phantom, get_phantom,
-                                         line_integrals, mu_at, phantom_from_spec, sphere)
+from microct.simulators.phantoms import (
+    BGA_LAYOUT,
+    BUILTIN,
+    Box,
+    Cylinder,
+    Ellipsoid,
+    Phantom,
+    get_phantom,
+    line_integrals,
+    mu_at,
+    phantom_from_spec,
+    sphere,
+)
 
 SOD, SDD = 100.0, 1000.0
 
@@ -184,8 +195,9 @@ def test_bga_layout_and_ground_truth():
 
 
 def test_bga_is_not_mirror_symmetric():
-    grid = np.stack(np.meshgrid(np.linspace(-2.5, 2.5, 101), np.linspace(-2.5, 2.5, 101), [BGA_LAYOUT.ball_centres_mm[0][2] + dz for dz in (-0.05, 0.0, 0.05)],
-                                indexing="ij"), axis=-1)
+    heights = [BGA_LAYOUT.ball_centres_mm[0][2] + dz for dz in (-0.05, 0.0, 0.05)]
+    grid = np.stack(np.meshgrid(np.linspace(-2.5, 2.5, 101), np.linspace(-2.5, 2.5, 101), heights, indexing="ij"),
+                    axis=-1)
     truth = mu_at(get_phantom("bga"), grid)
     for mirrored in (truth[::-1], truth[:, ::-1], truth.transpose(1, 0, 2), truth[::-1, ::-1].transpose(1, 0, 2)):
         assert not np.array_equal(truth, mirrored)

@@ -25,8 +25,14 @@ from microct.config import parse_config
 from microct.errors import MicroCTError
 from microct.geometry import Geometry
 from microct.instruments import build_instruments
-from microct.recon import (MissingDependencyError, corrected_projections, fdk_reconstruct, import_rtk,
-                           is_short_scan, rtk_geometry)
+from microct.recon import (
+    MissingDependencyError,
+    corrected_projections,
+    fdk_reconstruct,
+    import_rtk,
+    is_short_scan,
+    rtk_geometry,
+)
 from microct.sequencer import run_scan
 from microct.simulators.phantoms import Ellipsoid, Phantom, line_integrals, mu_at, spheres
 

@@ -11,8 +11,15 @@ from pydantic import BaseModel
 
 from microct.devices import Axis, AxisCapabilities
 from microct.errors import ConfigurationError
-from microct.registry import (DRIVERS, ENVIRONMENTS, SIMULATORS, driver_problems, entry_points_of, load_driver,
-                              load_simulator)
+from microct.registry import (
+    DRIVERS,
+    ENVIRONMENTS,
+    SIMULATORS,
+    driver_problems,
+    entry_points_of,
+    load_driver,
+    load_simulator,
+)
 
 BUILT_IN_SIMULATORS = ("hamamatsu", "zaber", "spellman", "pi", "camserver", "dexela", "epics")
 

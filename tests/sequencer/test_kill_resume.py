@@ -44,7 +44,8 @@ def test_fifty_kills_at_random_moments_and_every_resume_completes_the_scan(tmp_p
         got = contents(out)
         assert got["status"] == "complete"
         for name in SAME:  # same keys, angles, exposure, positions and tube current as without the kills
-            np.testing.assert_allclose(got[name], reference[name], atol=TOLERANCE.get(name, 1e-6), err_msg=f"{out}: {name}")
+            np.testing.assert_allclose(got[name], reference[name], atol=TOLERANCE.get(name, 1e-6),
+                                       err_msg=f"{out}: {name}")
         keys = got[SAME[0]]
         frames = got["data"].astype(float)
         assert frames.shape == reference["data"].shape
@@ -54,7 +55,8 @@ def test_fifty_kills_at_random_moments_and_every_resume_completes_the_scan(tmp_p
         resumed = [m for m in got["events"] if m.startswith("scan resumed")]
         assert len(resumed) <= run.kills  # (a kill before the first frame leaves nothing to resume)
         replayed += [int(m.split()[3]) for m in resumed]  # "scan resumed after N of M frames: ..."
-        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name)) == [out.name]  # no journal left
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name))
+        assert left == [out.name]  # no journal left
         kills += run.kills
         trials += 1
     assert kills >= KILLS

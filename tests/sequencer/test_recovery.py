@@ -3,12 +3,10 @@ costs a retake, not the scan; a fault that persists still aborts safely."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from test_safety import FAIL_AT, aborted_by, assert_safe_and_aborted, fail_on_projection
-
 from scan_file import events, read
+from test_safety import FAIL_AT, aborted_by, assert_safe_and_aborted, fail_on_projection
 
 from microct.devices import SourceState
 from microct.errors import CommunicationError, FrameLostError, ProtocolError

@@ -8,7 +8,6 @@ import os
 import h5py
 import numpy as np
 import pytest
-
 from scan_file import events, read
 
 from microct.errors import ConfigurationError, MicroCTError, ScanAborted

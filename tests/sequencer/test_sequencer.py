@@ -6,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 from nxtomo.application.nxtomo import NXtomo
-
 from scan_file import events, read
 
 from microct.devices import SourceState
@@ -75,8 +74,9 @@ def test_averaging_and_skipping_use_the_right_number_of_frames(make_scan, mocker
                                             "n_darks": 0, "n_projections": 3}})
     taken = []
     for method in ("skip", "acquire"):
-        mocker.patch.object(inst.detector, method, side_effect=lambda n, real=getattr(inst.detector, method),
-                            name=method: taken.append((name, n)) or real(n))
+        real = getattr(inst.detector, method)
+        mocker.patch.object(inst.detector, method, side_effect=lambda n, real=real, name=method:
+                            taken.append((name, n)) or real(n))
     run_scan(config, inst, out)
     assert taken == [("skip", 2), ("acquire", 4)] * 3
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from microct.clock import SimulatedClock
+from microct.devices.axis import move_duration_s
 from microct.devices.source import SourceState
 from microct.errors import DeviceStateError, InterlockError
 from microct.geometry import Geometry
-from microct.simulators.bench import Bench
-from microct.devices.axis import move_duration_s
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
+from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 

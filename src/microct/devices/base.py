@@ -157,7 +157,7 @@ class Device(abc.ABC):
             raise
         self._connected = True
 
-    def _after_connect(self) -> None:
+    def _after_connect(self) -> None:  # noqa: B027 - a hook with nothing to do by default, not abstract
         """Bring base-class state and device into agreement once the link is open (interfaces override)."""
 
     def close(self) -> None:

@@ -18,8 +18,7 @@ from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorHook, SimulatedDetectorOptions
 from microct.simulators.faults import DeviceFaults, FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceHook, SimulatedSourceOptions
-from microct.simulators.wire import (LOOPBACK, Connection, Responder, WireServer, WireSimulator,
-                                     stopped_by_limit_switch)
+from microct.simulators.wire import LOOPBACK, Connection, Responder, WireServer, WireSimulator, stopped_by_limit_switch
 
 __all__ = ["LOOPBACK", "Bench", "Connection", "DeviceFaults", "FaultSchedule", "Responder", "SimulatedAxis",
            "SimulatedAxisHook", "SimulatedAxisOptions", "SimulatedDetector", "SimulatedDetectorHook",

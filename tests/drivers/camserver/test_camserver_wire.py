@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from scan_helpers import sim_serve
+
+from microct.devices.base import DriverContext
 from microct.devices.detector import Detector
 from microct.driverkit import ErrorReply
 from microct.drivers.camserver import codec
 from microct.drivers.camserver.driver import CamserverDetector, CamserverOptions
 from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutError, MicroCTError, ProtocolError
-from microct.devices.base import DriverContext
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.camserver import CamserverResponder
 from microct.simulators.faults import FaultSchedule

@@ -10,12 +10,30 @@ import pytest
 from pydantic import ValidationError
 
 from microct.devices.detector import TriggerMode
-from microct.drivers.dexela.codec import (EXPOSURE_RANGE_S, TRIGGER_SUFFIX, Request, decode_pixels, encode_frame,
-                                          encode_frame_request, encode_read, encode_write, exposure_to_ticks,
-                                          format_reply, frame_file_name, frame_file_number, join_words,
-                                          parse_frame_header, parse_frame_request, parse_read_reply, parse_request,
-                                          parse_write_reply, split_words, trigger_code, with_full_well,
-                                          with_trigger_code)
+from microct.drivers.dexela.codec import (
+    EXPOSURE_RANGE_S,
+    TRIGGER_SUFFIX,
+    Request,
+    decode_pixels,
+    encode_frame,
+    encode_frame_request,
+    encode_read,
+    encode_write,
+    exposure_to_ticks,
+    format_reply,
+    frame_file_name,
+    frame_file_number,
+    join_words,
+    parse_frame_header,
+    parse_frame_request,
+    parse_read_reply,
+    parse_request,
+    parse_write_reply,
+    split_words,
+    trigger_code,
+    with_full_well,
+    with_trigger_code,
+)
 from microct.drivers.dexela.driver import DexelaDetector, DexelaOptions
 from microct.drivers.dexela.grabber import FolderChannel
 from microct.errors import CommunicationError, DeviceTimeoutError, LimitError, ProtocolError

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scan_helpers import sim_serve
+
 from microct.devices.detector import TriggerMode
 from microct.drivers.dexela.driver import DexelaDetector, DexelaOptions
 from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
 from microct.simulators.dexela import DexelaResponder
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.wire import WireServer
-from microct.testing.contracts import DetectorContract, DetectorFaultContract
-from microct.testing.contracts import within
+from microct.testing.contracts import DetectorContract, DetectorFaultContract, within
 from microct.testing.rigs import SERIAL_LINKS
 
 SIZE = {"rows": 32, "columns": 48}

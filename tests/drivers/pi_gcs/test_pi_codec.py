@@ -10,14 +10,33 @@ import pytest
 from pydantic import ValidationError
 
 from microct.driverkit import MoveEngine
-from microct.drivers.pi_gcs.codec import (ERRORS, encode_batch, encode_command, error_for, format_line,
-                                          format_moving_mask, format_number, format_values, is_last_line, is_query,
-                                          parse_axis_values, parse_command, parse_error_code, reply_end_counter,
-                                          split_replies)
+from microct.drivers.pi_gcs.codec import (
+    ERRORS,
+    encode_batch,
+    encode_command,
+    error_for,
+    format_line,
+    format_moving_mask,
+    format_number,
+    format_values,
+    is_last_line,
+    is_query,
+    parse_axis_values,
+    parse_command,
+    parse_error_code,
+    reply_end_counter,
+    split_replies,
+)
 from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
 from microct.drivers.pi_gcs.models import STAGES, stage_model
-from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError, LimitError,
-                            ProtocolError)
+from microct.errors import (
+    ConfigurationError,
+    DeviceFaultError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    LimitError,
+    ProtocolError,
+)
 from microct.testing.exchange import scripted_transport
 from microct.transport import SerialSettings
 

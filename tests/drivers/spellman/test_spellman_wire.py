@@ -120,8 +120,8 @@ class TestContractUX(_ContractOverVisa):
 
 
 def test_the_ux_fault_stays_until_cleared_at_the_generator(rig):
-    """What the uX does instead of the contract's reset (see TestContractUX.clears_faults_remotely): the fault latches, beam on is
-    refused, reset() names the missing command and sends nothing."""
+    """What the uX does instead of the contract's reset (see TestContractUX.clears_faults_remotely): the fault
+    latches, beam on is refused, reset() names the missing command and sends nothing."""
     r = rig({"model": "uX50"}, model="uX50")
     on_and_settled(r, voltage_kv=30, current_ua=1000)
     r.tube.trigger_overload()

@@ -8,14 +8,35 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from microct.drivers.zaber.codec import (CLEARED_BY_WARNINGS_CLEAR, Command, Info, Reply, checksum, data_to_speed,
-                                         encode_command, format_reply, format_warnings, highest_warning, is_fault,
-                                         parse_command, parse_reply, parse_warnings, position_to_steps, speed_to_data,
-                                         steps_to_position)
+from microct.drivers.zaber.codec import (
+    CLEARED_BY_WARNINGS_CLEAR,
+    Command,
+    Info,
+    Reply,
+    checksum,
+    data_to_speed,
+    encode_command,
+    format_reply,
+    format_warnings,
+    highest_warning,
+    is_fault,
+    parse_command,
+    parse_reply,
+    parse_warnings,
+    position_to_steps,
+    speed_to_data,
+    steps_to_position,
+)
 from microct.drivers.zaber.driver import ZaberAxis, ZaberOptions
 from microct.drivers.zaber.models import STAGES, stage_model
-from microct.errors import (ConfigurationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError, LimitError,
-                            ProtocolError)
+from microct.errors import (
+    ConfigurationError,
+    DeviceFaultError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    LimitError,
+    ProtocolError,
+)
 from microct.testing.exchange import scripted_transport
 
 ROTARY, LINEAR = STAGES["X-RSW60A"], STAGES["X-LSM100A"]

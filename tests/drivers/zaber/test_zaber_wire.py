@@ -19,8 +19,14 @@ from scan_helpers import sim_serve, sim_served
 from microct.devices.base import Status
 from microct.drivers.zaber.codec import parse_reply, parse_warnings
 from microct.drivers.zaber.driver import ZaberAxis, ZaberOptions
-from microct.errors import (CommunicationError, DeviceFaultError, DeviceStateError, DeviceTimeoutError, LimitError,
-                            ProtocolError)
+from microct.errors import (
+    CommunicationError,
+    DeviceFaultError,
+    DeviceStateError,
+    DeviceTimeoutError,
+    LimitError,
+    ProtocolError,
+)
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
 from microct.testing.contracts import AxisContract, AxisFaultContract

@@ -12,8 +12,15 @@ import pytest
 from microct.devices.axis import Axis, move_duration_s
 from microct.devices.base import Status
 from microct.errors import DeviceFaultError, DeviceStateError, DeviceTimeoutError, LimitError, MicroCTError
-from microct.testing.contracts._support import (assert_not_called, eventually, names_range, record_calls,
-                                                settle, spy_on, within)
+from microct.testing.contracts._support import (
+    assert_not_called,
+    eventually,
+    names_range,
+    record_calls,
+    settle,
+    spy_on,
+    within,
+)
 from microct.testing.contracts.hooks import AxisHook
 from microct.testing.contracts.lifecycle import LifecycleContract
 

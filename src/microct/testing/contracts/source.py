@@ -13,8 +13,7 @@ import pytest
 
 from microct.devices.source import SourceCapabilities, SourceState, XRaySource, target_power_w
 from microct.errors import DeviceStateError, DeviceTimeoutError, InterlockError, LimitError, MicroCTError
-from microct.testing.contracts._support import (assert_not_called, eventually, names_range, record_calls,
-                                                spy_on, within)
+from microct.testing.contracts._support import assert_not_called, eventually, names_range, record_calls, spy_on, within
 from microct.testing.contracts.hooks import SourceHook
 from microct.testing.contracts.lifecycle import LifecycleContract
 
