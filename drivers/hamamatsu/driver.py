@@ -9,15 +9,15 @@ import threading
 import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from microct.driverkit import (
     Clock,
     ConfigurationError,
-    DriverOptions,
     ErrorReply,
+    ModelTableOptions,
     ProtocolError,
     SerialSettings,
     SerialTransport,
@@ -54,19 +54,21 @@ from microct.drivers.hamamatsu.codec import (
     parse_setpoints,
     parse_status,
 )
-from microct.drivers.hamamatsu.models import MODELS, TubeModel, tube_model
+from microct.drivers.hamamatsu.models import MODELS, TubeModel
 
 log = logging.getLogger("microct.drivers.hamamatsu")
 
 T = TypeVar("T")
 
 
-class HamamatsuOptions(DriverOptions):
-    """``[source.options]`` of the ``hamamatsu`` driver."""
+class HamamatsuOptions(ModelTableOptions):
+    """``[source.options]`` of the ``hamamatsu`` driver. ``overrides`` replace model-table fields, e.g.
+    ``{spot_modes = {small = {power_limit_w = 5.0}}}``."""
+
+    model_table: ClassVar = MODELS
+    table_key: ClassVar = "model"
 
     model: str = Field(default="L10711", description="a key of the model table: " + ", ".join(MODELS))
-    overrides: dict[str, Any] = Field(default_factory=dict, description="model-table fields to replace, "
-                                      "e.g. {spot_modes = {small = {power_limit_w = 5.0}}}")
     serial: SerialSettings = Field(default_factory=SerialSettings, description="line settings; the baud "
                                    "defaults to the model's, the timeout to timeout_s")
     timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply (s), unless serial.timeout_s is set")
@@ -81,14 +83,10 @@ class HamamatsuOptions(DriverOptions):
     time (connect warns otherwise). 0 disables it: then any such gap as long as the auto-stop time drops the
     beam (the sequencer sees an arc, retakes the frame, meets the same gap and aborts)."""
 
-    @model_validator(mode="after")
-    def _resolvable(self):
-        self.tube()
-        return self
-
     def tube(self) -> TubeModel:
-        """The model-table entry with the overrides; ConfigurationError naming a bad key."""
-        return tube_model(self.model, self.overrides)
+        """The model-table entry with the overrides."""
+        tube: TubeModel = self.table_entry()
+        return tube
 
     def serial_settings(self) -> SerialSettings:
         """The line settings: what ``serial`` sets, the model's baud and ``timeout_s`` for the rest."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from microct.driverkit import (
     Axis,
@@ -24,7 +24,7 @@ from microct.driverkit import (
     ConfigurationError,
     DeviceStateError,
     DeviceTimeoutError,
-    DriverOptions,
+    ModelTableOptions,
     Move,
     MoveEngine,
     ProtocolError,
@@ -46,19 +46,21 @@ from microct.drivers.pi_gcs.codec import (
     reply_end_counter,
     split_replies,
 )
-from microct.drivers.pi_gcs.models import StageModel, stage_model
+from microct.drivers.pi_gcs.models import STAGES, StageModel
 
 VISA_DEFAULTS: dict[str, Any] = {"timeout_s": 7.0, "write_terminator": TERMINATOR.decode(),
                                  "read_terminator": TERMINATOR.decode()}
 """LF both ways (sheet); 7 s, the time-out of PI's public client (sheet; PIPython pisocket.py)."""
 
 
-class PIOptions(DriverOptions):
+class PIOptions(ModelTableOptions):
     """Options of one PI axis. ``visa`` fields left out take VISA_DEFAULTS (LF terminators, 7 s)."""
+
+    model_table: ClassVar = STAGES
+    table_key: ClassVar = "stage"
 
     axis: str = Field(default="1", pattern=r"^[A-Za-z0-9_]{1,16}$", description="GCS axis identifier")
     stage: str = "U-651"
-    overrides: dict[str, Any] = Field(default_factory=dict, description="StageModel fields replacing the model's")
     visa: VisaSettings = Field(default_factory=VisaSettings)
     poll_interval_s: float = Field(default=0.02, gt=0, description="on-target polls while a move runs (s)")
     reference_on_connect: bool = Field(
@@ -71,19 +73,10 @@ class PIOptions(DriverOptions):
     def _axis_as_text(cls, axis: Any) -> Any:
         return str(axis) if isinstance(axis, int) and not isinstance(axis, bool) else axis
 
-    @field_validator("stage")
-    @classmethod
-    def _known_stage(cls, stage: str) -> str:
-        stage_model(stage)
-        return stage
-
-    @model_validator(mode="after")
-    def _valid_overrides(self):
-        self.stage_model()
-        return self
-
     def stage_model(self) -> StageModel:
-        return stage_model(self.stage, self.overrides)
+        """The stage-table entry with the overrides."""
+        stage: StageModel = self.table_entry()
+        return stage
 
     def visa_settings(self) -> VisaSettings:
         """``visa`` with VISA_DEFAULTS for what it leaves out."""

@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from microct.driverkit import (
     Clock,
     ConfigurationError,
     DeviceStateError,
-    DriverOptions,
     ErrorReply,
+    ModelTableOptions,
     ProtocolError,
     SourceState,
     Transport,
@@ -45,13 +45,15 @@ log = logging.getLogger("microct.drivers.spellman")
 T = TypeVar("T")
 
 
-class SpellmanOptions(DriverOptions):
-    """``[source.options]`` of the ``spellman`` driver."""
+class SpellmanOptions(ModelTableOptions):
+    """``[source.options]`` of the ``spellman`` driver. ``overrides`` replace model-table fields, e.g.
+    ``{spot_modes = {small = {power_limit_w = 600.0}}}``."""
+
+    model_table: ClassVar = MODELS
+    table_key: ClassVar = "model"
 
     model: str = Field(default="XRV160", description="a key of the model table: " + ", ".join(MODELS))
     family: Literal["XRV", "uX"] | None = Field(default=None, description="command set; default: the model's")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="model-table fields to replace, "
-                                      "e.g. {spot_modes = {small = {power_limit_w = 600.0}}}")
     checksum: bool | None = Field(default=None, description="frames carry the checksum; default: off on a "
                                   "TCPIP SOCKET resource, on otherwise (ASRL)")
     timeout_s: float = Field(default=2.0, gt=0, description="for a whole reply (s), unless visa.timeout_s is "
@@ -62,15 +64,13 @@ class SpellmanOptions(DriverOptions):
                                       "read_state and read_interlock_closed, and one monitor reply "
                                       "read_voltage_kv and read_current_ua (s); 0: never reused")
 
-    @model_validator(mode="after")
-    def _resolvable(self):
-        self.generator()
-        return self
-
-    def generator(self) -> GeneratorModel:
+    def table_entry(self) -> GeneratorModel:
         """The model-table entry with the overrides (and ``family``); ConfigurationError naming a bad key."""
         overrides = self.overrides if self.family is None else {**self.overrides, "family": self.family}
         return generator_model(self.model, overrides)
+
+    def generator(self) -> GeneratorModel:
+        return self.table_entry()
 
     def visa_settings(self, resource: str) -> VisaSettings:
         """The VISA settings for ``resource``: what ``visa`` sets; ETX terminators, ``timeout_s`` and, on

@@ -8,9 +8,9 @@ Zaber's ASCII protocol manual ("manual").
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from microct.driverkit import (
     Axis,
@@ -21,9 +21,9 @@ from microct.driverkit import (
     DeviceFaultError,
     DeviceStateError,
     DeviceTimeoutError,
-    DriverOptions,
     LimitError,
     MicroCTError,
+    ModelTableOptions,
     Move,
     MoveEngine,
     ProtocolError,
@@ -45,7 +45,7 @@ from microct.drivers.zaber.codec import (
     speed_to_data,
     steps_to_position,
 )
-from microct.drivers.zaber.models import StageModel, stage_model
+from microct.drivers.zaber.models import STAGES, StageModel
 
 log = logging.getLogger("microct.drivers.zaber")
 
@@ -56,31 +56,24 @@ _REJECTION_ERRORS: dict[str, type[MicroCTError]] = {
 """Error class per rejection reason; any other reason is a DeviceStateError (parked, busy, ...)."""
 
 
-class ZaberOptions(DriverOptions):
+class ZaberOptions(ModelTableOptions):
     """Options of one Zaber axis. ``serial`` fields left out take the stage model's defaults
     (its baud rate; LF out, CR LF in)."""
+
+    model_table: ClassVar = STAGES
+    table_key: ClassVar = "stage"
 
     device: int = Field(default=1, ge=1, le=99, description="device address in the daisy chain")
     axis: int = Field(default=1, ge=1, le=9)
     stage: str = "X-RSW60A"
-    overrides: dict[str, Any] = Field(default_factory=dict, description="StageModel fields replacing the model's")
     checksums: bool = False
     serial: SerialSettings = Field(default_factory=SerialSettings)
     poll_interval_s: float = Field(default=0.02, gt=0, description="status polls while a move runs (s)")
 
-    @field_validator("stage")
-    @classmethod
-    def _known_stage(cls, stage: str) -> str:
-        stage_model(stage)
-        return stage
-
-    @model_validator(mode="after")
-    def _valid_overrides(self):
-        self.stage_model()
-        return self
-
     def stage_model(self) -> StageModel:
-        return stage_model(self.stage, self.overrides)
+        """The stage-table entry with the overrides."""
+        stage: StageModel = self.table_entry()
+        return stage
 
     def serial_settings(self) -> SerialSettings:
         """``serial`` with the device's defaults for what it leaves out: the stage's baud rate, LF out

@@ -47,7 +47,7 @@ from microct.errors import (
                                     ProtocolError,
                                     reworded,
 )
-from microct.options import DriverOptions, deep_merged, model_from_table, validation_message
+from microct.options import DriverOptions, ModelTableOptions, deep_merged, model_from_table, validation_message
 from microct.transport import LinkSettings, SerialSettings, SerialTransport, Transport, VisaSettings, VisaTransport
 from microct.transport.epics import ChannelAccess, configure_environment
 from microct.transport.frames import FolderReader, StreamReader
@@ -60,7 +60,7 @@ __all__ = [
     # motion
     "Move", "MoveEngine",
     # options and model tables
-    "DriverOptions", "deep_merged", "model_from_table", "validation_message",
+    "DriverOptions", "ModelTableOptions", "deep_merged", "model_from_table", "validation_message",
     # transports
     "ChannelAccess", "FolderReader", "LinkSettings", "SerialSettings", "SerialTransport", "StreamReader",
     "Transport", "VisaSettings", "VisaTransport", "configure_environment",

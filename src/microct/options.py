@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microct.errors import ConfigurationError
 
@@ -23,14 +23,38 @@ class DriverOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ModelTableOptions(DriverOptions):
+    """Options that name an entry of a model table (the field ``table_key`` names, e.g. "stage" or
+    "model") and may replace its fields (``overrides``). Both are checked with the options, before
+    anything connects: ConfigurationError naming the key, the value and the known entries, or the
+    overridden field. A subclass sets ``model_table`` and ``table_key`` and declares the key's field."""
+
+    model_table: ClassVar[Mapping[str, BaseModel]]
+    table_key: ClassVar[str]
+    overrides: dict[str, Any] = Field(default_factory=dict, description="fields of the model-table entry to "
+                                                                        "replace, field by field")
+
+    @model_validator(mode="after")
+    def _table_entry_resolves(self):
+        self.table_entry()
+        return self
+
+    def table_entry(self) -> Any:
+        """The model-table entry the options name, with the overrides applied."""
+        return model_from_table(self.model_table, self.table_key, getattr(self, self.table_key), self.overrides)
+
+
 def _key_part(part: Any) -> str:
     """A part of a key path as written, quoted if it is empty or holds a newline or other control character."""
     text = str(part)
     return text if text.isprintable() and text.strip() else repr(text)
 
 
-def _describe(error: Any) -> str:
-    key = ".".join(_key_part(part) for part in error["loc"]) or "(top level)"
+def _describe(error: Any, prefix: str) -> str:
+    if not error["loc"]:  # a check of the whole table (a model validator): its message names the keys itself
+        where = prefix.rstrip(" .") or "(top level)"
+        return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+    key = prefix + ".".join(_key_part(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":
@@ -42,7 +66,7 @@ def _describe(error: Any) -> str:
 
 def validation_message(error: ValidationError, prefix: str = "") -> str:
     """One line per problem, each naming its key (with ``prefix``), value and rule."""
-    return "; ".join(f"{prefix}{_describe(e)}" for e in error.errors())
+    return "; ".join(_describe(e, prefix) for e in error.errors())
 
 
 def deep_merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import re
-import select
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -108,27 +103,3 @@ def in_process_twin(config: ScanConfig, out):
     return out
 
 
-@contextlib.contextmanager
-def sim_serve(name: str, *options: str, extra: tuple[str, ...] = (), timeout_s: float = 30.0) -> Iterator[int]:
-    """Run ``microct sim serve NAME --tcp 0 -O OPTION ... EXTRA...`` in its own process; yield the port of
-    the ``socket://127.0.0.1:PORT`` URL it prints (checked), and stop it afterwards."""
-    with sim_served(name, *options, extra=("--tcp", "0", *extra), timeout_s=timeout_s) as url:
-        match = re.fullmatch(r"socket://127\.0\.0\.1:(\d+)", url)
-        assert match, url
-        yield int(match[1])
-
-
-@contextlib.contextmanager
-def sim_served(name: str, *options: str, extra: tuple[str, ...] = (), timeout_s: float = 30.0) -> Iterator[str]:
-    """Run ``microct sim serve NAME -O OPTION ... EXTRA...`` in its own process; yield the first line it prints
-    (the pty path or the URL), and stop it afterwards."""
-    arguments = [item for option in options for item in ("-O", option)] + list(extra)
-    process = subprocess.Popen([sys.executable, "-m", "microct", "sim", "serve", name, *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-        assert ready, f"sim serve {name}: nothing printed within {timeout_s:g} s"
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

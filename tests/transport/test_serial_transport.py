@@ -9,7 +9,7 @@ import pytest
 
 from microct.errors import CommunicationError, DeviceTimeoutError
 from microct.simulators.wire import WireServer
-from microct.testing.exchange import EchoResponder, ScriptedPort, assert_stale_replies_dropped, scripted_transport
+from microct.testing.exchange import EchoResponder, Raw, ScriptedPort, assert_stale_replies_dropped, scripted_transport
 from microct.transport import SerialSettings, SerialTransport
 
 FAST = SerialSettings(timeout_s=0.2)
@@ -18,13 +18,13 @@ FAST = SerialSettings(timeout_s=0.2)
 
 
 def test_query_writes_terminated_bytes_and_strips_the_reply_terminator():
-    transport, port = scripted_transport([(b"STS\r", b"STS 2\r")], FAST)
+    transport, port = scripted_transport([(b"STS", b"STS 2")], FAST)
     assert transport.query(b"STS") == [b"STS 2"]
     port.assert_done()
 
 
 def test_stale_input_is_discarded_before_a_query():
-    transport, port = scripted_transport([(b"A\r", b"late\rA 1\r"), (b"B\r", b"B 2\r")], FAST)
+    transport, port = scripted_transport([(b"A", (b"late", b"A 1")), (b"B", b"B 2")], FAST)
     transport.write(b"A")  # the reply is never read: it is stale by the next query
     assert transport.query(b"B") == [b"B 2"]
 
@@ -65,13 +65,13 @@ def test_line_settings_reach_pyserial():
 
 
 def test_partial_reply_is_reported_in_the_timeout():
-    transport, port = scripted_transport([(b"GET\r", b"#1\r#2\r@0")], FAST)
+    transport, port = scripted_transport([(b"GET", (b"#1", b"#2", Raw(b"@0")))], FAST)
     with pytest.raises(DeviceTimeoutError, match=r"partial reply b'@0'"):
         transport.query(b"GET", replies=3)
 
 
 def test_no_reply_is_a_timeout_naming_the_command():
-    transport, _ = scripted_transport([(b"XON\r", None)], FAST)
+    transport, _ = scripted_transport([(b"XON", None)], FAST)
     with pytest.raises(DeviceTimeoutError, match="no complete reply to 'XON' within 0.2 s"):
         transport.query(b"XON")
 

@@ -14,15 +14,15 @@ from microct_smc100.driver import SERIAL_DEFAULTS, SMC100Axis, SMC100Options
 
 OPTIONS = {"overrides": {"max_velocity": 100.0}, "poll_interval_s": 0.005, "serial": {"timeout_s": 0.2}}
 
-IDENTIFY = [(b"1ID?\r\n", b"1IDURS75BCC\r\n"),
-            (b"1VE\r\n", b"1VE SMC - Controller-driver version 1.00r.\r\n")]  # the manual's VE example
-LIMITS = [(b"1SL?\r\n", b"1SL-100\r\n"), (b"1SR?\r\n", b"1SR100\r\n")]
-OK = b"1TE@\r\n"
+IDENTIFY = [(b"1ID?", b"1IDURS75BCC"),
+            (b"1VE", b"1VE SMC - Controller-driver version 1.00r.")]  # the manual's VE example
+LIMITS = [(b"1SL?", b"1SL-100"), (b"1SR?", b"1SR100")]
+OK = b"1TE@"
 
 
 def connected(script, **options):
     """A connected SMC100Axis on a scripted port that starts with a READY controller (no home search)."""
-    prologue = [*IDENTIFY, (b"1TS\r\n", b"1TS000033\r\n"), *LIMITS, (b"1VA100\r\n", None), (b"1TE\r\n", OK)]
+    prologue = [*IDENTIFY, (b"1TS", b"1TS000033"), *LIMITS, (b"1VA100", None), (b"1TE", OK)]
     axis, port = on_script(prologue + script, **options)
     axis.connect()
     return axis, port
@@ -47,13 +47,13 @@ def test_serial_defaults_are_the_manuals():
 def test_connect_to_a_controller_fresh_from_power_up_runs_the_home_search():
     axis, port = on_script([
         *IDENTIFY,
-        (b"1TS\r\n", b"1TS00000A\r\n"),  # NOT REFERENCED from reset (the manual's TS example)
-        (b"1OR\r\n", None), (b"1TE\r\n", OK),
-        (b"1TS\r\n", b"1TS00001E\r\n"),  # HOMING commanded from RS-232-C
-        (b"1TS\r\n", b"1TS000032\r\n"),  # READY from HOMING
-        (b"1VA100\r\n", None), (b"1TE\r\n", OK),
+        (b"1TS", b"1TS00000A"),  # NOT REFERENCED from reset (the manual's TS example)
+        (b"1OR", None), (b"1TE", OK),
+        (b"1TS", b"1TS00001E"),  # HOMING commanded from RS-232-C
+        (b"1TS", b"1TS000032"),  # READY from HOMING
+        (b"1VA100", None), (b"1TE", OK),
         *LIMITS,
-        (b"1VA100\r\n", None), (b"1TE\r\n", OK),  # the velocity, as every axis sends it once connected
+        (b"1VA100", None), (b"1TE", OK),  # the velocity, as every axis sends it once connected
     ])
     axis.connect()
     port.assert_done()
@@ -63,15 +63,15 @@ def test_connect_to_a_controller_fresh_from_power_up_runs_the_home_search():
 
 def test_absolute_and_relative_moves_velocity_and_stop():
     axis, port = connected([
-        (b"1VA50\r\n", None), (b"1TE\r\n", OK),
-        (b"1PA2.2\r\n", None), (b"1TE\r\n", OK),
-        (b"1TS\r\n", b"1TS000028\r\n"),  # MOVING
-        (b"1TS\r\n", b"1TS000033\r\n"),  # READY from MOVING
-        (b"1TP\r\n", b"1TP2.2\r\n"),
-        (b"1PR2.2\r\n", None), (b"1TE\r\n", OK),
-        (b"1TS\r\n", b"1TS000033\r\n"),
-        (b"1TP\r\n", b"1TP4.4\r\n"),
-        (b"1ST\r\n", None), (b"1TE\r\n", OK),
+        (b"1VA50", None), (b"1TE", OK),
+        (b"1PA2.2", None), (b"1TE", OK),
+        (b"1TS", b"1TS000028"),  # MOVING
+        (b"1TS", b"1TS000033"),  # READY from MOVING
+        (b"1TP", b"1TP2.2"),
+        (b"1PR2.2", None), (b"1TE", OK),
+        (b"1TS", b"1TS000033"),
+        (b"1TP", b"1TP4.4"),
+        (b"1ST", None), (b"1TE", OK),
     ])
     axis.set_velocity(50.0)
     axis.move_to(2.2, timeout_s=5)
@@ -82,7 +82,7 @@ def test_absolute_and_relative_moves_velocity_and_stop():
 
 
 def test_a_refused_move_raises_the_manuals_meaning():
-    axis, port = connected([(b"1PA-12.5\r\n", None), (b"1TE\r\n", b"1TEJ\r\n")])
+    axis, port = connected([(b"1PA-12.5", None), (b"1TE", b"1TEJ")])
     with pytest.raises(ErrorReply) as info:
         axis.start_move_to(-12.5)
     error = info.value
@@ -94,8 +94,8 @@ def test_a_refused_move_raises_the_manuals_meaning():
 
 
 def test_a_code_missing_from_the_manuals_list_is_explained_by_tb():
-    axis, port = connected([(b"1VA10\r\n", None), (b"1TE\r\n", b"1TEY\r\n"),
-                            (b"1TBY\r\n", b"1TBY Something newer firmware says\r\n")])
+    axis, port = connected([(b"1VA10", None), (b"1TE", b"1TEY"),
+                            (b"1TBY", b"1TBY Something newer firmware says")])
     with pytest.raises(ErrorReply, match=r"error Y \(Something newer firmware says\); velocity 10 deg/s"):
         axis.set_velocity(10.0)
     assert axis.velocity == 100.0
@@ -104,14 +104,14 @@ def test_a_code_missing_from_the_manuals_list_is_explained_by_tb():
 
 def test_an_end_of_run_fails_the_move_and_the_next_move_references_again():
     axis, port = connected([
-        (b"1PA50\r\n", None), (b"1TE\r\n", OK),
-        (b"1TS\r\n", b"1TS000028\r\n"),
-        (b"1TS\r\n", b"1TS00020F\r\n"),  # positive end of run; NOT REFERENCED from MOVING
-        (b"1OR\r\n", None), (b"1TE\r\n", OK),  # the next move: home search first
-        (b"1TS\r\n", b"1TS000032\r\n"),
-        (b"1VA100\r\n", None), (b"1TE\r\n", OK), *LIMITS,
-        (b"1PA50\r\n", None), (b"1TE\r\n", OK),
-        (b"1TS\r\n", b"1TS000033\r\n"),
+        (b"1PA50", None), (b"1TE", OK),
+        (b"1TS", b"1TS000028"),
+        (b"1TS", b"1TS00020F"),  # positive end of run; NOT REFERENCED from MOVING
+        (b"1OR", None), (b"1TE", OK),  # the next move: home search first
+        (b"1TS", b"1TS000032"),
+        (b"1VA100", None), (b"1TE", OK), *LIMITS,
+        (b"1PA50", None), (b"1TE", OK),
+        (b"1TS", b"1TS000033"),
     ])
     status = axis.start_move_to(50.0)
     with pytest.raises(DeviceFaultError, match=r"move to 50 deg failed: .*errors 0002 \(positive end of run\), "
@@ -123,8 +123,8 @@ def test_an_end_of_run_fails_the_move_and_the_next_move_references_again():
 
 
 def test_a_following_error_disables_the_controller_and_fails_the_move():
-    axis, port = connected([(b"1PA10\r\n", None), (b"1TE\r\n", OK),
-                            (b"1TS\r\n", b"1TS00203D\r\n")])  # following error; DISABLE from MOVING
+    axis, port = connected([(b"1PA10", None), (b"1TE", OK),
+                            (b"1TS", b"1TS00203D")])  # following error; DISABLE from MOVING
     with pytest.raises(DeviceFaultError, match=r"following error\), state 3D \(DISABLE from MOVING\)"):
         axis.move_to(10.0, timeout_s=5)
     port.assert_done()
@@ -132,33 +132,33 @@ def test_a_following_error_disables_the_controller_and_fails_the_move():
 
 def test_home_from_ready_reboots_the_controller_first():
     axis, port = connected([
-        (b"1TS\r\n", b"1TS000033\r\n"),
-        (b"1RS\r\n", None),  # no TE: the controller reboots
-        (b"1TS\r\n", None),  # silent while it initialises
-        (b"1TS\r\n", b"1TS00000A\r\n"),
-        (b"1OR\r\n", None), (b"1TE\r\n", OK),
-        (b"1TS\r\n", b"1TS000032\r\n"),
-        (b"1VA100\r\n", None), (b"1TE\r\n", OK), *LIMITS,
+        (b"1TS", b"1TS000033"),
+        (b"1RS", None),  # no TE: the controller reboots
+        (b"1TS", None),  # silent while it initialises
+        (b"1TS", b"1TS00000A"),
+        (b"1OR", None), (b"1TE", OK),
+        (b"1TS", b"1TS000032"),
+        (b"1VA100", None), (b"1TE", OK), *LIMITS,
     ])
     axis.home(timeout_s=5)
     port.assert_done()
 
 
 def test_home_while_moving_is_refused_without_a_command():
-    axis, port = connected([(b"1TS\r\n", b"1TS000028\r\n")])
+    axis, port = connected([(b"1TS", b"1TS000028")])
     with pytest.raises(DeviceStateError, match=r"state 28 \(MOVING\): stop\(\) first"):
         axis.home()
     port.assert_done()
 
 
 def test_stop_where_nothing_moves_ignores_the_controllers_refusal():
-    axis, port = connected([(b"1ST\r\n", None), (b"1TE\r\n", b"1TEH\r\n")])
+    axis, port = connected([(b"1ST", None), (b"1TE", b"1TEH")])
     axis.stop()
     port.assert_done()
 
 
 def test_without_auto_reference_moves_wait_for_home(caplog):
-    axis, port = on_script([*IDENTIFY, (b"1TS\r\n", b"1TS00000A\r\n")], auto_reference=False)
+    axis, port = on_script([*IDENTIFY, (b"1TS", b"1TS00000A")], auto_reference=False)
     with caplog.at_level(logging.WARNING, "microct_smc100.driver"):
         axis.connect()  # no home search, and VA held
     assert "not referenced: moves are refused until home()" in caplog.text

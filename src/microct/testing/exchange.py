@@ -1,13 +1,18 @@
 """Scripted byte exchanges: test a driver against the bytes a manual shows, without hardware.
 
-As PyMeasure's ``expected_protocol``: a ``ScriptedPort`` stands in for the
-pyserial port under a real ``SerialTransport``, checks every byte string the
-driver writes against the script and answers with the scripted reply::
+As PyMeasure's ``expected_protocol``: a ``ScriptedPort`` stands in for the pyserial port under a real
+``SerialTransport``, checks every byte string the driver writes against the script and answers with the
+scripted reply. Terminators are the link's, not the protocol's: a script lists commands and replies
+without them, and ``scripted_transport`` adds the write terminator to each command and the read
+terminator to each reply, as the transport's settings say::
 
-    transport, port = scripted_transport([(b"STS\\r", b"STS 2\\r")], settings)
+    transport, port = scripted_transport([(b"STS", b"STS 2")], SerialSettings(read_terminator="\r"))
     source = HamamatsuSource("tube", options, transport=transport)
     ...
     port.assert_done()
+
+A reply may be several replies (a tuple, each terminated), nothing (None: silence), or ``Raw`` bytes
+sent exactly as given (a reply cut short, line noise).
 """
 
 from __future__ import annotations
@@ -18,17 +23,26 @@ import time
 from microct.testing.waiting import wait_until
 from microct.transport.serial import SerialSettings, SerialTransport
 
-Step = tuple[bytes, bytes | None]
-"""(bytes the driver must write, the device's reply or None for silence)."""
+
+class Raw(bytes):
+    """Bytes sent or expected exactly as given: no terminator is added (a partial reply, line noise, a
+    single-byte command that has no terminator)."""
+
+
+Reply = bytes | tuple[bytes, ...] | None
+Step = tuple[bytes, Reply]
+"""(what the driver must write, the device's reply), both without the link's terminators."""
 
 _ids = itertools.count()
 
 
 class ScriptedPort:
-    """A fake pyserial port playing ``script`` in order. A write that differs fails the test at once."""
+    """A fake pyserial port playing ``script`` in order, adding ``write_terminator`` to each command and
+    ``read_terminator`` to each reply (not to ``Raw`` bytes). A write that differs fails the test at once."""
 
-    def __init__(self, script: list[Step]) -> None:
-        self.script = list(script)
+    def __init__(self, script: list[Step], write_terminator: bytes = b"", read_terminator: bytes = b"") -> None:
+        self.script = [(_terminated(command, write_terminator), _reply(reply, read_terminator))
+                       for command, reply in script]
         self.step = 0
         self.timeout = 1.0
         self._pending = bytearray()
@@ -66,10 +80,24 @@ class ScriptedPort:
                                               f"next expected {self.script[self.step][0]!r}"
 
 
+def _terminated(data: bytes, terminator: bytes) -> bytes:
+    return bytes(data) if isinstance(data, Raw) else data + terminator
+
+
+def _reply(reply: Reply, terminator: bytes) -> bytes | None:
+    if reply is None:
+        return None
+    if isinstance(reply, tuple):
+        return b"".join(_terminated(line, terminator) for line in reply)
+    return _terminated(reply, terminator)
+
+
 def scripted_transport(script: list[Step], settings: SerialSettings | None = None,
                        name: str = "scripted") -> tuple[SerialTransport, ScriptedPort]:
-    """An opened SerialTransport on a ScriptedPort playing ``script``."""
-    port = ScriptedPort(script)
+    """An opened SerialTransport on a ScriptedPort playing ``script`` (commands and replies without the
+    terminators of ``settings``, which the port adds)."""
+    settings = settings or SerialSettings()
+    port = ScriptedPort(script, settings.write_terminator.encode("latin-1"), settings.read_terminator.encode("latin-1"))
     transport = SerialTransport(f"scripted://{next(_ids)}", settings, name, port_factory=lambda *a, **k: port)
     transport.open()
     return transport, port

@@ -165,18 +165,18 @@ def test_a_resource_is_required():
 
 # -- the driver against scripted exchanges ------------------------------------------------------------------
 LINK = SerialSettings(timeout_s=0.05, read_terminator="\x18", write_terminator="\n")
-STARTING = b"15 OK  Starting 0.0010000 second background: 2011-Aug-04T15:27:22.593\x18"
-CONNECT = [(b"Version\n", b"24 OK Code release: 7.9.0\x18"), (b"ImgPath /ramdisk/x\n", b"10 OK /ramdisk/x/\x18"),
-           (b"ExpTime 0.0010000\n", b"15 OK Exposure time set to: 0.0010000 sec\x18"),   # the held 1 ms ...
-           (b"ExpPeriod 0.0020000\n", b"15 OK Exposure period set to: 0.0020000 sec\x18")]  # ... and the 2 ms minimum
+STARTING = b"15 OK  Starting 0.0010000 second background: 2011-Aug-04T15:27:22.593"
+CONNECT = [(b"Version", b"24 OK Code release: 7.9.0"), (b"ImgPath /ramdisk/x", b"10 OK /ramdisk/x/"),
+           (b"ExpTime 0.0010000", b"15 OK Exposure time set to: 0.0010000 sec"),   # the held 1 ms ...
+           (b"ExpPeriod 0.0020000", b"15 OK Exposure period set to: 0.0020000 sec")]  # ... and the 2 ms minimum
 ROWS, COLUMNS = 195, 487  # a 100K
 
 
 def series(first: int, n: int, last: int | None = None) -> list[tuple[bytes, bytes]]:
     """NImages (if given) and Exposure of ``n`` images from file number ``first``, answered 15 then 7."""
     last = first + n - 1 if last is None else last
-    return [(f"Exposure microct_{first:05d}.tif\n".encode(),
-             STARTING + f"7 OK /ramdisk/x/microct_{last:05d}.tif\x18".encode())]
+    return [(f"Exposure microct_{first:05d}.tif".encode(),
+             (STARTING, f"7 OK /ramdisk/x/microct_{last:05d}.tif".encode()))]
 
 
 def image(value: int) -> np.ndarray:
@@ -218,8 +218,8 @@ def test_connect_identifies_sets_the_image_path_and_the_held_exposure(tmp_path):
 
 
 def test_only_changed_settings_are_sent(tmp_path):
-    detector, port = connected([(b"ExpTime 0.5000000\n", b"15 OK Exposure time set to: 0.5000000 sec\x18"),
-                                (b"ExpPeriod 0.5009500\n", b"15 OK Exposure period set to: 0.5009500 sec\x18")],
+    detector, port = connected([(b"ExpTime 0.5000000", b"15 OK Exposure time set to: 0.5000000 sec"),
+                                (b"ExpPeriod 0.5009500", b"15 OK Exposure period set to: 0.5009500 sec")],
                                tmp_path)
     detector.set_exposure_s(0.001)  # as held: nothing sent
     detector.set_exposure_s(0.5)    # period = exposure + 0.95 ms
@@ -228,7 +228,7 @@ def test_only_changed_settings_are_sent(tmp_path):
 
 
 def test_acquire_reads_each_file_then_the_final_reply(tmp_path):
-    script = [(b"NImages 2\n", b"15 OK N images set to: 2\x18"), *series(0, 2),
+    script = [(b"NImages 2", b"15 OK N images set to: 2"), *series(0, 2),
               *series(2, 2)]  # NImages unchanged: not sent again
     detector, port = connected(script, tmp_path, {b"Exposure microct_00000.tif": tiffs(0, 10, 11),
                                                   b"Exposure microct_00002.tif": tiffs(2, 12, 13)})
@@ -243,7 +243,7 @@ def test_acquire_reads_each_file_then_the_final_reply(tmp_path):
 
 
 def test_keep_files_keeps_them_and_later_series_number_past_them(tmp_path):
-    script = [(b"NImages 1\n", b"15 OK N images set to: 1\x18"), *series(0, 1)]
+    script = [(b"NImages 1", b"15 OK N images set to: 1"), *series(0, 1)]
     detector, port = connected(script, tmp_path, {b"Exposure microct_00000.tif": tiffs(0, 1)}, keep_files=True)
     detector.acquire(1)
     assert [p.name for p in tmp_path.iterdir()] == ["microct_00000.tif"]
@@ -256,7 +256,7 @@ def test_keep_files_keeps_them_and_later_series_number_past_them(tmp_path):
 
 
 def test_an_err_reply_is_an_error_naming_the_command(tmp_path):
-    detector, _ = connected([(b"ExpTime 0.2000000\n", b"15 ERR ERROR: exposure time out of range\x18")], tmp_path)
+    detector, _ = connected([(b"ExpTime 0.2000000", b"15 ERR ERROR: exposure time out of range")], tmp_path)
     with pytest.raises(ErrorReply, match=r"detector 'det': 'ExpTime 0.2000000' was refused: "
                                          r"'15 ERR ERROR: exposure time out of range'"):
         detector.set_exposure_s(0.2)
@@ -264,7 +264,7 @@ def test_an_err_reply_is_an_error_naming_the_command(tmp_path):
 
 
 def test_access_denied_says_another_client_has_control(tmp_path):
-    transport, _ = scripted_transport([CONNECT[0], (b"ImgPath /ramdisk/x\n", b"1 ERR access denied\x18")], LINK)
+    transport, _ = scripted_transport([CONNECT[0], (b"ImgPath /ramdisk/x", b"1 ERR access denied")], LINK)
     detector = CamserverDetector("det", CamserverOptions(image_path="/ramdisk/x", local_image_path=str(tmp_path)),
                                  transport=transport)
     with pytest.raises(ErrorReply, match="'ImgPath /ramdisk/x' was refused: '1 ERR access denied'; another client "
@@ -279,8 +279,8 @@ def test_a_folder_this_pc_cannot_see_is_a_configuration_error(tmp_path):
 
 
 def test_a_missing_file_stops_the_series_with_k_and_names_the_file(tmp_path):
-    script = [(b"NImages 2\n", b"15 OK N images set to: 2\x18"), (b"Exposure microct_00000.tif\n", STARTING),
-              (b"K\n", b"13 ERR kill\x187 OK /ramdisk/x/microct_00000.tif\x18")]
+    script = [(b"NImages 2", b"15 OK N images set to: 2"), (b"Exposure microct_00000.tif", STARTING),
+              (b"K", (b"13 ERR kill", b"7 OK /ramdisk/x/microct_00000.tif"))]
     detector, port = connected(script, tmp_path, {b"Exposure microct_00000.tif": tiffs(0, 1)})
     with pytest.raises(DeviceTimeoutError, match=r"image file .*microct_00001.tif \(frame 2 of 2 of 'Exposure "
                                                  r"microct_00000.tif'\) did not appear within 0.5\d* s of the start; "
@@ -291,8 +291,8 @@ def test_a_missing_file_stops_the_series_with_k_and_names_the_file(tmp_path):
 
 
 def test_a_truncated_file_is_reported_with_its_size(tmp_path):
-    script = [(b"NImages 1\n", b"15 OK N images set to: 1\x18"), (b"Exposure microct_00000.tif\n", STARTING),
-              (b"K\n", b"13 OK kill\x187 OK /ramdisk/x/microct_00000.tif\x18")]
+    script = [(b"NImages 1", b"15 OK N images set to: 1"), (b"Exposure microct_00000.tif", STARTING),
+              (b"K", (b"13 OK kill", b"7 OK /ramdisk/x/microct_00000.tif"))]
     short = {"microct_00000.tif": codec.encode_tiff(image(1))[:5000]}
     detector, port = connected(script, tmp_path, {b"Exposure microct_00000.tif": short})
     with pytest.raises(DeviceTimeoutError, match=r"microct_00000.tif .* stayed incomplete \(5000 of 383956 bytes\)"):
@@ -306,8 +306,8 @@ def test_a_truncated_file_is_reported_with_its_size(tmp_path):
     (b"\0" * 383956, r"not a TIFF file"),
 ])
 def test_a_wrong_file_is_a_protocol_error_after_k(tmp_path, content, message):
-    script = [(b"NImages 1\n", b"15 OK N images set to: 1\x18"), (b"Exposure microct_00000.tif\n", STARTING),
-              (b"K\n", b"13 OK kill\x187 OK /ramdisk/x/microct_00000.tif\x18")]
+    script = [(b"NImages 1", b"15 OK N images set to: 1"), (b"Exposure microct_00000.tif", STARTING),
+              (b"K", (b"13 OK kill", b"7 OK /ramdisk/x/microct_00000.tif"))]
     detector, port = connected(script, tmp_path, {b"Exposure microct_00000.tif": {"microct_00000.tif": content}})
     with pytest.raises(ProtocolError, match=message + ".*K sent"):
         detector.acquire(1)
@@ -315,7 +315,7 @@ def test_a_wrong_file_is_a_protocol_error_after_k(tmp_path, content, message):
 
 
 def test_a_final_reply_naming_another_file_is_a_protocol_error(tmp_path):
-    script = [(b"NImages 1\n", b"15 OK N images set to: 1\x18"), *series(0, 1, last=7)]
+    script = [(b"NImages 1", b"15 OK N images set to: 1"), *series(0, 1, last=7)]
     detector, _ = connected(script, tmp_path, {b"Exposure microct_00000.tif": tiffs(0, 1)})
     with pytest.raises(ProtocolError, match=r"ended with '7 OK /ramdisk/x/microct_00007.tif', expected the last file "
                                             r"/ramdisk/x/microct_00000.tif"):
@@ -323,8 +323,8 @@ def test_a_final_reply_naming_another_file_is_a_protocol_error(tmp_path):
 
 
 def test_a_refused_exposure_names_it_and_needs_no_k(tmp_path):
-    script = [(b"NImages 1\n", b"15 OK N images set to: 1\x18"),
-              (b"Exposure microct_00000.tif\n", b"15 ERR ERROR: an exposure series is running (K stops it)\x18")]
+    script = [(b"NImages 1", b"15 OK N images set to: 1"),
+              (b"Exposure microct_00000.tif", b"15 ERR ERROR: an exposure series is running (K stops it)")]
     detector, port = connected(script, tmp_path)
     with pytest.raises(ErrorReply, match=r"'Exposure microct_00000.tif' was refused: '15 ERR ERROR: an exposure"):
         detector.acquire(1)

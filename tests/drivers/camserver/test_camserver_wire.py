@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from scan_helpers import sim_serve
 
 from microct.devices.base import DriverContext
 from microct.devices.detector import Detector
@@ -33,6 +32,7 @@ from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireServer
 from microct.testing import rigs
 from microct.testing.contracts import DetectorContract, DetectorFaultContract
+from microct.testing.rigs import sim_serve
 from microct.testing.waiting import wait_until
 
 IMAGE_PATH = "/ramdisk/microct"

@@ -44,8 +44,8 @@ from microct.transport import SerialSettings
 FAST = SerialSettings(baudrate=115200, timeout_s=0.05)
 # connect(): wake, full-well mode (register 3), trigger mode (register 0: software), exposure (the
 # range's low end, 1 ms = 100 units of 10 µs: register 11 low word, 12 high word)
-CONNECT = [(b"WC1\r", b"X\r"), (b"W000300000\r", b"X\r"), (b"W000000000\r", b"X\r"),
-           (b"W001100100\r", b"X\r"), (b"W001200000\r", b"X\r")]
+CONNECT = [(b"WC1", b"X"), (b"W000300000", b"X"), (b"W000000000", b"X"),
+           (b"W001100100", b"X"), (b"W001200000", b"X")]
 
 
 def options(tmp_path, **fields) -> DexelaOptions:
@@ -208,14 +208,14 @@ def test_connect_wakes_then_writes_full_well_trigger_and_exposure(tmp_path):
 
 
 def test_high_range_full_well_sets_bit_0x4(tmp_path):
-    connect = [CONNECT[0], (b"W000300004\r", b"X\r"), *CONNECT[2:]]
+    connect = [CONNECT[0], (b"W000300004", b"X"), *CONNECT[2:]]
     _, port = connected(tmp_path, [], connect=connect, full_well="high-range")
     port.assert_done()
 
 
 def test_exposure_writes_only_the_words_that_change(tmp_path):
-    detector, port = connected(tmp_path, [(b"W001134464\r", b"X\r"), (b"W001200001\r", b"X\r"),
-                                          (b"W001100000\r", b"X\r")])
+    detector, port = connected(tmp_path, [(b"W001134464", b"X"), (b"W001200001", b"X"),
+                                          (b"W001100000", b"X")])
     detector.set_exposure_s(1.0)      # 100000 units: both words change
     detector.set_exposure_s(1.0)      # the same: nothing sent (the script fails on any extra write)
     detector.set_exposure_s(0.65536)  # 65536 units: the high word is already 1
@@ -223,9 +223,9 @@ def test_exposure_writes_only_the_words_that_change(tmp_path):
     assert detector.exposure_s == 0.65536
 
 
-@pytest.mark.parametrize(("external_trigger", "sent"), [("edge", b"W000000096\r"), ("duration", b"W000000160\r")])
+@pytest.mark.parametrize(("external_trigger", "sent"), [("edge", b"W000000096"), ("duration", b"W000000160")])
 def test_trigger_modes_write_register_0(tmp_path, external_trigger, sent):
-    detector, port = connected(tmp_path, [(sent, b"X\r"), (b"W000000000\r", b"X\r")],
+    detector, port = connected(tmp_path, [(sent, b"X"), (b"W000000000", b"X")],
                                external_trigger=external_trigger)
     detector.set_trigger_mode(TriggerMode.EXTERNAL)
     detector.set_trigger_mode(TriggerMode.SOFTWARE)
@@ -243,8 +243,8 @@ def test_binning_is_1_only_and_sends_nothing(tmp_path):
 
 
 def test_an_e_reply_names_register_and_value_and_keeps_the_old_setting(tmp_path):
-    detector, port = connected(tmp_path, [(b"W001134464\r", b"E\r"), (b"W001134464\r", b"X\r"),
-                                          (b"W001200001\r", b"X\r")])
+    detector, port = connected(tmp_path, [(b"W001134464", b"E"), (b"W001134464", b"X"),
+                                          (b"W001200001", b"X")])
     with pytest.raises(ProtocolError, match=r"detector 'panel': Dexela refused 'W001134464': register 11 "
                                             r"\(exposure, low word\) = 34464 \(reply E\)"):
         detector.set_exposure_s(1.0)
@@ -254,20 +254,20 @@ def test_an_e_reply_names_register_and_value_and_keeps_the_old_setting(tmp_path)
 
 
 def test_a_garbled_reply_is_a_protocol_error_naming_the_command(tmp_path):
-    detector, _ = connected(tmp_path, [(b"W001134464\r", b"OK\r")])
+    detector, _ = connected(tmp_path, [(b"W001134464", b"OK")])
     with pytest.raises(ProtocolError, match=r"'W001134464' \(register 11 .*= 34464\): reply b'OK' is neither X"):
         detector.set_exposure_s(1.0)
 
 
 def test_no_reply_is_a_timeout_naming_the_command(tmp_path):
-    detector, _ = connected(tmp_path, [(b"W001134464\r", None)])
+    detector, _ = connected(tmp_path, [(b"W001134464", None)])
     with pytest.raises(DeviceTimeoutError, match=r"'W001134464' \(register 11 \(exposure, low word\) = 34464\) "
                                                  r"failed: .*no complete reply"):
         detector.set_exposure_s(1.0)
 
 
 def test_a_detector_that_does_not_wake_is_not_connected(tmp_path):
-    transport, _ = scripted_transport([(b"WC1\r", b"E\r")], FAST)
+    transport, _ = scripted_transport([(b"WC1", b"E")], FAST)
     detector = DexelaDetector("panel", options(tmp_path), transport=transport)
     with pytest.raises(ProtocolError, match=r"'WC1' \(wake-up\) answered b'E', not X"):
         detector.connect()
@@ -275,14 +275,14 @@ def test_a_detector_that_does_not_wake_is_not_connected(tmp_path):
 
 
 def test_verify_writes_reads_each_register_back(tmp_path):
-    connect = [CONNECT[0], CONNECT[1], (b"R1003\r", b"S00000\r"), CONNECT[2], (b"R1000\r", b"S00000\r"),
-               CONNECT[3], (b"R1011\r", b"S00100\r"), CONNECT[4], (b"R1012\r", b"S00000\r")]
+    connect = [CONNECT[0], CONNECT[1], (b"R1003", b"S00000"), CONNECT[2], (b"R1000", b"S00000"),
+               CONNECT[3], (b"R1011", b"S00100"), CONNECT[4], (b"R1012", b"S00000")]
     _, port = connected(tmp_path, [], connect=connect, verify_writes=True)
     port.assert_done()
 
 
 def test_verify_writes_fails_on_a_unit_that_reads_zeros(tmp_path):
-    connect = [CONNECT[0], (b"W000300004\r", b"X\r"), (b"R1003\r", b"S00000\r")]
+    connect = [CONNECT[0], (b"W000300004", b"X"), (b"R1003", b"S00000")]
     transport, _ = scripted_transport(connect, FAST)
     detector = DexelaDetector("panel", options(tmp_path, full_well="high-range", verify_writes=True),
                               transport=transport)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scan_helpers import sim_serve
 
 from microct.devices.detector import TriggerMode
 from microct.drivers.dexela.driver import DexelaDetector, DexelaOptions
@@ -20,7 +19,7 @@ from microct.simulators.dexela import DexelaResponder
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import DetectorContract, DetectorFaultContract, within
-from microct.testing.rigs import SERIAL_LINKS
+from microct.testing.rigs import SERIAL_LINKS, sim_serve
 
 SIZE = {"rows": 32, "columns": 48}
 

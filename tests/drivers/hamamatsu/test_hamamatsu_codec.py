@@ -23,10 +23,10 @@ from microct.transport import SerialSettings
 FAST = SerialSettings(baudrate=38400, timeout_s=0.1)
 # connect(): identify, adopt the device's set-points: 80 kV, 50 µA, middle focus (L10711: 10 W), then read
 # the auto-stop time (3 s, the manual's default).
-CONNECT = [(b"TYP\r", b"TYP L10711\r"), (b"SVI\r", b"SVI 80 50\r"), (b"SFC\r", b"SFC 1\r"),
-           (b"SAT\r", b"SAT 3\r")]
-STANDBY = (b"SAR\r", b"SAR 2 0 0 0 0 0 0\r")
-CLOSED = (b"SIN\r", b"SIN 0\r")
+CONNECT = [(b"TYP", b"TYP L10711"), (b"SVI", b"SVI 80 50"), (b"SFC", b"SFC 1"),
+           (b"SAT", b"SAT 3")]
+STANDBY = (b"SAR", b"SAR 2 0 0 0 0 0 0")
+CLOSED = (b"SIN", b"SIN 0")
 
 
 def connected(script, **options):
@@ -47,16 +47,16 @@ def test_connect_identifies_and_adopts_the_device_setpoints():
 
 def test_connect_sends_typ_again_once_when_a_freshly_powered_controller_answers_noc():
     # manual §10 2.: the first command after power-on is answered ERR 0 NOC (a connection check)
-    transport, port = scripted_transport([(b"TYP\r", b"ERR 0 NOC\r")] + CONNECT, FAST)
+    transport, port = scripted_transport([(b"TYP", b"ERR 0 NOC")] + CONNECT, FAST)
     source = HamamatsuSource("tube", transport=transport)
     source.connect()
     assert source.identity == "L10711" and source.connected
     port.assert_done()
 
 
-@pytest.mark.parametrize(("second", "code"), [(b"ERR 0 NOC\r", 0), (b"ERR 10 TYP\r", 10)])
+@pytest.mark.parametrize(("second", "code"), [(b"ERR 0 NOC", 0), (b"ERR 10 TYP", 10)])
 def test_connect_sends_typ_again_only_once_and_only_after_noc(second, code):
-    transport, port = scripted_transport([(b"TYP\r", b"ERR 0 NOC\r"), (b"TYP\r", second)], FAST)
+    transport, port = scripted_transport([(b"TYP", b"ERR 0 NOC"), (b"TYP", second)], FAST)
     source = HamamatsuSource("tube", transport=transport)
     with pytest.raises(ErrorReply) as info:
         source.connect()
@@ -65,23 +65,23 @@ def test_connect_sends_typ_again_only_once_and_only_after_noc(second, code):
     port.assert_done()
 
 
-@pytest.mark.parametrize("first", [b"ERR 10 TYP\r", b"ERR\r"])
+@pytest.mark.parametrize("first", [b"ERR 10 TYP", b"ERR"])
 def test_connect_does_not_repeat_typ_after_another_refusal(first):
-    transport, port = scripted_transport([(b"TYP\r", first)], FAST)
+    transport, port = scripted_transport([(b"TYP", first)], FAST)
     with pytest.raises(ErrorReply):
         HamamatsuSource("tube", transport=transport).connect()
     port.assert_done()
 
 
 def test_another_model_answering_is_a_warning(caplog):
-    transport, port = scripted_transport([(b"TYP\r", b"TYP L9181-02\r")] + CONNECT[1:], FAST)
+    transport, port = scripted_transport([(b"TYP", b"TYP L9181-02")] + CONNECT[1:], FAST)
     with caplog.at_level(logging.WARNING, "microct.drivers.hamamatsu"):
         HamamatsuSource("tube", HamamatsuOptions(model="L10711"), transport=transport).connect()
     assert "reports model 'L9181-02', the options configure 'L10711'" in caplog.text
 
 
 def test_unknown_focus_code_at_connect_names_the_codes():
-    transport, _ = scripted_transport(CONNECT[:2] + [(b"SFC\r", b"SFC 7\r")], FAST)
+    transport, _ = scripted_transport(CONNECT[:2] + [(b"SFC", b"SFC 7")], FAST)
     with pytest.raises(ProtocolError, match=r"source 'tube': 'SFC' reports focus mode 7; .* codes \[0, 1, 2\]"):
         HamamatsuSource("tube", transport=transport).connect()
 
@@ -115,7 +115,7 @@ def test_connect_reads_the_auto_stop_time_and_a_keepalive_under_half_of_it_is_qu
     (0.0, b"SAT 0", "SAT reports 0"),             # no auto stop: nothing to keep alive, the one warning
 ], ids=["half", "over-half", "slow-AST", "keepalive-off", "auto-stop-off", "both-off"])
 def test_connect_warns_of_an_auto_stop_disabled_or_a_keepalive_too_slow_for_it(caplog, keepalive_s, sat, warning):
-    transport, port = scripted_transport(CONNECT[:-1] + [(b"SAT\r", sat + b"\r")], FAST)
+    transport, port = scripted_transport(CONNECT[:-1] + [(b"SAT", sat + b"")], FAST)
     with caplog.at_level(logging.WARNING, "microct.drivers.hamamatsu"):
         HamamatsuSource("tube", HamamatsuOptions(keepalive_s=keepalive_s), transport=transport).connect()
     port.assert_done()
@@ -125,7 +125,7 @@ def test_connect_warns_of_an_auto_stop_disabled_or_a_keepalive_too_slow_for_it(c
 
 
 def test_a_controller_refusing_sat_connects_with_the_auto_stop_time_unknown(caplog):
-    transport, port = scripted_transport(CONNECT[:-1] + [(b"SAT\r", b"ERR 0 NOC\r")], FAST)
+    transport, port = scripted_transport(CONNECT[:-1] + [(b"SAT", b"ERR 0 NOC")], FAST)
     source = HamamatsuSource("tube", HamamatsuOptions(keepalive_s=2.0), transport=transport)
     with caplog.at_level(logging.WARNING, "microct.drivers.hamamatsu"):
         source.connect()
@@ -168,7 +168,7 @@ def test_a_garbled_sat_reply_names_it(reply, why):
 
 
 # -- the keepalive, on a simulated device clock (its timers fire inside clock.sleep) -------------------------
-KEEPALIVE = (b"SAR\r", b"SAR 3 80 50 0 0 0 0\r")
+KEEPALIVE = (b"SAR", b"SAR 3 80 50 0 0 0 0")
 
 
 def on_simulated_clock(script, **options):
@@ -181,7 +181,7 @@ def on_simulated_clock(script, **options):
 
 
 def test_the_keepalive_sends_sar_after_keepalive_s_without_an_exchange_and_its_reply_serves_reads():
-    source, port, clock = on_simulated_clock([CLOSED, KEEPALIVE, (b"XOF\r", b"XOF\r")])  # keepalive_s = 1.0
+    source, port, clock = on_simulated_clock([CLOSED, KEEPALIVE, (b"XOF", b"XOF")])  # keepalive_s = 1.0
     clock.sleep(0.6)
     assert source.read_interlock_closed()  # SIN at 0.6 s: the tick at 1.0 s sends nothing, waits to 1.6 s
     clock.sleep(0.99)
@@ -196,7 +196,7 @@ def test_the_keepalive_sends_sar_after_keepalive_s_without_an_exchange_and_its_r
 
 
 def test_a_keepalive_that_fails_warns_once_and_tries_again(caplog):
-    silent = (b"SAR\r", None)
+    silent = (b"SAR", None)
     source, port, clock = on_simulated_clock([silent, silent, KEEPALIVE, KEEPALIVE], keepalive_s=0.5,
                                              readback_max_age_s=0.0)
     with caplog.at_level(logging.INFO, "microct.drivers.hamamatsu"):
@@ -219,8 +219,8 @@ def test_keepalive_s_zero_sends_nothing_between_requests():
 
 
 def test_a_keepalive_reply_from_before_a_command_does_not_serve_reads_after_it():
-    source, port, clock = on_simulated_clock([(b"SAR\r", b"SAR 2 0 0 0 0 0 0\r"), (b"XON\r", b"XON\r"),
-                                              (b"SAR\r", b"SAR 3 80 50 0 0 0 0\r")], readback_max_age_s=60.0)
+    source, port, clock = on_simulated_clock([(b"SAR", b"SAR 2 0 0 0 0 0 0"), (b"XON", b"XON"),
+                                              (b"SAR", b"SAR 3 80 50 0 0 0 0")], readback_max_age_s=60.0)
     clock.sleep(1.0)  # the keepalive: standby
     source._do_beam_on()
     assert source.read_state() is SourceState.BEAM_ON
@@ -229,13 +229,13 @@ def test_a_keepalive_reply_from_before_a_command_does_not_serve_reads_after_it()
 
 # -- setters: exact bytes, echo checked ------------------------------------------------------------------
 @pytest.mark.parametrize(("call", "sent", "echo"), [
-    (lambda s: s.set_voltage_kv(90), b"HIV 090\r", b"HIV 090\r"),
-    (lambda s: s.set_voltage_kv(90), b"HIV 090\r", b"HIV 90\r"),     # L10711: the echo carries the value
-    (lambda s: s.set_voltage_kv(5), b"HIV 005\r", b"HIV\r"),          # an echo without the value
-    (lambda s: s.set_current_ua(60), b"CUR 060\r", b"CUR 060\r"),
-    (lambda s: s.set_current_ua(7), b"CUR 007\r", b"CUR 007\r"),
-    (lambda s: s.set_spot_mode("large"), b"CFS 2\r", b"CFS 2\r"),
-    (lambda s: s.set_spot_mode("small"), b"CFS 0\r", b"CFS 0\r"),     # 80 kV x 50 µA = 4 W: allowed in small
+    (lambda s: s.set_voltage_kv(90), b"HIV 090", b"HIV 090"),
+    (lambda s: s.set_voltage_kv(90), b"HIV 090", b"HIV 90"),     # L10711: the echo carries the value
+    (lambda s: s.set_voltage_kv(5), b"HIV 005", b"HIV"),          # an echo without the value
+    (lambda s: s.set_current_ua(60), b"CUR 060", b"CUR 060"),
+    (lambda s: s.set_current_ua(7), b"CUR 007", b"CUR 007"),
+    (lambda s: s.set_spot_mode("large"), b"CFS 2", b"CFS 2"),
+    (lambda s: s.set_spot_mode("small"), b"CFS 0", b"CFS 0"),     # 80 kV x 50 µA = 4 W: allowed in small
 ], ids=["HIV", "HIV-echo-value", "HIV-bare-echo", "CUR", "CUR-padded", "CFS-large", "CFS-small"])
 def test_setters_send_the_sheet_bytes(call, sent, echo):
     source, port = connected([(sent, echo)])
@@ -244,7 +244,7 @@ def test_setters_send_the_sheet_bytes(call, sent, echo):
 
 
 def test_fractional_setpoints_are_truncated_never_rounded_up(caplog):
-    source, port = connected([(b"CUR 022\r", b"CUR 022\r")])
+    source, port = connected([(b"CUR 022", b"CUR 022")])
     with caplog.at_level(logging.WARNING, "microct.drivers.hamamatsu"):
         source.set_current_ua(22.9)
     port.assert_done()
@@ -253,9 +253,9 @@ def test_fractional_setpoints_are_truncated_never_rounded_up(caplog):
 
 def test_configure_orders_the_commands_so_power_stays_within_every_mode():
     # 80 kV / 100 µA / middle (8 W) → 160 kV / 25 µA / small (4 W): HIV first would ask for 16 W
-    transport, port = scripted_transport([CONNECT[0], (b"SVI\r", b"SVI 80 100\r"), *CONNECT[2:],
-                                          (b"CUR 025\r", b"CUR 025\r"), (b"HIV 160\r", b"HIV 160\r"),
-                                          (b"CFS 0\r", b"CFS 0\r")], FAST)
+    transport, port = scripted_transport([CONNECT[0], (b"SVI", b"SVI 80 100"), *CONNECT[2:],
+                                          (b"CUR 025", b"CUR 025"), (b"HIV 160", b"HIV 160"),
+                                          (b"CFS 0", b"CFS 0")], FAST)
     source = HamamatsuSource("tube", transport=transport)
     source.connect()
     source.configure(voltage_kv=160, current_ua=25, spot_mode="small")
@@ -286,40 +286,40 @@ def test_codec_refuses_negative_whole_numbers():
 
 # -- actions ---------------------------------------------------------------------------------------------
 def test_beam_on_checks_state_and_interlock_then_sends_xon():
-    source, port = connected([STANDBY, CLOSED, (b"XON\r", b"XON\r")])
+    source, port = connected([STANDBY, CLOSED, (b"XON", b"XON")])
     source.beam_on()
     port.assert_done()
 
 
 def test_warm_up_sends_wup_when_warm_up_is_needed():
-    source, port = connected([CLOSED, (b"SAR\r", b"SAR 0 0 0 0 0 0 0\r"), (b"WUP\r", b"WUP\r")])
+    source, port = connected([CLOSED, (b"SAR", b"SAR 0 0 0 0 0 0 0"), (b"WUP", b"WUP")])
     source.warm_up()
     port.assert_done()
 
 
 def test_reset_sends_rst_and_beam_off_sends_xof():
-    source, port = connected([(b"RST\r", b"RST\r"), (b"XOF\r", b"XOF\r")])
+    source, port = connected([(b"RST", b"RST"), (b"XOF", b"XOF")])
     source.reset()
     source.beam_off()
     port.assert_done()
 
 
 def test_beam_off_never_raises_for_already_off():
-    source, port = connected([(b"XOF\r", b"ERR\r"), STANDBY])
+    source, port = connected([(b"XOF", b"ERR"), STANDBY])
     source.beam_off()
     port.assert_done()
 
 
 def test_beam_off_refused_with_x_rays_on_is_an_error():
-    source, port = connected([(b"XOF\r", b"ERR\r"), (b"SAR\r", b"SAR 3 80 50 0 0 0 0\r")])
+    source, port = connected([(b"XOF", b"ERR"), (b"SAR", b"SAR 3 80 50 0 0 0 0")])
     with pytest.raises(ErrorReply, match="'XOF' was answered 'ERR'.*state 'beam on'"):
         source.beam_off()
 
 
 def test_err_names_device_command_and_the_reason_from_snr():
     # standby when checked, then the filament starts preheating before XON arrives
-    source, port = connected([STANDBY, CLOSED, (b"XON\r", b"ERR\r"), (b"SAR\r", b"SAR 5 0 0 0 0 0 0\r"),
-                              (b"SNR\r", b"SNR 0 0 1 5\r")])
+    source, port = connected([STANDBY, CLOSED, (b"XON", b"ERR"), (b"SAR", b"SAR 5 0 0 0 0 0 0"),
+                              (b"SNR", b"SNR 0 0 1 5")])
     with pytest.raises(ErrorReply) as info:
         source.beam_on()
     assert str(info.value).startswith("source 'tube': 'XON' was answered 'ERR'")
@@ -328,7 +328,7 @@ def test_err_names_device_command_and_the_reason_from_snr():
 
 
 def test_setter_refused_by_the_device_names_command_and_state():
-    source, port = connected([(b"HIV 090\r", b"ERR\r"), STANDBY])
+    source, port = connected([(b"HIV 090", b"ERR"), STANDBY])
     with pytest.raises(ProtocolError, match=r"source 'tube': 'HIV 090' was answered 'ERR'.*state 'standby'"):
         source.set_voltage_kv(90)
     assert source.voltage_kv == 80.0  # the held set-point is unchanged
@@ -347,7 +347,7 @@ def test_setter_refused_by_the_device_names_command_and_state():
     (lambda s: s._do_beam_on(), b"XON", b"ERR 99 XON", 99, "not in the manual's error table"),
 ], ids=["HIV-20", "CUR-40", "CUR-30", "CFS-20", "WUP-10", "XON-10", "XON-NOC", "XON-unknown-code"])
 def test_a_coded_refusal_is_error_reply_with_code_meaning_command_and_state(call, sent, reply, code, meaning):
-    source, port = connected([(sent + b"\r", reply + b"\r"), STANDBY])
+    source, port = connected([(sent + b"", reply + b""), STANDBY])
     with pytest.raises(ErrorReply) as info:
         call(source)
     assert (info.value.code, info.value.meaning, info.value.command) == (code, meaning, sent.decode())
@@ -358,8 +358,8 @@ def test_a_coded_refusal_is_error_reply_with_code_meaning_command_and_state(call
 
 
 def test_a_coded_refusal_in_not_ready_names_the_cause_from_snr():
-    source, port = connected([STANDBY, CLOSED, (b"XON\r", b"ERR 10 XON\r"), (b"SAR\r", b"SAR 5 0 0 0 0 0 0\r"),
-                              (b"SNR\r", b"SNR 0 0 1 5\r")])
+    source, port = connected([STANDBY, CLOSED, (b"XON", b"ERR 10 XON"), (b"SAR", b"SAR 5 0 0 0 0 0 0"),
+                              (b"SNR", b"SNR 0 0 1 5")])
     with pytest.raises(ErrorReply) as info:
         source.beam_on()
     assert info.value.code == 10
@@ -368,18 +368,18 @@ def test_a_coded_refusal_in_not_ready_names_the_cause_from_snr():
 
 
 def test_xof_refused_with_code_while_off_is_not_an_error():
-    source, port = connected([(b"XOF\r", b"ERR 10 XOF\r"), STANDBY])
+    source, port = connected([(b"XOF", b"ERR 10 XOF"), STANDBY])
     source.beam_off()
     port.assert_done()
 
 
 def test_rst_refused_outside_overload_is_not_an_error_but_in_overload_it_is():
     # manual A11: RST is answered ERR 10 RST in every state but overload (STS 4): nothing to clear
-    source, port = connected([(b"RST\r", b"ERR 10 RST\r"), STANDBY])
+    source, port = connected([(b"RST", b"ERR 10 RST"), STANDBY])
     source.reset()
     port.assert_done()
-    overload = (b"SAR\r", b"SAR 4 0 0 0 0 0 0\r")
-    source, port = connected([(b"RST\r", b"ERR 10 RST\r"), overload])
+    overload = (b"SAR", b"SAR 4 0 0 0 0 0 0")
+    source, port = connected([(b"RST", b"ERR 10 RST"), overload])
     with pytest.raises(ErrorReply, match=r"'RST' was answered 'ERR 10 RST'.*state 'fault / overload'"):
         source.reset()
     port.assert_done()
@@ -387,7 +387,7 @@ def test_rst_refused_outside_overload_is_not_an_error_but_in_overload_it_is():
 
 # -- read-backs: one SAR for state, kV and µA ----------------------------------------------------------
 def test_state_voltage_and_current_share_one_sar():
-    source, port = connected([(b"SAR\r", b"SAR 3 79.8 49.6 12 1 0 0\r")])
+    source, port = connected([(b"SAR", b"SAR 3 79.8 49.6 12 1 0 0")])
     assert source.read_state() is SourceState.BEAM_ON
     assert source.read_voltage_kv() == 79.8
     assert source.read_current_ua() == 49.6
@@ -395,7 +395,7 @@ def test_state_voltage_and_current_share_one_sar():
 
 
 def test_a_command_in_between_discards_the_shared_sar():
-    source, port = connected([STANDBY, (b"XON\r", b"XON\r"), (b"SAR\r", b"SAR 3 80 50 0 0 0 0\r")])
+    source, port = connected([STANDBY, (b"XON", b"XON"), (b"SAR", b"SAR 3 80 50 0 0 0 0")])
     assert source.read_state() is SourceState.STANDBY
     source._do_beam_on()
     assert source.read_state() is SourceState.BEAM_ON
@@ -403,7 +403,7 @@ def test_a_command_in_between_discards_the_shared_sar():
 
 
 def test_readback_max_age_zero_reads_sar_each_time():
-    sar = (b"SAR\r", b"SAR 3 80 50 0 0 0 0\r")
+    sar = (b"SAR", b"SAR 3 80 50 0 0 0 0")
     source, port = connected([sar, sar], readback_max_age_s=0)
     source.read_voltage_kv()
     source.read_current_ua()
@@ -411,14 +411,14 @@ def test_readback_max_age_zero_reads_sar_each_time():
 
 
 def test_interlock_from_sin():
-    source, port = connected([CLOSED, (b"SIN\r", b"SIN 1\r")])
+    source, port = connected([CLOSED, (b"SIN", b"SIN 1")])
     assert source.read_interlock_closed() is True
     assert source.read_interlock_closed() is False
     port.assert_done()
 
 
 def test_not_ready_state_logs_the_reason_from_snr(caplog):
-    source, port = connected([(b"SAR\r", b"SAR 5 0 0 0 0 0 0\r"), (b"SNR\r", b"SNR 0 1 0 5\r")])
+    source, port = connected([(b"SAR", b"SAR 5 0 0 0 0 0 0"), (b"SNR", b"SNR 0 1 0 5")])
     with caplog.at_level(logging.WARNING, "microct.drivers.hamamatsu"):
         assert source.read_state() is SourceState.NOT_READY
     assert "source 'tube': not ready: interlock open" in caplog.text
@@ -546,7 +546,7 @@ def test_garbled_replies_name_command_and_reply(parse, command, reply, why):
 
 
 def test_garbled_reply_through_the_driver_names_the_device():
-    source, port = connected([(b"SAR\r", b"SAR 2 10\r")])
+    source, port = connected([(b"SAR", b"SAR 2 10")])
     with pytest.raises(ProtocolError, match=r"source 'tube': 'SAR': garbled reply b'SAR 2 10'"):
         source.read_state()
 

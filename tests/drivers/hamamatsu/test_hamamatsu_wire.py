@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
-from scan_helpers import sim_serve, sim_served
 
 from microct.cli import main
 from microct.devices.base import DriverContext
@@ -29,7 +28,7 @@ from microct.errors import (
 from microct.simulators.hamamatsu import HamamatsuResponder
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import SourceContract, SourceFaultContract
-from microct.testing.rigs import served
+from microct.testing.rigs import served, sim_serve, sim_served
 from microct.testing.waiting import wait_until
 from microct.transport import VisaSettings, VisaTransport
 

@@ -41,13 +41,13 @@ from microct.testing.exchange import scripted_transport
 from microct.transport import SerialSettings
 
 LF = SerialSettings(write_terminator="\n", read_terminator="\n", timeout_s=0.2)
-IDN = b"microct, PI GCS 2 wire simulator, 0, 1.0\n"
-CONNECT = [(b"*IDN?\n", IDN),
-           (b"SVO 1 1\nERR?\n", b"0\n"),
-           (b"TMN? 1\n", b"1=-360.0\n"),
-           (b"TMX? 1\n", b"1=360.0\n"),
-           (b"FRF? 1\n", b"1=1\n"),
-           (b"VEL 1 720.0\nERR?\n", b"0\n")]
+IDN = b"microct, PI GCS 2 wire simulator, 0, 1.0"
+CONNECT = [(b"*IDN?", IDN),
+           (b"SVO 1 1\nERR?", b"0"),
+           (b"TMN? 1", b"1=-360.0"),
+           (b"TMX? 1", b"1=360.0"),
+           (b"FRF? 1", b"1=1"),
+           (b"VEL 1 720.0\nERR?", b"0")]
 """What connect() exchanges for axis 1 of a referenced U-651 (top speed 720 deg/s, soft limits ±360 deg)."""
 
 
@@ -180,7 +180,7 @@ def test_options_default_to_lf_and_the_public_client_timeout_unless_given():
 
 # -- driver over scripted exchanges -----------------------------------------------------------------------
 def test_connect_identifies_switches_the_servo_on_reads_limits_and_reference_then_sends_the_velocity():
-    axis, port = connected([(b"POS? 1\n", b"1=0.0\n")])
+    axis, port = connected([(b"POS? 1", b"1=0.0")])
     description = axis.describe()
     port.assert_done()
     assert description["identification"] == IDN.decode().strip()
@@ -189,7 +189,7 @@ def test_connect_identifies_switches_the_servo_on_reads_limits_and_reference_the
 
 def test_the_controller_soft_limits_narrow_the_configured_ones(caplog):
     caplog.set_level(logging.INFO, "microct.devices.axis")  # the kit's AxisCapabilities.narrowed logs it
-    connect = [*CONNECT[:2], (b"TMN? 1\n", b"1=-10.0\n"), (b"TMX? 1\n", b"1=1000000000.0\n"), *CONNECT[4:]]
+    connect = [*CONNECT[:2], (b"TMN? 1", b"1=-10.0"), (b"TMX? 1", b"1=1000000000.0"), *CONNECT[4:]]
     axis, port = connected([], connect=connect)
     assert (axis.capabilities.low_limit, axis.capabilities.high_limit) == (-10.0, 360.0)
     assert ("PI axis 1: the controller's (TMN?, TMX?) soft limits -10 to 1e+09 deg narrow the configured "
@@ -200,7 +200,7 @@ def test_the_controller_soft_limits_narrow_the_configured_ones(caplog):
 
 
 def test_soft_limits_that_do_not_overlap_the_configured_ones_refuse_to_connect():
-    script = [*CONNECT[:2], (b"TMN? 1\n", b"1=400.0\n"), (b"TMX? 1\n", b"1=500.0\n")]
+    script = [*CONNECT[:2], (b"TMN? 1", b"1=400.0"), (b"TMX? 1", b"1=500.0")]
     transport, port = scripted_transport(script, LF)
     axis = PIAxis("rotation", PIOptions(), transport=transport)
     with pytest.raises(ConfigurationError, match="configured soft limits -360 to 360 deg do not overlap the "
@@ -210,20 +210,20 @@ def test_soft_limits_that_do_not_overlap_the_configured_ones_refuse_to_connect()
 
 
 def test_an_unreferenced_axis_is_referenced_at_connect():
-    connect = [*CONNECT[:4], (b"FRF? 1\n", b"1=0\n"), CONNECT[5],
-               (b"FRF 1\nERR?\n", b"0\n"),
-               (b"FRF? 1\nERR?\n", b"1=0\n0\n"),
-               (b"FRF? 1\nERR?\n", b"1=1\n0\n")]
-    axis, port = connected([(b"POS? 1\n", b"1=0.0\n")], connect=connect)
+    connect = [*CONNECT[:4], (b"FRF? 1", b"1=0"), CONNECT[5],
+               (b"FRF 1\nERR?", b"0"),
+               (b"FRF? 1\nERR?", b"1=0\n0"),
+               (b"FRF? 1\nERR?", b"1=1\n0")]
+    axis, port = connected([(b"POS? 1", b"1=0.0")], connect=connect)
     assert axis.describe()["referenced"] is True
     port.assert_done()
 
 
 def test_a_reference_move_too_slow_at_connect_is_halted_and_connect_fails():
     options = PIOptions(reference_timeout_s=0.05, poll_interval_s=10.0)
-    script = [*CONNECT[:4], (b"FRF? 1\n", b"1=0\n"), CONNECT[5],
-              (b"FRF 1\nERR?\n", b"0\n"),
-              (b"HLT 1\nERR?\n", b"10\n")]
+    script = [*CONNECT[:4], (b"FRF? 1", b"1=0"), CONNECT[5],
+              (b"FRF 1\nERR?", b"0"),
+              (b"HLT 1\nERR?", b"10")]
     transport, port = scripted_transport(script, LF)
     axis = PIAxis("rotation", options, transport=transport)
     with pytest.raises(DeviceTimeoutError, match=r"axis 'rotation': home \(reference move FRF\): not finished "
@@ -235,11 +235,11 @@ def test_a_reference_move_too_slow_at_connect_is_halted_and_connect_fails():
 
 def test_without_reference_on_connect_moves_are_refused_until_home():
     options = PIOptions(reference_on_connect=False, poll_interval_s=0.001)
-    connect = [*CONNECT[:4], (b"FRF? 1\n", b"1=0\n"), CONNECT[5]]
-    axis, port = connected([(b"FRF 1\nERR?\n", b"0\n"),
-                            (b"FRF? 1\nERR?\n", b"1=1\n0\n"),
-                            (b"MOV 1 5.0\nERR?\n", b"0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=1\n0\n")], options, connect)
+    connect = [*CONNECT[:4], (b"FRF? 1", b"1=0"), CONNECT[5]]
+    axis, port = connected([(b"FRF 1\nERR?", b"0"),
+                            (b"FRF? 1\nERR?", b"1=1\n0"),
+                            (b"MOV 1 5.0\nERR?", b"0"),
+                            (b"ONT? 1\nERR?", b"1=1\n0")], options, connect)
     with pytest.raises(DeviceStateError, match=r"PI axis 1 is not referenced \(FRF\? 1 = 0\): call home\(\) "
                                                r"first, or set reference_on_connect"):
         axis.start_move_to(5.0)
@@ -249,23 +249,23 @@ def test_without_reference_on_connect_moves_are_refused_until_home():
 
 
 def test_a_position_read_is_one_pos_query():
-    axis, port = connected([(b"POS? 1\n", b"1=12.345\n")])
+    axis, port = connected([(b"POS? 1", b"1=12.345")])
     assert axis.read_position() == 12.345
     port.assert_done()
 
 
 def test_a_multi_line_reply_is_read_to_its_end_and_the_axis_value_taken():
-    axis, port = connected([(b"POS? 1\n", b"2=7.0 \n1=5.0\n"), (b"POS? 1\n", b"1=6.0\n")])
+    axis, port = connected([(b"POS? 1", b"2=7.0 \n1=5.0"), (b"POS? 1", b"1=6.0")])
     assert axis.read_position() == 5.0
     assert axis.read_position() == 6.0  # nothing of the first reply was left behind
     port.assert_done()
 
 
 def test_a_move_is_mov_with_err_then_on_target_polls():
-    axis, port = connected([(b"MOV 1 10.0\nERR?\n", b"0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=0\n0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=0\n0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=1\n0\n")])
+    axis, port = connected([(b"MOV 1 10.0\nERR?", b"0"),
+                            (b"ONT? 1\nERR?", b"1=0\n0"),
+                            (b"ONT? 1\nERR?", b"1=0\n0"),
+                            (b"ONT? 1\nERR?", b"1=1\n0")])
     status = axis.start_move_to(10.0)
     status.wait(2.0)
     assert status.done
@@ -273,15 +273,15 @@ def test_a_move_is_mov_with_err_then_on_target_polls():
 
 
 def test_a_relative_move_reads_the_position_then_sends_mvr_with_err():
-    axis, port = connected([(b"POS? 1\n", b"1=10.0\n"),
-                            (b"MVR 1 -2.5\nERR?\n", b"0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=1\n0\n")])
+    axis, port = connected([(b"POS? 1", b"1=10.0"),
+                            (b"MVR 1 -2.5\nERR?", b"0"),
+                            (b"ONT? 1\nERR?", b"1=1\n0")])
     axis.move_by(-2.5, timeout_s=2.0)
     port.assert_done()
 
 
 def test_a_refused_relative_move_names_the_distance_and_the_range():
-    axis, port = connected([(b"POS? 1\n", b"1=350.0\n"), (b"MVR 1 5.0\nERR?\n", b"7\n")])
+    axis, port = connected([(b"POS? 1", b"1=350.0"), (b"MVR 1 5.0\nERR?", b"7")])
     with pytest.raises(LimitError, match=r"error 7 \(position out of limits\) after 'MVR 1 5.0'; distance 5 deg "
                                          r"to 355 deg; soft limits -360 to 360 deg"):
         axis.move_by(5.0)
@@ -289,9 +289,9 @@ def test_a_refused_relative_move_names_the_distance_and_the_range():
 
 
 def test_from_a_known_position_the_first_poll_waits_for_the_shortest_move_time(mocker):
-    axis, port = connected([(b"POS? 1\n", b"1=0.0\n"),
-                            (b"MOV 1 72.0\nERR?\n", b"0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=1\n0\n")])
+    axis, port = connected([(b"POS? 1", b"1=0.0"),
+                            (b"MOV 1 72.0\nERR?", b"0"),
+                            (b"ONT? 1\nERR?", b"1=1\n0")])
     axis.read_position()
     starts = mocker.spy(MoveEngine, "start")
     axis.move_to(72.0, timeout_s=2.0)  # 0.1 s at 720 deg/s; the script checks that ONT? 1 is polled
@@ -317,7 +317,7 @@ def test_out_of_limit_moves_are_refused_before_any_byte_is_sent():
     (333, DeviceFaultError, "controller error 333"),
 ])
 def test_an_error_code_after_a_move_raises_naming_axis_command_value_and_range(code, cls, meaning):
-    axis, port = connected([(b"MOV 1 20.0\nERR?\n", f"{code}\n".encode())])
+    axis, port = connected([(b"MOV 1 20.0\nERR?", f"{code}\n".encode())])
     with pytest.raises(cls) as info:
         axis.start_move_to(20.0)
     message = str(info.value)
@@ -328,7 +328,7 @@ def test_an_error_code_after_a_move_raises_naming_axis_command_value_and_range(c
 
 
 def test_a_refused_velocity_names_the_value_and_the_allowed_range():
-    axis, port = connected([(b"VEL 1 57.5\nERR?\n", b"17\n")])
+    axis, port = connected([(b"VEL 1 57.5\nERR?", b"17")])
     with pytest.raises(LimitError, match=r"error 17 \(parameter out of range\) after 'VEL 1 57.5'; "
                                          r"velocity 57.5 deg/s; the stage model allows \(0, 720\] deg/s"):
         axis.set_velocity(57.5)
@@ -336,8 +336,8 @@ def test_a_refused_velocity_names_the_value_and_the_allowed_range():
 
 
 def test_an_error_code_while_polling_fails_the_move():
-    axis, port = connected([(b"MOV 1 -5.0\nERR?\n", b"0\n"),
-                            (b"ONT? 1\nERR?\n", b"1=1\n10\n")])
+    axis, port = connected([(b"MOV 1 -5.0\nERR?", b"0"),
+                            (b"ONT? 1\nERR?", b"1=1\n10")])
     with pytest.raises(DeviceStateError, match=r"move to -5 deg failed: axis 'rotation': PI axis 1 reports error 10 "
                                                r"\(controller was stopped .*\) during move to -5 deg "
                                                r"\(polling 'ONT\? 1'\)"):
@@ -345,12 +345,12 @@ def test_an_error_code_while_polling_fails_the_move():
 
 
 def test_home_polls_frf_and_stop_halts_accepting_error_10():
-    axis, port = connected([(b"FRF 1\nERR?\n", b"0\n"),
-                            (b"FRF? 1\nERR?\n", b"1=1\n0\n"),
-                            (b"MOV 1 10.0\nERR?\n", b"0\n"),
-                            (b"HLT 1\nERR?\n", b"10\n"),
-                            (b"HLT 1\nERR?\n", b"0\n"),
-                            (b"HLT 1\nERR?\n", b"5\n")])
+    axis, port = connected([(b"FRF 1\nERR?", b"0"),
+                            (b"FRF? 1\nERR?", b"1=1\n0"),
+                            (b"MOV 1 10.0\nERR?", b"0"),
+                            (b"HLT 1\nERR?", b"10"),
+                            (b"HLT 1\nERR?", b"0"),
+                            (b"HLT 1\nERR?", b"5")])
     axis.home(timeout_s=2.0)
     axis.options.poll_interval_s = 10.0  # no poll before stop()
     status = axis.start_move_to(10.0)
@@ -364,23 +364,23 @@ def test_home_polls_frf_and_stop_halts_accepting_error_10():
 
 
 def test_no_reply_is_a_timeout_naming_device_and_command():
-    axis, port = connected([(b"POS? 1\n", None)])
+    axis, port = connected([(b"POS? 1", None)])
     with pytest.raises(DeviceTimeoutError, match=r"axis 'rotation': PI axis 1: 'POS\? 1' failed: .*"
                                                  r"no complete reply to 'POS\? 1'"):
         axis.read_position()
 
 
-@pytest.mark.parametrize("reply, what", [(b"garbage\n", r"garbled reply b'garbage': expected axis=value"),
-                                         (b"2=5.0\n", "unexpected answer b'2=5.0' .* no value for axis 1"),
-                                         (b"1=five\n", "'five' in the reply to 'POS\\? 1' is not a number")])
+@pytest.mark.parametrize("reply, what", [(b"garbage", r"garbled reply b'garbage': expected axis=value"),
+                                         (b"2=5.0", "unexpected answer b'2=5.0' .* no value for axis 1"),
+                                         (b"1=five", "'five' in the reply to 'POS\\? 1' is not a number")])
 def test_garbled_replies_are_protocol_errors_naming_device_and_command(reply, what):
-    axis, port = connected([(b"POS? 1\n", reply)])
+    axis, port = connected([(b"POS? 1", reply)])
     with pytest.raises(ProtocolError, match=f"axis 'rotation': PI axis 1: {what}") as info:
         axis.read_position()
     assert "POS? 1" in str(info.value)
 
 
 def test_a_garbled_error_code_is_a_protocol_error():
-    axis, port = connected([(b"VEL 1 100.0\nERR?\n", b"OK\n")])
+    axis, port = connected([(b"VEL 1 100.0\nERR?", b"OK")])
     with pytest.raises(ProtocolError, match=r"expected an error code \(integer\) to 'ERR\?' after 'VEL 1 100.0'"):
         axis.set_velocity(100.0)

@@ -18,7 +18,6 @@ import time
 from typing import ClassVar
 
 import pytest
-from scan_helpers import sim_serve
 
 from microct.drivers.pi_gcs.codec import is_last_line, parse_axis_values
 from microct.drivers.pi_gcs.driver import PIAxis, PIOptions
@@ -26,7 +25,7 @@ from microct.errors import CommunicationError, DeviceStateError, DeviceTimeoutEr
 from microct.simulators.pi_gcs import PIResponder
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import AxisContract, AxisFaultContract
-from microct.testing.rigs import served
+from microct.testing.rigs import served, sim_serve
 from microct.testing.waiting import wait_until
 from microct.transport import VisaSettings, VisaTransport
 

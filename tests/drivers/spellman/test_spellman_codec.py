@@ -30,8 +30,8 @@ UX = codec.Codec(COMMAND_SETS["uX"], checksum=True)
 
 
 def frame(body: bytes) -> bytes:
-    """A checksummed frame with its ETX, as on a serial link."""
-    return b"\x02" + body + codec.checksum(body) + b"\x03"
+    """A checksummed frame (STX, body, checksum) without the ETX, which the link adds."""
+    return b"\x02" + body + codec.checksum(body)
 
 
 def status_reply(*bits: int) -> bytes:
@@ -44,8 +44,8 @@ READY_BITS = (1, 2, 6, 10, 15, 16)
 STANDBY = (frame(b"22,"), frame(status_reply(*READY_BITS)))
 HV_ON = (frame(b"22,"), frame(status_reply(0, *READY_BITS)))
 # connect(): full scale, then the set-points: 2047 counts (79.98 kV), 682 counts (4996 µA), small filament
-CONNECT = [(b"\x0228,j\x03", b"\x0228,160,30,0,|\x03"), (b"\x0214,o\x03", frame(b"14,2047,")),
-           (b"\x0215,n\x03", frame(b"15,682,")), STANDBY]
+CONNECT = [(b"\x0228,j", b"\x0228,160,30,0,|"), (b"\x0214,o", frame(b"14,2047,")),
+           (b"\x0215,n", frame(b"15,682,")), STANDBY]
 CONNECT_UX = [(frame(b"14,"), frame(b"14,2047,")), (frame(b"15,"), frame(b"15,1024,"))]
 
 
@@ -92,17 +92,17 @@ def test_without_the_checksum_a_trailing_one_is_still_accepted_when_right():
     (XRV.parse_status, "22' (status)", b"22,0,1,", "does not start with STX"),
     (XRV.parse_status, "22' (status)", b"\x0222,", "the checksum is missing"),
     (XRV.parse_status, "22' (status)", b"\x0222,1,q", "checksum 'q', expected"),
-    (XRV.parse_status, "22' (status)", frame(b"19,1,2,3,4,5,6,7,8,")[:-1], "answers command 19"),
-    (XRV.parse_status, "22' (status)", frame(b"22,1,1,")[:-1], "expected 17 value(s), got 2"),
-    (XRV.parse_status, "22' (status)", frame(status_reply(1).replace(b"1", b"2", 1))[:-1],
+    (XRV.parse_status, "22' (status)", frame(b"19,1,2,3,4,5,6,7,8,"), "answers command 19"),
+    (XRV.parse_status, "22' (status)", frame(b"22,1,1,"), "expected 17 value(s), got 2"),
+    (XRV.parse_status, "22' (status)", frame(status_reply(1).replace(b"1", b"2", 1)),
      "'2' is not a flag 0 or 1"),
-    (XRV.parse_monitors, "19' (monitors)", frame(b"19,4096,0,0,0,0,0,0,0,")[:-1], "'4096' is not a count 0-4095"),
-    (XRV.parse_faults, "68' (faults)", frame(b"68,0,")[:-1], "expected 27 value(s)"),
-    (XRV.parse_scaling, "28' (full scale)", frame(b"28,160,x,0,")[:-1], "not a number"),
-    (XRV.parse_scaling, "28' (full scale)", frame(b"28,160,30,2,")[:-1], "polarity '2' is not 0 or 1"),
-    (lambda r: XRV.parse_ack(Request(98, (1,)), r), "98,1' (HV on/off)", frame(b"98,ok,")[:-1],
+    (XRV.parse_monitors, "19' (monitors)", frame(b"19,4096,0,0,0,0,0,0,0,"), "'4096' is not a count 0-4095"),
+    (XRV.parse_faults, "68' (faults)", frame(b"68,0,"), "expected 27 value(s)"),
+    (XRV.parse_scaling, "28' (full scale)", frame(b"28,160,x,0,"), "not a number"),
+    (XRV.parse_scaling, "28' (full scale)", frame(b"28,160,30,2,"), "polarity '2' is not 0 or 1"),
+    (lambda r: XRV.parse_ack(Request(98, (1,)), r), "98,1' (HV on/off)", frame(b"98,ok,"),
      "expected '$' or an error code"),
-    (lambda r: XRV.parse_counts(Request(14), r), "14' (kV set-point)", frame(b"14,-5,")[:-1], "not a count"),
+    (lambda r: XRV.parse_counts(Request(14), r), "14' (kV set-point)", frame(b"14,-5,"), "not a count"),
 ])
 def test_garbled_replies_name_command_and_reply(parse, command, reply, why):
     with pytest.raises(ProtocolError) as info:
@@ -122,7 +122,7 @@ def test_an_error_code_in_place_of_dollar_names_command_and_meaning(code, meanin
 
 def test_an_error_reply_carries_the_code_its_meaning_and_the_command():
     with pytest.raises(ErrorReply) as info:
-        XRV.parse_ack(Request(98, (1,)), frame(b"98,2,")[:-1])
+        XRV.parse_ack(Request(98, (1,)), frame(b"98,2,"))
     assert (info.value.code, info.value.command) == (2, "98,1")
     assert info.value.meaning.startswith("refused in the present state")
 
@@ -192,7 +192,7 @@ def test_readbacks_have_the_xrv_over_range():
     ((1, 2, 6, 10, 16), SourceState.NOT_READY, "supply not ready"),
 ])
 def test_xrv_status_bits_to_state_and_reason(bits, state, reason):
-    status = XRV.parse_status(frame(status_reply(*bits))[:-1])
+    status = XRV.parse_status(frame(status_reply(*bits)))
     assert codec.state_of(status) is state
     assert codec.not_ready_reason(status) == reason
 
@@ -200,7 +200,7 @@ def test_xrv_status_bits_to_state_and_reason(bits, state, reason):
 def test_xrv_status_round_trips_and_reports_the_filament():
     status = GeneratorStatus(hv_on=True, open_interlocks=("interlock 2",), large_filament=True, filament_enabled=False)
     assert XRV.parse_status(XRV.format_status(status)) == status
-    assert XRV.parse_status(frame(status_reply(7, *READY_BITS))[:-1]).large_filament is True
+    assert XRV.parse_status(frame(status_reply(7, *READY_BITS))).large_filament is True
 
 
 @pytest.mark.parametrize(("body", "status"), [
@@ -209,19 +209,19 @@ def test_xrv_status_round_trips_and_reports_the_filament():
     (b"22,0,0,1,", GeneratorStatus(hv_on=False, fault=True)),
 ])
 def test_ux_status_has_three_values(body, status):
-    assert UX.parse_status(frame(body)[:-1]) == status
-    assert UX.format_status(status) == frame(body)[:-1]
+    assert UX.parse_status(frame(body)) == status
+    assert UX.format_status(status) == frame(body)
 
 
 def test_monitors_per_family():
-    assert XRV.parse_monitors(frame(b"19,1234,2977,3783,512,768,6,7,899,")[:-1]) == (1234, 2977)
-    assert UX.parse_monitors(frame(b"20,500,2048,3000,1000,7,8,650,")[:-1]) == (3000, 1000)
-    assert XRV.format_monitors(1706, 568) == frame(b"19,1706,568,0,0,0,0,0,0,")[:-1]
+    assert XRV.parse_monitors(frame(b"19,1234,2977,3783,512,768,6,7,899,")) == (1234, 2977)
+    assert UX.parse_monitors(frame(b"20,500,2048,3000,1000,7,8,650,")) == (3000, 1000)
+    assert XRV.format_monitors(1706, 568) == frame(b"19,1706,568,0,0,0,0,0,0,")
 
 
 @pytest.mark.parametrize("index", range(len(FAULT_FLAGS)))
 def test_each_fault_flag(index):
-    reply = frame(b"68," + b"".join(b"1," if i == index else b"0," for i in range(27)))[:-1]
+    reply = frame(b"68," + b"".join(b"1," if i == index else b"0," for i in range(27)))
     assert XRV.parse_faults(reply) == (FAULT_FLAGS[index],)
     assert XRV.format_faults((FAULT_FLAGS[index],)) == reply
 
@@ -229,8 +229,8 @@ def test_each_fault_flag(index):
 def test_fault_flags_of_the_sheet():
     assert len(FAULT_FLAGS) == 27
     assert {"anode arc", "cathode arc", "board over-temperature", "kV difference", "mA difference"} <= set(FAULT_FLAGS)
-    assert XRV.parse_faults(frame(b"68," + b"1," * 27)[:-1]) == FAULT_FLAGS
-    assert XRV.parse_faults(frame(b"68," + b"0," * 27)[:-1]) == ()
+    assert XRV.parse_faults(frame(b"68," + b"1," * 27)) == FAULT_FLAGS
+    assert XRV.parse_faults(frame(b"68," + b"0," * 27)) == ()
 
 
 def test_full_scale_reply_and_families_without_one():
@@ -255,7 +255,7 @@ def test_the_large_filament_selected_is_the_large_spot_mode():
 
 
 def test_a_generator_of_another_full_scale_is_refused_and_the_link_closed():
-    transport, port = scripted_transport([(b"\x0228,j\x03", frame(b"28,225,30,0,"))], ETX_LINK, "source 'tube'")
+    transport, port = scripted_transport([(b"\x0228,j", frame(b"28,225,30,0,"))], ETX_LINK, "source 'tube'")
     source = SpellmanSource("tube", transport=transport)
     with pytest.raises(ConfigurationError, match=r"source 'tube': the generator reports a full scale of 225 kV / "
                                                  r"30 mA \('28'\), the model 'XRV160' has 160 kV / 30 mA"):
@@ -278,10 +278,10 @@ def test_no_io_until_connect():
 
 # -- setters: exact bytes ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("call", "sent", "answer"), [
-    (lambda s: s.set_voltage_kv(160), b"\x0210,4095,u\x03", b"\x0210,$,c\x03"),
+    (lambda s: s.set_voltage_kv(160), b"\x0210,4095,u", b"\x0210,$,c"),
     (lambda s: s.set_voltage_kv(40), frame(b"10,1023,"), frame(b"10,$,")),        # 1023.75 counts
     (lambda s: s.set_current_ua(4000), frame(b"11,546,"), frame(b"11,$,")),       # 546 counts = 3999 µA
-    (lambda s: s.set_spot_mode("large"), b"\x0232,1,R\x03", b"\x0232,$,_\x03"),
+    (lambda s: s.set_spot_mode("large"), b"\x0232,1,R", b"\x0232,$,_"),
 ], ids=["kV-full-scale", "kV-rounded-down", "µA", "large-filament"])
 def test_setters_send_counts(call, sent, answer):
     source, port = connected([(sent, answer)])
@@ -316,13 +316,13 @@ def test_out_of_range_or_over_power_sends_nothing(call, names):
 
 # -- actions -------------------------------------------------------------------------------------------------
 def test_beam_on_reads_one_status_then_enables_the_filament_and_hv():
-    source, port = connected([STANDBY, (b"\x0270,1,P\x03", b"\x0270,$,]\x03"), (b"\x0298,1,F\x03", b"\x0298,$,S\x03")])
+    source, port = connected([STANDBY, (b"\x0270,1,P", b"\x0270,$,]"), (b"\x0298,1,F", b"\x0298,$,S")])
     source.beam_on()
     port.assert_done()
 
 
 def test_beam_off_and_reset():
-    source, port = connected([(b"\x0298,0,G\x03", b"\x0298,$,S\x03"), (b"\x0231,p\x03", b"\x0231,$,`\x03")])
+    source, port = connected([(b"\x0298,0,G", b"\x0298,$,S"), (b"\x0231,p", b"\x0231,$,`")])
     source.beam_off()
     source.reset()
     port.assert_done()
@@ -359,8 +359,8 @@ def test_a_refused_setpoint_names_device_command_value_counts_and_state():
 
 def test_hv_on_refused_names_the_reason_from_the_status():
     open_1 = (frame(b"22,"), frame(status_reply(2, 6, 10, 15, 16)))
-    source, port = connected([STANDBY, (b"\x0270,1,P\x03", b"\x0270,$,]\x03"),
-                              (b"\x0298,1,F\x03", frame(b"98,2,")), open_1])
+    source, port = connected([STANDBY, (b"\x0270,1,P", b"\x0270,$,]"),
+                              (b"\x0298,1,F", frame(b"98,2,")), open_1])
     with pytest.raises(ErrorReply, match=r"source 'tube': '98,1' \(HV on/off\) was answered with error code 2 "
                                          r"\(refused .*\); the generator is in state 'not ready / interlock open' "
                                          r"\(interlock 1 open\)"):
@@ -369,7 +369,7 @@ def test_hv_on_refused_names_the_reason_from_the_status():
 
 
 # -- read-backs: one status and one monitor reply per frame ------------------------------------------------------
-MONITORS = (b"\x0219,j\x03", frame(b"19,1706,568,0,0,0,0,0,0,"))
+MONITORS = (b"\x0219,j", frame(b"19,1706,568,0,0,0,0,0,0,"))
 
 
 def test_state_interlock_voltage_and_current_cost_two_exchanges():
@@ -392,7 +392,7 @@ def test_shared_replies_expire_after_their_max_age():
 
 
 def test_a_command_in_between_discards_the_shared_replies():
-    source, port = connected([STANDBY, (b"\x0298,0,G\x03", b"\x0298,$,S\x03"), STANDBY])
+    source, port = connected([STANDBY, (b"\x0298,0,G", b"\x0298,$,S"), STANDBY])
     source.read_state()
     source.beam_off()
     source.read_state()
@@ -408,7 +408,7 @@ def test_readback_max_age_zero_asks_each_time():
 
 def test_a_fault_is_named_from_68_and_logged_once(caplog):
     fault = (frame(b"22,"), frame(status_reply(4, *READY_BITS)))
-    faults = (b"\x0268,f\x03", frame(b"68," + b"".join(b"1," if i in (11, 24) else b"0," for i in range(27))))
+    faults = (b"\x0268,f", frame(b"68," + b"".join(b"1," if i in (11, 24) else b"0," for i in range(27))))
     source, port = connected([fault, faults, faults])
     with caplog.at_level(logging.WARNING, "microct.drivers.spellman"):
         assert source.read_state() is SourceState.FAULT

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
-from scan_helpers import sim_serve
 
 from microct.devices.base import DriverContext
 from microct.devices.source import SourceState
@@ -31,7 +30,7 @@ from microct.errors import (
 from microct.simulators.spellman import SpellmanResponder
 from microct.simulators.wire import WireServer
 from microct.testing.contracts import SourceContract, SourceFaultContract
-from microct.testing.rigs import served
+from microct.testing.rigs import served, sim_serve
 
 # A fast tube: kV and µA ramp in well under a millisecond.
 SIM = {"seed": 1, "ramp_kv_per_s": 1e6, "ramp_ua_per_s": 1e8}

@@ -40,8 +40,8 @@ from microct.errors import (
 from microct.testing.exchange import scripted_transport
 
 ROTARY, LINEAR = STAGES["X-RSW60A"], STAGES["X-LSM100A"]
-CONNECT = [(b"/1 0 get system.serial\n", b"@01 0 OK IDLE -- 10001\r\n"),
-           (b"/1 1 set maxspeed 803908\n", b"@01 1 OK IDLE -- 0\r\n")]
+CONNECT = [(b"/1 0 get system.serial", b"@01 0 OK IDLE -- 10001"),
+           (b"/1 1 set maxspeed 803908", b"@01 1 OK IDLE -- 0")]
 """What connect() exchanges with device 1 (an X-RSW60A at its top speed, 115 deg/s)."""
 
 
@@ -173,9 +173,9 @@ def test_options_default_to_the_stage_line_settings_unless_given():
 # -- driver over scripted exchanges -----------------------------------------------------------------------
 def test_connect_reads_the_serial_number_sends_the_velocity_and_logs_warnings(caplog):
     caplog.set_level(logging.WARNING, "microct.drivers.zaber")
-    script = [(b"/1 0 get system.serial\n", b"@01 0 OK IDLE WR 10001\r\n"),
-              (b"/1 1 set maxspeed 803908\n", b"@01 1 OK IDLE WR 0\r\n"),
-              (b"/1 1 get pos\n", b"@01 1 OK IDLE WR 0\r\n")]
+    script = [(b"/1 0 get system.serial", b"@01 0 OK IDLE WR 10001"),
+              (b"/1 1 set maxspeed 803908", b"@01 1 OK IDLE WR 0"),
+              (b"/1 1 get pos", b"@01 1 OK IDLE WR 0")]
     transport, port = scripted_transport(script, ZaberOptions().serial_settings())
     axis = ZaberAxis("rotation", ZaberOptions(), transport=transport)
     axis.connect()
@@ -186,15 +186,15 @@ def test_connect_reads_the_serial_number_sends_the_velocity_and_logs_warnings(ca
 
 
 def test_position_read_is_one_get_pos():
-    axis, port = connected([(b"/1 1 get pos\n", b"@01 1 OK IDLE -- 21333\r\n")])
+    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 21333")])
     assert axis.read_position() == pytest.approx(4.99992, abs=1e-5)
     port.assert_done()
 
 
 def test_a_move_is_move_abs_then_status_polls_until_idle():
-    axis, port = connected([(b"/1 1 move abs 21333\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK IDLE -- 0\r\n")])
+    axis, port = connected([(b"/1 1 move abs 21333", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 OK IDLE -- 0")])
     status = axis.start_move_to(5.0)
     status.wait(2.0)
     assert status.done
@@ -202,16 +202,16 @@ def test_a_move_is_move_abs_then_status_polls_until_idle():
 
 
 def test_a_relative_move_reads_the_position_then_sends_move_rel():
-    axis, port = connected([(b"/1 1 get pos\n", b"@01 1 OK IDLE -- 21333\r\n"),
-                            (b"/1 1 move rel -2133\n", b"@01 1 OK BUSY -- 0\r\n"),   # -0.5 deg
-                            (b"/1 1\n", b"@01 1 OK IDLE -- 0\r\n")])
+    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 21333"),
+                            (b"/1 1 move rel -2133", b"@01 1 OK BUSY -- 0"),   # -0.5 deg
+                            (b"/1 1", b"@01 1 OK IDLE -- 0")])
     axis.move_by(-0.5, timeout_s=2.0)
     port.assert_done()
 
 
 def test_a_rejected_relative_move_names_the_distance_and_the_range():
-    axis, port = connected([(b"/1 1 get pos\n", b"@01 1 OK IDLE -- 0\r\n"),
-                            (b"/1 1 move rel 42667\n", b"@01 1 RJ IDLE -- BADDATA\r\n")])
+    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 0"),
+                            (b"/1 1 move rel 42667", b"@01 1 RJ IDLE -- BADDATA")])
     with pytest.raises(LimitError, match=r"rejected '/1 1 move rel 42667': BADDATA .*; distance 10 deg \(42667 "
                                          r"microsteps\) to 10 deg; soft limits -360 to 360 deg"):
         axis.move_by(10.0)
@@ -220,10 +220,10 @@ def test_a_rejected_relative_move_names_the_distance_and_the_range():
 
 def test_checksums_go_out_and_replies_are_verified():
     options = ZaberOptions(checksums=True, poll_interval_s=0.001)
-    script = [(b"/1 0 get system.serial:AC\n", b"@01 0 OK IDLE -- 10001:CB\r\n"),
-              (b"/1 1 set maxspeed 803908:3F\n", b"@01 1 OK IDLE -- 0:8C\r\n"),
-              (b"/1 1 get pos:AC\n", b"@01 1 OK IDLE -- 21333:C0\r\n"),
-              (b"/1 1 get pos:AC\n", b"@01 1 OK IDLE -- 21333:C1\r\n")]
+    script = [(b"/1 0 get system.serial:AC", b"@01 0 OK IDLE -- 10001:CB"),
+              (b"/1 1 set maxspeed 803908:3F", b"@01 1 OK IDLE -- 0:8C"),
+              (b"/1 1 get pos:AC", b"@01 1 OK IDLE -- 21333:C0"),
+              (b"/1 1 get pos:AC", b"@01 1 OK IDLE -- 21333:C1")]
     transport, port = scripted_transport(script, options.serial_settings())
     axis = ZaberAxis("rotation", options, transport=transport)
     axis.connect()
@@ -241,7 +241,7 @@ def test_out_of_limit_moves_are_refused_before_any_byte_is_sent():
 
 
 def test_rejected_move_is_a_limit_error_naming_command_value_and_range():
-    axis, port = connected([(b"/1 1 move abs 21333\n", b"@01 1 RJ IDLE -- BADDATA\r\n")])
+    axis, port = connected([(b"/1 1 move abs 21333", b"@01 1 RJ IDLE -- BADDATA")])
     with pytest.raises(LimitError) as info:
         axis.start_move_to(5.0)
     message = str(info.value)
@@ -251,16 +251,16 @@ def test_rejected_move_is_a_limit_error_naming_command_value_and_range():
 
 
 def test_rejected_command_is_a_protocol_error_naming_it():
-    axis, port = connected([(b"/1 1 set maxspeed 401954\n", b"@01 1 RJ IDLE -- BADCOMMAND\r\n")])
+    axis, port = connected([(b"/1 1 set maxspeed 401954", b"@01 1 RJ IDLE -- BADCOMMAND")])
     with pytest.raises(ProtocolError, match=r"rejected '/1 1 set maxspeed 401954': BADCOMMAND.*velocity 57.5 deg/s"):
         axis.set_velocity(57.5)
 
 
 @pytest.mark.parametrize("flag, meaning", [("FS", "stalled and stopped"), ("WL", "unexpected limit trigger")])
 def test_a_fault_flag_while_polling_fails_the_move(flag, meaning):
-    axis, port = connected([(b"/1 1 move abs -21333\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", f"@01 1 OK IDLE {flag} 0\r\n".encode()),
-                            (b"/1 1 warnings clear\n", f"@01 1 OK IDLE -- 01 {flag}\r\n".encode())])
+    axis, port = connected([(b"/1 1 move abs -21333", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", f"@01 1 OK IDLE {flag} 0\r\n".encode()),
+                            (b"/1 1 warnings clear", f"@01 1 OK IDLE -- 01 {flag}\r\n".encode())])
     status = axis.start_move_to(-5.0)
     with pytest.raises(DeviceFaultError, match=f"move to -5 deg failed: axis 'rotation': Zaber device 1 axis 1 "
                                                f"reports {flag} \\({meaning}\\)"):
@@ -270,12 +270,12 @@ def test_a_fault_flag_while_polling_fails_the_move(flag, meaning):
 def test_a_fault_flag_is_cleared_before_the_move_fails_so_the_next_move_works():
     """FS, FE, WL ... persist until 'warnings clear' (manual, "Warning Flags"): the driver sends it as soon as
     a poll shows one, before failing the move, so the device is clear when the caller hears of the fault."""
-    axis, port = connected([(b"/1 1 move abs 42667\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK IDLE WL 0\r\n"),
-                            (b"/1 1 warnings clear\n", b"@01 1 OK IDLE -- 02 WL NI\r\n"),
-                            (b"/1 1 move abs 0\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK IDLE -- 0\r\n")])
+    axis, port = connected([(b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 OK IDLE WL 0"),
+                            (b"/1 1 warnings clear", b"@01 1 OK IDLE -- 02 WL NI"),
+                            (b"/1 1 move abs 0", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 OK IDLE -- 0")])
     status = axis.start_move_to(10.0)
     with pytest.raises(DeviceFaultError, match=r"move to 10 deg failed: .*reports WL \(unexpected limit trigger\)$"):
         status.wait(2.0)
@@ -285,9 +285,9 @@ def test_a_fault_flag_is_cleared_before_the_move_fails_so_the_next_move_works():
 
 
 def test_a_failed_clear_still_reports_the_fault_and_says_the_flag_may_remain():
-    axis, port = connected([(b"/1 1 move abs 42667\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK IDLE FE 0\r\n"),
-                            (b"/1 1 warnings clear\n", None)])
+    axis, port = connected([(b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 OK IDLE FE 0"),
+                            (b"/1 1 warnings clear", None)])
     status = axis.start_move_to(10.0)
     with pytest.raises(DeviceFaultError, match=r"reports FE \(limit sensor cannot be reached or is faulty\) \(and "
                                                r"clearing it with 'warnings clear' failed: .*no complete reply"):
@@ -306,17 +306,17 @@ def test_warnings_data_formats_and_parses():
 
 
 def test_a_rejected_poll_fails_the_move():
-    axis, port = connected([(b"/1 1 move abs 0\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1\n", b"@01 1 RJ IDLE -- PARKED\r\n")])
+    axis, port = connected([(b"/1 1 move abs 0", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1", b"@01 1 RJ IDLE -- PARKED")])
     with pytest.raises(DeviceStateError, match="move to 0 deg failed.*PARKED"):
         axis.move_to(0.0, timeout_s=2.0)
 
 
 def test_home_and_stop():
-    axis, port = connected([(b"/1 1 home\n", b"@01 1 OK BUSY WR 0\r\n"),
-                            (b"/1 1\n", b"@01 1 OK IDLE -- 0\r\n"),
-                            (b"/1 1 move abs 42667\n", b"@01 1 OK BUSY -- 0\r\n"),
-                            (b"/1 1 stop\n", b"@01 1 OK BUSY NI 0\r\n")])
+    axis, port = connected([(b"/1 1 home", b"@01 1 OK BUSY WR 0"),
+                            (b"/1 1", b"@01 1 OK IDLE -- 0"),
+                            (b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
+                            (b"/1 1 stop", b"@01 1 OK BUSY NI 0")])
     axis.home(timeout_s=2.0)
     axis.options.poll_interval_s = 10.0  # no poll before stop()
     status = axis.start_move_to(10.0)
@@ -327,16 +327,16 @@ def test_home_and_stop():
 
 
 def test_no_reply_is_a_timeout_naming_device_and_command():
-    axis, port = connected([(b"/1 1 get pos\n", None)])
+    axis, port = connected([(b"/1 1 get pos", None)])
     with pytest.raises(DeviceTimeoutError, match=r"Zaber device 1 axis 1: .*no complete reply to '/1 1 get pos'"):
         axis.read_position()
 
 
-@pytest.mark.parametrize("reply, what", [(b"@01 1 OK IDLE\r\n", "garbled"),
-                                         (b"@02 1 OK IDLE -- 5\r\n", "unexpected answer"),
-                                         (b"@01 1 OK IDLE -- 5.5\r\n", "not a whole number")])
+@pytest.mark.parametrize("reply, what", [(b"@01 1 OK IDLE", "garbled"),
+                                         (b"@02 1 OK IDLE -- 5", "unexpected answer"),
+                                         (b"@01 1 OK IDLE -- 5.5", "not a whole number")])
 def test_garbled_or_misaddressed_replies_are_protocol_errors(reply, what):
-    axis, port = connected([(b"/1 1 get pos\n", reply)])
+    axis, port = connected([(b"/1 1 get pos", reply)])
     with pytest.raises(ProtocolError, match=f"axis 'rotation': Zaber device 1 axis 1: .*{what}") as info:
         axis.read_position()
     assert "get pos" in str(info.value)

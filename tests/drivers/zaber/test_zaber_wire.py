@@ -14,7 +14,6 @@ import threading
 from typing import ClassVar
 
 import pytest
-from scan_helpers import sim_serve, sim_served
 
 from microct.devices.base import Status
 from microct.drivers.zaber.codec import parse_reply, parse_warnings
@@ -30,7 +29,7 @@ from microct.errors import (
 from microct.simulators.wire import WireServer
 from microct.simulators.zaber import ZaberResponder
 from microct.testing.contracts import AxisContract, AxisFaultContract
-from microct.testing.rigs import served
+from microct.testing.rigs import served, sim_serve, sim_served
 from microct.testing.waiting import wait_until
 from microct.transport import SerialTransport
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from microct.driverkit import (
     Axis,
@@ -22,8 +22,8 @@ from microct.driverkit import (
     DeviceFaultError,
     DeviceStateError,
     DeviceTimeoutError,
-    DriverOptions,
     ErrorReply,
+    ModelTableOptions,
     MoveEngine,
     ProtocolError,
     SerialSettings,
@@ -48,7 +48,7 @@ from microct_smc100.codec import (
     parse_reply,
     parse_status,
 )
-from microct_smc100.models import StageModel, stage_model
+from microct_smc100.models import STAGES, StageModel
 
 log = logging.getLogger("microct_smc100.driver")
 
@@ -58,13 +58,15 @@ SERIAL_DEFAULTS: dict[str, Any] = {"baudrate": BAUDRATE, "bytesize": 8, "parity"
 """57600 8N1, XON/XOFF, CR LF both ways (manual, Serial Communication Settings)."""
 
 
-class SMC100Options(DriverOptions):
+class SMC100Options(ModelTableOptions):
     """Options of a stage on an SMC100. ``serial`` fields left out take SERIAL_DEFAULTS."""
+
+    model_table: ClassVar = STAGES
+    table_key: ClassVar = "stage"
 
     address: int = Field(default=1, ge=1, le=31, description="controller address (1: the one on the RS-232 "
                                                                "port; 2 to 31: behind it on the RS-485 link)")
     stage: str = "URS75BCC"
-    overrides: dict[str, Any] = Field(default_factory=dict, description="StageModel fields replacing the model's")
     serial: SerialSettings = Field(default_factory=SerialSettings)
     poll_interval_s: float = Field(default=0.02, gt=0, description="TS polls while a move or home search runs (s)")
     auto_reference: bool = Field(
@@ -75,19 +77,10 @@ class SMC100Options(DriverOptions):
     reset_timeout_s: float = Field(default=10.0, gt=0, description="longest reboot after RS, for home() (s); the "
                                                                    "manual gives under 5 s")
 
-    @field_validator("stage")
-    @classmethod
-    def _known_stage(cls, stage: str) -> str:
-        stage_model(stage)
-        return stage
-
-    @model_validator(mode="after")
-    def _valid_overrides(self):
-        self.stage_model()
-        return self
-
     def stage_model(self) -> StageModel:
-        return stage_model(self.stage, self.overrides)
+        """The stage-table entry with the overrides."""
+        stage: StageModel = self.table_entry()
+        return stage
 
     def serial_settings(self) -> SerialSettings:
         """``serial`` with SERIAL_DEFAULTS for what it leaves out."""

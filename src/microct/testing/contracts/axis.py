@@ -25,13 +25,9 @@ from microct.testing.contracts.hooks import AxisHook
 from microct.testing.contracts.lifecycle import LifecycleContract
 
 
-class AxisContract(LifecycleContract):
-    """The Axis contract.
-
-    Needs the fixture ``new_device`` building an axis with finite soft limits
-    (read from ``axis.capabilities``); ``axis`` connects one (override it to
-    prepare the axis further).
-    """
+class _AxisLifecycle(LifecycleContract):
+    """What both axis contracts share: the kind, the ``axis`` fixture (``new_device`` connected), bounded
+    moves, and what needs a connection."""
 
     kind = "axis"
     interface = Axis
@@ -39,9 +35,6 @@ class AxisContract(LifecycleContract):
 
     position_tolerance: ClassVar[float] = 0.01
     """How close the read-back must come to a target (in the axis unit)."""
-    home_position: ClassVar[float | None] = None
-    """Where ``home()`` ends, if the driver under test knows it; None: not checked."""
-    tiny_timeout_s: ClassVar[float] = 1e-3
     move_timeout_s: ClassVar[float] = 60.0
     """Longest a move or homing may take (device clock) before its Status is deemed hung."""
 
@@ -58,6 +51,27 @@ class AxisContract(LifecycleContract):
     def move_by(self, axis: Axis, delta: float) -> None:
         axis.move_by(delta, timeout_s=self.move_timeout_s)
 
+    def assert_at(self, axis: Axis, target: float) -> None:
+        position = axis.read_position()
+        assert abs(position - target) <= self.position_tolerance, (
+            f"read-back {position:g} {axis.unit} is not within {self.position_tolerance:g} of {target:g}")
+
+    def calls_safe_without_connection(self, device):
+        return {**super().calls_safe_without_connection(device), "stop()": device.stop}
+
+
+class AxisContract(_AxisLifecycle):
+    """The Axis contract.
+
+    Needs the fixture ``new_device`` building an axis with finite soft limits
+    (read from ``axis.capabilities``); ``axis`` connects one (override it to
+    prepare the axis further).
+    """
+
+    home_position: ClassVar[float | None] = None
+    """Where ``home()`` ends, if the driver under test knows it; None: not checked."""
+    tiny_timeout_s: ClassVar[float] = 1e-3
+
     def calls_needing_connection(self, device):
         caps = device.capabilities
         inside = 0.0 if None in (caps.low_limit, caps.high_limit) else (caps.low_limit + caps.high_limit) / 2
@@ -69,8 +83,6 @@ class AxisContract(LifecycleContract):
                 "home()": device.home,
                 "set_velocity()": lambda: device.set_velocity(caps.max_velocity)}
 
-    def calls_safe_without_connection(self, device):
-        return {**super().calls_safe_without_connection(device), "stop()": device.stop}
 
     def limits(self, axis: Axis) -> tuple[float, float]:
         low, high = axis.capabilities.low_limit, axis.capabilities.high_limit
@@ -82,10 +94,6 @@ class AxisContract(LifecycleContract):
         low, high = self.limits(axis)
         return low + fraction * (high - low)
 
-    def assert_at(self, axis: Axis, target: float) -> None:
-        position = axis.read_position()
-        assert abs(position - target) <= self.position_tolerance, (
-            f"read-back {position:g} {axis.unit} is not within {self.position_tolerance:g} of {target:g}")
 
     def test_move_to_reaches_target(self, axis):
         for fraction in (0.75, 0.1, 0.5):
@@ -218,27 +226,14 @@ class AxisContract(LifecycleContract):
         assert description["velocity"] == axis.velocity
 
 
-class UnboundedAxisContract(LifecycleContract):
+class UnboundedAxisContract(_AxisLifecycle):
     """The contract of a rotation stage without soft limits (``capabilities.low_limit`` and ``high_limit``
     None): moves of several turns either way arrive, relative moves add up, nothing finite is refused.
 
     Needs the fixture ``new_device``; ``axis`` connects one. ``span`` is how far (unit) the moves go.
     """
 
-    kind = "axis"
-    interface = Axis
-    connect_steps = ("_do_set_velocity",)
-
-    position_tolerance: ClassVar[float] = 0.01
     span: ClassVar[float] = 720.0
-    move_timeout_s: ClassVar[float] = 60.0
-
-    @pytest.fixture
-    def axis(self, new_device):
-        axis = new_device()
-        self.connect(axis)
-        yield axis
-        axis.close()
 
     def calls_needing_connection(self, device):
         return {**super().calls_needing_connection(device),
@@ -247,13 +242,7 @@ class UnboundedAxisContract(LifecycleContract):
                 "move_to()": lambda: device.move_to(0.0),
                 "home()": device.home}
 
-    def calls_safe_without_connection(self, device):
-        return {**super().calls_safe_without_connection(device), "stop()": device.stop}
 
-    def assert_at(self, axis: Axis, target: float) -> None:
-        position = axis.read_position()
-        assert abs(position - target) <= self.position_tolerance, (
-            f"read-back {position:g} {axis.unit} is not within {self.position_tolerance:g} of {target:g}")
 
     def test_has_no_soft_limits(self, axis):
         caps = axis.capabilities
