@@ -1,7 +1,7 @@
 """Every codec's reply parser (and the request parsers the wire simulators use) against arbitrary bytes
 and near-valid mutations of real replies: a value of the documented type, or a ProtocolError; never
-another exception, never a hang (the profile's deadline). Valid replies come from the fact sheets in
-/work/shared/protocols/ and from the codecs' own formatters (what the wire simulators send); formatter
+another exception, never a hang (the profile's deadline). Valid replies come from the protocol notes in
+docs/protocols/ and from the codecs' own formatters (what the wire simulators send); formatter
 and parser must also agree on every value (round trips).
 
 Bugs these found are pinned by the regression tests at the end of each section."""

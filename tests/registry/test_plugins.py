@@ -101,3 +101,26 @@ def test_what_a_driver_lacks_is_named():
 def test_a_driver_of_another_kind_is_refused_naming_the_key():
     with pytest.raises(ConfigurationError, match=r"source\.driver='zaber' is an axis driver, not a source driver"):
         load_driver("zaber", "source", "source.driver")
+
+
+class _MissingLibrary:
+    """An entry point whose module needs a library that is not installed."""
+
+    def __init__(self, name: str, distribution: str) -> None:
+        self.name, self.value = name, f"{distribution.replace('-', '_')}.driver:Driver"
+        self.dist = type("Distribution", (), {"name": distribution})()
+
+    def load(self):
+        raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
+
+
+@pytest.mark.parametrize("distribution, hint", [
+    ("microct", r"install microct's simulators: pip install 'microct\[sim\]'"),
+    ("acme-microct", r"install what acme-microct needs"),
+])
+def test_a_driver_whose_library_is_missing_names_what_to_install(monkeypatch, distribution, hint):
+    import microct.registry as registry
+
+    monkeypatch.setattr(registry, "driver_entry_points", lambda: {"panel": _MissingLibrary("panel", distribution)})
+    with pytest.raises(ConfigurationError, match=rf"detector\.driver='panel': the driver .* needs scipy; {hint}"):
+        load_driver("panel", "detector", "detector.driver")

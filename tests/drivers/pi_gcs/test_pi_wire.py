@@ -88,6 +88,23 @@ class TestLinear(_Contracts):
         return lambda: pi_axis(served_link.address, "2", "sample_out")
 
 
+class TestRotaryOverAsrl(_Contracts):
+    """The controller's RS-232 port: an ASRL resource through pyvisa-py on a pseudo-terminal (the same GCS
+    commands and replies, LF terminated; docs/protocols/pi-gcs.md, "Transport")."""
+
+    axis_id = "1"
+
+    @pytest.fixture
+    def served_link(self):
+        with served(PIResponder(overrides=FAST), "pty", name="pi") as link:
+            link.address = f"ASRL{link.address}::INSTR"
+            yield link
+
+    @pytest.fixture
+    def new_device(self, served_link):
+        return lambda: pi_axis(served_link.address, "1", "rotation")
+
+
 # -- one controller, two axes ----------------------------------------------------------------------------
 def test_two_axes_on_one_resource_work_from_two_threads(server):
     where = resource(server)
