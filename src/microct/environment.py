@@ -44,12 +44,12 @@ def make_environment(name: str, config: Any, clock: Any, shared: object | None =
     or it cannot be loaded (naming the extra to install)."""
     found = entry_points_of(ENVIRONMENTS).get(name)
     if found is None:
-        raise ConfigurationError(f"no environment {name!r} is registered (entry-point group {ENVIRONMENTS}); "
-                                 f"install microct's simulators: pip install 'microct[sim]'")
+        raise ConfigurationError(f"no environment {name!r} is registered (entry-point group {ENVIRONMENTS}): "
+                                 f"is the package that provides it installed?")
     try:
         factory = found.load()
     except ImportError as error:
         raise ConfigurationError(f"the {name!r} environment needs {error.name or error}; "
-                                 f"{install_hint(found)}") from None
+                                 f"{install_hint(found, error.name)}") from None
     environment: Environment = factory(config, clock, shared)
     return environment

@@ -47,7 +47,7 @@ def load_driver(name: str, kind: str, field_name: str) -> type[Device]:
         cls = available[name].load()
     except ImportError as error:  # a library the driver needs is not installed
         raise ConfigurationError(f"{field_name}={name!r}: the driver {available[name].value} needs "
-                                 f"{error.name or error}; {install_hint(available[name])}") from None
+                                 f"{error.name or error}; {install_hint(available[name], error.name)}") from None
     except Exception as error:  # a broken plug-in: say which, and why
         raise ConfigurationError(f"{field_name}={name!r}: the driver {available[name].value} cannot be loaded: "
                                  f"{type(error).__name__}: {error}") from None
@@ -65,11 +65,17 @@ def _a(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
-def install_hint(ep: EntryPoint) -> str:
-    """What to install for a plug-in whose import failed: microct's simulators need the 'sim' extra."""
+EXTRAS = {"caproto": "epics-sim", "matplotlib": "preview", "itk": "recon"}
+"""microct's extra that brings each optional library (by top-level module)."""
+
+
+def install_hint(ep: EntryPoint, missing: str | None = None) -> str:
+    """What to install for a plug-in whose import failed for want of module ``missing``: microct's extra
+    that brings it, or what the plug-in's own package needs."""
     distribution = getattr(ep.dist, "name", None)
-    if distribution == "microct":
-        return "install microct's simulators: pip install 'microct[sim]'"
+    extra = EXTRAS.get((missing or "").split(".")[0])
+    if distribution == "microct" and extra:
+        return f"install it with: pip install 'microct[{extra}]'"
     return f"install what {distribution or ep.value} needs"
 
 
@@ -132,5 +138,5 @@ def load_simulator(name: str) -> ServableSimulator:
         simulator: ServableSimulator = available[name].load()
     except ImportError as error:
         raise ConfigurationError(f"simulator {name!r} needs {error.name or error}; "
-                                 f"{install_hint(available[name])}") from None
+                                 f"{install_hint(available[name], error.name)}") from None
     return simulator

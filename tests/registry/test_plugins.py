@@ -111,16 +111,16 @@ class _MissingLibrary:
         self.dist = type("Distribution", (), {"name": distribution})()
 
     def load(self):
-        raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
+        raise ModuleNotFoundError("No module named 'caproto'", name="caproto")
 
 
 @pytest.mark.parametrize("distribution, hint", [
-    ("microct", r"install microct's simulators: pip install 'microct\[sim\]'"),
+    ("microct", r"install it with: pip install 'microct\[epics-sim\]'"),
     ("acme-microct", r"install what acme-microct needs"),
 ])
 def test_a_driver_whose_library_is_missing_names_what_to_install(monkeypatch, distribution, hint):
     import microct.registry as registry
 
     monkeypatch.setattr(registry, "driver_entry_points", lambda: {"panel": _MissingLibrary("panel", distribution)})
-    with pytest.raises(ConfigurationError, match=rf"detector\.driver='panel': the driver .* needs scipy; {hint}"):
+    with pytest.raises(ConfigurationError, match=rf"detector\.driver='panel': the driver .* needs caproto; {hint}"):
         load_driver("panel", "detector", "detector.driver")
