@@ -27,13 +27,16 @@ what a driver polling a silent controller sees once its reply time-out runs out.
 
 class SimulatedAxisOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    unit: AxisUnit = "deg"
+    unit: AxisUnit = Field(default="deg", description="'deg' (a rotation stage) or 'mm' (a linear stage): "
+                                                    "positions, limits and speeds are in it")
     max_velocity: float = Field(default=90.0, gt=0, description="unit/s")
     acceleration: float = Field(default=360.0, gt=0, description="unit/s²")
-    low_limit: float | None = None
-    high_limit: float | None = None
-    initial_position: float = 0.0
-    home_position: float = 0.0
+    low_limit: float | None = Field(default=None, description="soft limit (unit); unset: unbounded below")
+    high_limit: float | None = Field(default=None, description="soft limit (unit); unset: unbounded above")
+    initial_position: float = Field(default=0.0, description="where the stage starts (unit); not checked against "
+                                                             "the soft limits")
+    home_position: float = Field(default=0.0, description="where home() moves the stage, at the set velocity "
+                                                          "(unit)")
     position_noise: float = Field(default=0.0, ge=0, description="read-back noise, 1 sigma (unit)")
 
     @model_validator(mode="after")

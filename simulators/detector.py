@@ -41,12 +41,16 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 class SimulatedDetectorOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rows: int = Field(default=512, ge=1, le=8192)
-    columns: int = Field(default=512, ge=1, le=8192)
-    pixel_pitch_um: float = Field(default=200.0, gt=0)
-    bit_depth: int = Field(default=16, ge=8, le=16)
-    binnings: tuple[int, ...] = (1, 2, 4)
-    exposure_range_s: tuple[float, float] = (0.001, 60.0)
+    rows: int = Field(default=512, ge=1, le=8192, description="sensor rows, unbinned")
+    columns: int = Field(default=512, ge=1, le=8192, description="sensor columns, unbinned")
+    pixel_pitch_um: float = Field(default=200.0, gt=0, description="pixel pitch, unbinned: with rows and columns "
+                                                                   "it sets the field of view")
+    bit_depth: int = Field(default=16, ge=8, le=16, description="bits per pixel: counts clip at 2^bit_depth − 1, "
+                                                               "the saturation value")
+    binnings: tuple[int, ...] = Field(default=(1, 2, 4), description="binnings allowed; binning b gives frames of "
+                                      "rows / b × columns / b pixels, b × the pitch")
+    exposure_range_s: tuple[float, float] = Field(default=(0.001, 60.0), description="allowed exposures (s), low "
+                                                  "to high")
     readout_s: float = Field(default=0.0, ge=0, description="dead time between frames")
     counts_per_ua_s: float = Field(default=600.0, gt=0, description="mean counts per µA·s at 100 kV, open beam")
     gain_spread: float = Field(default=0.03, ge=0, description="per-pixel gain, 1 sigma (relative)")

@@ -28,16 +28,28 @@ def _default_spot_modes() -> dict[str, SpotMode]:
 
 class SimulatedSourceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    voltage_range_kv: tuple[float, float] = (20.0, 150.0)
-    current_range_ua: tuple[float, float] = (0.0, 500.0)
-    spot_modes: dict[str, SpotMode] = Field(default_factory=_default_spot_modes)
-    ramp_kv_per_s: float = Field(default=10.0, gt=0)
-    ramp_ua_per_s: float = Field(default=50.0, gt=0)
-    warmup_s: float = Field(default=600.0, ge=0)
-    warmed_up: bool = False
-    interlock_closed: bool = True
-    readback_noise_kv: float = Field(default=0.02, ge=0)
-    readback_noise_ua: float = Field(default=0.05, ge=0)
+    voltage_range_kv: tuple[float, float] = Field(default=(20.0, 150.0), description="allowed kV set-points, low "
+                                                  "to high; the warm-up ramps to the high end")
+    current_range_ua: tuple[float, float] = Field(default=(0.0, 500.0), description="allowed µA set-points, low to "
+                                                  "high")
+    spot_modes: dict[str, SpotMode] = Field(default_factory=_default_spot_modes, description="focal-spot modes by "
+                                            "name; default: small, middle and large of a 150 kV / 500 µA / 75 W "
+                                            "class microfocus tube, the spot growing with power (illustrative "
+                                            "figures)")
+    ramp_kv_per_s: float = Field(default=10.0, gt=0, description="how fast the kV read-back follows its set-point "
+                                 "while X-rays are on (it drops to 0 at once when they go off)")
+    ramp_ua_per_s: float = Field(default=50.0, gt=0, description="how fast the µA read-back follows its set-point "
+                                 "while X-rays are on (it drops to 0 at once when they go off)")
+    warmup_s: float = Field(default=600.0, ge=0, description="how long warm_up() runs (s); X-rays are off "
+                                                            "afterwards")
+    warmed_up: bool = Field(default=False, description="start warm, in standby; false: the tube starts as warm-up "
+                                                       "needed, and beam_on is refused until a warm-up has run")
+    interlock_closed: bool = Field(default=True, description="the enclosure interlock starts closed; false: the "
+                                                             "tube is not ready, beam_on and warm_up are refused")
+    readback_noise_kv: float = Field(default=0.02, ge=0, description="kV read-back noise, 1 sigma, while the "
+                                                                    "high voltage is up")
+    readback_noise_ua: float = Field(default=0.05, ge=0, description="µA read-back noise, 1 sigma, while the "
+                                                                    "current is up")
 
 
 class _Ramp:

@@ -40,6 +40,7 @@ faults a second time.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import select
@@ -430,7 +431,7 @@ class WireSimulator:
         name = self.description
         options = dict(options)
         schedule = None if faults is None else FaultSchedule(faults.faults, faults.seed)
-        if schedule is not None:
+        if schedule is not None and _takes(self.factory, "faults"):
             options["faults"] = schedule  # the simulated devices inside play the device faults
         try:
             responder = self.factory(**options)
@@ -439,13 +440,25 @@ class WireSimulator:
             raise ConfigurationError(f"sim serve: {message}") from None
         if schedule is not None:
             require_played(schedule, faults.origin if faults is not None else "--faults")
-        server = WireServer(responder, name, faults=schedule)
+        try:
+            server = WireServer(responder, name, faults=schedule)
+        except TypeError as error:  # a responder that cannot tell which device a line is for
+            raise ConfigurationError(f"--faults: {error}") from None
         extra = getattr(responder, "hint", "")  # a responder may say more: where its frames go, ...
         if port is None:
             return ServedWire(server, server.serve_pty(), extra)
         tcp_port = server.serve_tcp(port)
         hint = f" (VISA resource TCPIP::{LOOPBACK}::{tcp_port}::SOCKET)" if self.visa else ""
         return ServedWire(server, f"socket://{LOOPBACK}:{tcp_port}", hint + extra)
+
+
+def _takes(factory: Callable[..., Any], keyword: str) -> bool:
+    """True if ``factory`` accepts the keyword argument ``keyword`` (by name, or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: try it
+        return True
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def require_played(schedule: FaultSchedule, origin: str = "--faults") -> None:

@@ -48,7 +48,9 @@ class CamserverOptions(DriverOptions):
     """``[detector.options]`` of the ``camserver`` driver."""
 
     model: models.Model = Field(default="300K", description="detector size (notes): " + ", ".join(models.SIZES))
-    pixel_pitch_um: float = Field(default=models.PIXEL_PITCH_UM, gt=0)
+    pixel_pitch_um: float = Field(default=models.PIXEL_PITCH_UM, gt=0,
+                                  description="pixel pitch, for the recorded pixel and voxel size; default: 172 µm, "
+                                  "every PILATUS model (DECTRIS data sheets; each image header's Pixel_size)")
     image_path: str = Field(description="ImgPath: the image folder as the camserver sees it (absolute)")
     local_image_path: str | None = Field(default=None, description="the same folder as this PC reads it "
                                          "(an NFS mount, say); default: image_path")
@@ -195,7 +197,7 @@ class CamserverDetector(Detector):
                                                   f"folder here, although camserver has ImgPath "
                                                   f"{self._image_path}: mount that folder here and name it")
         width, height = models.SIZES[self.options.model]
-        self._pixel_mask = np.where(models.gap_mask(width, height), codec.MASK_GAP, 0).astype(np.uint32)
+        self._report_pixel_mask(np.where(models.gap_mask(width, height), codec.MASK_GAP, 0))
         self._marked = None
 
     def _do_close(self) -> None:
@@ -333,7 +335,7 @@ class CamserverDetector(Detector):
             return
         self._marked = marked
         if marked.any():
-            self._pixel_mask |= codec.mask_from_counts(counts)
+            self._report_pixel_mask(codec.mask_from_counts(counts), merge=True)
 
     def _wait_for_end(self, sent: str, last: str, deadline: float) -> None:
         """The series' final reply: ``7 OK`` naming the last file, by ``deadline`` (monotonic s)."""

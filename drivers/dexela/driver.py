@@ -34,18 +34,27 @@ class DexelaOptions(DriverOptions):
 
     rows: int = Field(default=models.TILE_ROWS, ge=1, le=16384, description="frame rows (default: one 1024 × "
                       "1024 sensor tile of a Dexela 2923, notes)")
-    columns: int = Field(default=models.TILE_COLUMNS, ge=1, le=16384)
-    pixel_pitch_um: float = Field(default=models.PIXEL_PITCH_UM, gt=0)
+    columns: int = Field(default=models.TILE_COLUMNS, ge=1, le=16384, description="frame columns (default: one 1024 × "
+                         "1024 sensor tile of a Dexela 2923, notes); a frame of another size is a ProtocolError")
+    pixel_pitch_um: float = Field(default=models.PIXEL_PITCH_UM, gt=0,
+                                  description="pixel pitch; default: 74.8 µm, a Dexela panel's x_pixel_size "
+                                  "(0.0748 mm) in public APS USAXS code, taken for the 2923 too (the notes give "
+                                  "none): check yours")
     exposure_range_s: tuple[float, float] = Field(default=(0.001, 60.0), description="allowed exposures (s); "
                                                   "intersected with the registers' 10 µs to 2³²−1 × 10 µs")
-    full_well: Literal["low-noise", "high-range"] = "low-noise"
+    full_well: Literal["low-noise", "high-range"] = Field(default="low-noise", description="full-well mode, written "
+                                                          "at connect: register 3 bit 0x4 clear ('low-noise') or "
+                                                          "set ('high-range', high full well)")
     external_trigger: Literal["edge", "duration"] = Field(default="edge", description="register 0 code for "
                                                           "TriggerMode.EXTERNAL")
     verify_writes: bool = Field(default=False, description="read each written register back (real units "
                                                            "have been seen to read zeros: off by default)")
     serial: SerialSettings = Field(default_factory=SerialSettings, validate_default=True,
                                    description="the serial line; the baud rate defaults to the notes' 115200")
-    frame_channel: Literal["folder", "tcp"] = "folder"
+    frame_channel: Literal["folder", "tcp"] = Field(default="folder", description="how frames come from the frame "
+                                                    "grabber (microct's own channel, not a Dexela protocol): 'folder' "
+                                                    "(trigger and .raw files in frame_folder) or 'tcp' (a stream at "
+                                                    "frame_address)")
     frame_folder: str | None = Field(default=None, description="folder the frame grabber writes into")
     frame_address: str | None = Field(default=None, description="host:port of the frame stream")
     keep_files: bool = Field(default=False, description="keep frame files after reading them")

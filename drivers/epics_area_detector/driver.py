@@ -84,23 +84,40 @@ class AreaDetectorOptions(DriverOptions):
     rows: int = Field(ge=1, le=16384, description="sensor rows, unbinned (checked against MaxSizeY_RBV)")
     columns: int = Field(ge=1, le=16384, description="sensor columns, unbinned (checked against MaxSizeX_RBV)")
     pixel_pitch_um: float = Field(gt=0, description="unbinned pixel pitch (µm): the IOC does not report it")
-    bit_depth: int = Field(default=16, ge=8, le=16)
-    exposure_range_s: tuple[float, float] = (0.001, 60.0)
-    binnings: tuple[int, ...] = (1,)
-    cam: str = CAM_PREFIX
-    image: str = IMAGE_PREFIX
-    hdf: str = HDF_PREFIX
-    frames: Literal["pull", "hdf5-file"] = "pull"
+    bit_depth: int = Field(default=16, ge=8, le=16, description="bits the panel digitises: a pixel at 2^bit_depth − 1 "
+                           "counts is saturated; the IOC does not report it (frames travel as UInt16 either way)")
+    exposure_range_s: tuple[float, float] = Field(default=(0.001, 60.0), description="allowed AcquireTime (s), low "
+                                                  "to high: the IOC does not report the panel's range")
+    binnings: tuple[int, ...] = Field(default=(1,), description="binnings allowed, each written to BinX and BinY; "
+                                      "the IOC's ArraySizeX_RBV / ArraySizeY_RBV must then be columns and rows / "
+                                      "binning")
+    cam: str = Field(default=CAM_PREFIX, description="the ADBase driver's prefix after the detector prefix "
+                     "(R=cam1: in the example IOCs' st.cmd)")
+    image: str = Field(default=IMAGE_PREFIX, description="the NDStdArrays plugin's prefix after the detector prefix "
+                       "(R=image1: in the example IOCs' st.cmd): the pixels of frames = 'pull'; its callbacks are "
+                       "turned off for 'hdf5-file'")
+    hdf: str = Field(default=HDF_PREFIX, description="the NDFileHDF5 plugin's prefix after the detector prefix "
+                     "(R=HDF1: in ADCore's EXAMPLE_commonPlugins.cmd); used by frames = 'hdf5-file' only")
+    frames: Literal["pull", "hdf5-file"] = Field(default="pull", description="'pull': pixels over Channel Access, "
+                                                 "as ArrayData monitor updates of the image plugin; 'hdf5-file': the "
+                                                 "IOC's HDF5 plugin writes the frames and the scan file refers to "
+                                                 "them (needs ioc_file_path)")
     ioc_file_path: str | None = Field(default=None, description="hdf5-file: the folder as the IOC sees it")
     local_file_path: str | None = Field(default=None, description="hdf5-file: the same folder as this computer "
                                                                   "sees it (default: ioc_file_path)")
     file_name: str = Field(default="microct", description="hdf5-file: file name stem (the IOC adds _NNNNNN.h5)")
     readout_s: float = Field(default=0.0, ge=0, description="time per frame beyond the exposure, for time-outs")
-    frame_timeout_margin_s: float = Field(default=5.0, gt=0)
-    perkinelmer: PerkinElmerOptions | None = None
+    frame_timeout_margin_s: float = Field(default=5.0, gt=0, description="allowed beyond n × (exposure + readout_s) "
+                                          "for Acquire's put-callback, and for the HDF5 plugin to write the frames "
+                                          "after it (s)")
+    perkinelmer: PerkinElmerOptions | None = Field(default=None, description="ADPerkinElmer's correction settings, "
+                                                   "put at every connect; unset: none are put, and acquire_offset() "
+                                                   "/ acquire_gain() are refused")
     addr_list: str | None = Field(default=None, description="EPICS_CA_ADDR_LIST; default: the environment's")
-    connect_timeout_s: float = Field(default=2.0, gt=0)
-    put_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="for every PV to connect at connect, and for "
+                                     "each read's reply (s)")
+    put_timeout_s: float = Field(default=5.0, gt=0, description="for a put-callback to complete, and for Capture to "
+                                 "start; Acquire and the corrections have their own time-outs (s)")
     correction_timeout_s: float = Field(default=300.0, gt=0, description="longest an offset or gain "
                                                                          "acquisition may take (s)")
 

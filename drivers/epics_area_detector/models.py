@@ -27,9 +27,14 @@ class PerkinElmerOptions(DriverOptions):
     500): 10 frames each is microct's own default. The simulated IOC starts with these values too.
     """
 
-    use_offset: bool = False
-    use_gain: bool = False
-    use_pixel_correction: bool = False
+    use_offset: bool = Field(default=False, description="PEUseOffset: the IOC subtracts its offset (dark) image "
+                                                       "from every frame")
+    use_gain: bool = Field(default=False, description="PEUseGain: the IOC applies its gain (flat-field) correction "
+                                                     "to every frame")
+    use_pixel_correction: bool = Field(default=False, description="PEUsePixelCorrection: the IOC corrects the bad "
+                                                                 "pixels of its pixel-correction file")
     offset_constant: int = Field(default=0, ge=0, description="counts added after the offset correction")
-    num_offset_frames: int = Field(default=10, ge=1)
-    num_gain_frames: int = Field(default=10, ge=1)
+    num_offset_frames: int = Field(default=10, ge=1, description="PENumOffsetFrames: dark frames acquire_offset() "
+                                   "averages into the offset image (10: microct's default; the template sets none)")
+    num_gain_frames: int = Field(default=10, ge=1, description="PENumGainFrames: flat frames acquire_gain() averages "
+                                 "into the gain image (10: microct's default; the template sets none)")

@@ -58,7 +58,9 @@ log = logging.getLogger("microct.drivers.epics_motor")
 class EpicsMotorOptions(DriverOptions):
     """``[axis.options]`` of the ``epics-motor`` driver."""
 
-    unit: AxisUnit = "deg"
+    unit: AxisUnit = Field(default="deg", description="the unit of the record's user coordinates, its EGU (not read "
+                           "from the record): 'deg' for a rotation, 'mm' for a linear axis; positions, limits and "
+                           "speeds are in it")
     max_velocity: float = Field(gt=0, description="top speed (unit/s) that set_velocity allows (≤ the record's VMAX)")
     acceleration: float | None = Field(default=None, gt=0, description="unit/s², for move-time estimates only")
     low_limit: float | None = Field(default=None, description="driver soft limit (unit); narrowed by LLM")
@@ -67,7 +69,8 @@ class EpicsMotorOptions(DriverOptions):
                                                               "at connect")
     home_reverse: bool = Field(default=False, description="home with HOMR instead of HOMF")
     addr_list: str | None = Field(default=None, description="EPICS_CA_ADDR_LIST; default: the environment's")
-    connect_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="for every field of the record to connect at "
+                                     "connect, and for each read's reply (s)")
     put_timeout_s: float = Field(default=5.0, gt=0, description="for a put-callback of a non-move field (s)")
     move_timeout_s: float = Field(default=600.0, gt=0, description="longest a move or homing may take (s)")
 

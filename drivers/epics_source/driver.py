@@ -47,16 +47,21 @@ MONITORED = ("voltage_rbv", "current_rbv", "state", "interlock", "xray_on_rbv")
 class EpicsSourceOptions(DriverOptions):
     """``[source.options]`` of the ``epics-source`` driver."""
 
-    voltage_range_kv: tuple[float, float]
-    current_range_ua: tuple[float, float]
+    voltage_range_kv: tuple[float, float] = Field(description="allowed kV set-points, low to high: the tube's, which "
+                                                              "the IOC cannot report")
+    current_range_ua: tuple[float, float] = Field(description="allowed µA set-points, low to high: the tube's, which "
+                                                              "the IOC cannot report")
     spot_modes: dict[str, SpotMode] = Field(
         min_length=1, description="spot modes by name; code: the FocusMode enum string (default: the name)")
-    pvs: EpicsPVNames = Field(default_factory=EpicsPVNames)
+    pvs: EpicsPVNames = Field(default_factory=EpicsPVNames, description="PV names after the prefix (the connection), "
+                              "by key; a key left out keeps microct's default scheme. Every one must exist: all are "
+                              "connected at connect")
     states: tuple[str, ...] = Field(default=tuple(state.name for state in DEFAULT_STATES),
                                     description="SourceState names by State_RBV enum index")
     interlock_closed_value: int = Field(default=INTERLOCK_CLOSED, description="Interlock_RBV index meaning closed")
     addr_list: str | None = Field(default=None, description="EPICS_CA_ADDR_LIST; default: the environment's")
-    connect_timeout_s: float = Field(default=2.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="for every PV to connect at connect, and for "
+                                     "each read's reply (s)")
     put_timeout_s: float = Field(default=5.0, gt=0, description="for a put-callback to complete (s)")
     warm_up_start_timeout_s: float = Field(default=2.0, gt=0, description="for State_RBV to show the warm-up (s)")
 

@@ -21,13 +21,24 @@ class TubeModel(BaseModel):
     own), baud, whether ``SNR`` reports vacuum, whether ``SAT`` is answered."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
-    voltage_range_kv: tuple[float, float]
-    current_range_ua: tuple[float, float]
-    spot_modes: dict[str, SpotMode]
-    baudrate: int = Field(gt=0)
-    vacuum_in_snr: bool = False
-    auto_stop_query: bool = False
+    name: str = Field(description="the model name; connect warns if the controller's TYP reply does not start "
+                                  "with it")
+    voltage_range_kv: tuple[float, float] = Field(description="allowed kV set-points, low to high (sent as whole "
+                                                              "kV, rounded down); the table's lower bounds, 0, are "
+                                                              "the protocol's, not the tube's")
+    current_range_ua: tuple[float, float] = Field(description="allowed µA set-points, low to high (sent as whole "
+                                                              "µA, rounded down)")
+    spot_modes: dict[str, SpotMode] = Field(description="focus modes by name; code: the CFS number, 0-9, each "
+                                            "mode its own. Power limits and spot sizes: example figures in the "
+                                            "table, to check against the datasheet")
+    baudrate: int = Field(gt=0, description="line speed (baud) unless serial.baudrate is set; 38400 for every "
+                                            "model of the table (notes, 'Framing')")
+    vacuum_in_snr: bool = Field(default=False, description="true: SNR's last field is a vacuum level (pumped "
+                                "tubes, e.g. the L10711) and a level outside 2-5 is named as a not-ready cause; "
+                                "false: that field is ignored")
+    auto_stop_query: bool = Field(default=False, description="the controller answers SAT (its auto-stop time, "
+                                  "0-60 s): connect reads it and warns if the auto stop is off or keepalive_s too "
+                                  "slow; a refusal is logged, not an error")
     """Whether the controller answers ``SAT`` (its auto-stop time), which the driver reads at connect."""
 
     @model_validator(mode="after")

@@ -60,8 +60,12 @@ class PIOptions(ModelTableOptions):
     table_key: ClassVar = "stage"
 
     axis: str = Field(default="1", pattern=r"^[A-Za-z0-9_]{1,16}$", description="GCS axis identifier")
-    stage: str = "U-651"
-    visa: VisaSettings = Field(default_factory=VisaSettings)
+    stage: str = Field(default="U-651", description="the stage product, a key of the stage table: its unit, top "
+                       "speed, soft limits and reference position (example figures: check them, and replace any "
+                       "with overrides)")
+    visa: VisaSettings = Field(default_factory=VisaSettings, description="the VISA link to the controller (the "
+                               "connection is its resource, e.g. TCPIP::host::50000::SOCKET); what it leaves out "
+                               "takes LF terminators both ways and PIPython's 7 s time-out")
     poll_interval_s: float = Field(default=0.02, gt=0, description="on-target polls while a move runs (s)")
     reference_on_connect: bool = Field(
         default=True, description="true: connect() runs the reference move FRF if FRF? says the axis is not "

@@ -19,7 +19,8 @@ class StageModel(BaseModel):
     reports them (GCS works in physical units: deg or mm, sheet "Commands")."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    unit: AxisUnit
+    unit: AxisUnit = Field(description="the unit the controller reports positions in (GCS works in physical "
+                                       "units): 'deg' for a rotation stage, 'mm' for a linear one")
     max_velocity: float = Field(gt=0, description="unit/s")
     low_limit: float = Field(description="soft limit (unit)")
     high_limit: float = Field(description="soft limit (unit)")

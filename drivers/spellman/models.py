@@ -24,15 +24,26 @@ class GeneratorModel(BaseModel):
     optional tighter kV and µA ranges for the tube (default: 0 to full scale)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
-    family: Literal["XRV", "uX"]
-    full_scale_kv: float = Field(gt=0)
-    full_scale_ma: float = Field(gt=0)
+    name: str = Field(description="the model's name (its table key), shown in describe() and in errors")
+    family: Literal["XRV", "uX"] = Field(description="command set: command numbers, status and monitor layouts, "
+                                                    "and whether filament select, faults and reset exist (XRV only)")
+    full_scale_kv: float = Field(gt=0, description="the voltage at 4095 DAC counts, which scales every kV sent and "
+                                                   "read; the XRV's '28' reply is checked against it at connect")
+    full_scale_ma: float = Field(gt=0, description="the current at 4095 DAC counts (mA; µA = 1000 × mA), which "
+                                                   "scales every current sent and read; checked as full_scale_kv")
     readback_over_range: float = Field(ge=1.0, description="monitor full count / set-point full scale")
-    spot_modes: dict[str, SpotMode]
-    baudrate: int = Field(default=9600, gt=0)
-    voltage_range_kv: tuple[float, float] | None = None
-    current_range_ua: tuple[float, float] | None = None
+    spot_modes: dict[str, SpotMode] = Field(description="spot modes by name; code: the filament, 'small' or "
+                                            "'large' (selected by 32,0 / 32,1), each serving one mode; the uX has "
+                                            "one filament: exactly one mode, code unset. Power limits and spot "
+                                            "sizes are the tube's (example figures in the table)")
+    baudrate: int = Field(default=9600, gt=0, description="line speed (baud) of a serial (ASRL) resource unless "
+                                                         "visa.baudrate is set; 9600: the XRV default (notes)")
+    voltage_range_kv: tuple[float, float] | None = Field(default=None, description="allowed kV set-points, low to "
+                                                         "high, where the tube allows less than the generator; "
+                                                         "unset: 0 to full_scale_kv")
+    current_range_ua: tuple[float, float] | None = Field(default=None, description="allowed µA set-points, low to "
+                                                         "high, where the tube allows less than the generator; "
+                                                         "unset: 0 to 1000 × full_scale_ma")
 
     @property
     def full_scale_ua(self) -> float:

@@ -64,10 +64,15 @@ class ZaberOptions(ModelTableOptions):
     table_key: ClassVar = "stage"
 
     device: int = Field(default=1, ge=1, le=99, description="device address in the daisy chain")
-    axis: int = Field(default=1, ge=1, le=9)
-    stage: str = "X-RSW60A"
-    checksums: bool = False
-    serial: SerialSettings = Field(default_factory=SerialSettings)
+    axis: int = Field(default=1, ge=1, le=9, description="axis number on the device (1 on a single-axis device); "
+                                                        "device-scope commands go to axis 0")
+    stage: str = Field(default="X-RSW60A", description="the stage product, a key of the stage table: its unit, "
+                       "microstep size, speed, soft limits and baud rate (replace any with overrides)")
+    checksums: bool = Field(default=False, description="append the ':XX' checksum to every command (the device "
+                            "does not execute a command whose checksum fails); a reply's checksum is verified "
+                            "whenever it has one")
+    serial: SerialSettings = Field(default_factory=SerialSettings, description="the serial line; what it leaves "
+                                   "out takes the stage model's baud rate, LF out and CR LF in")
     poll_interval_s: float = Field(default=0.02, gt=0, description="status polls while a move runs (s)")
 
     def stage_model(self) -> StageModel:

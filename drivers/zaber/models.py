@@ -22,14 +22,17 @@ class StageModel(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    unit: AxisUnit
+    unit: AxisUnit = Field(description="the stage's unit, 'deg' (rotary) or 'mm' (linear): a position is "
+                                       "microsteps × microstep_size in it")
     microstep_size: float = Field(gt=0, description="unit per microstep")
     speed_factor: float = Field(default=1.6384, gt=0, description="speed data units per microstep/s")
     max_speed: float = Field(gt=0, description="unit/s")
     low_limit: float = Field(description="soft limit (unit)")
     high_limit: float = Field(description="soft limit (unit)")
     acceleration: float | None = Field(default=None, gt=0, description="unit/s²; None if not known")
-    baudrate: int = Field(default=115200, gt=0)
+    baudrate: int = Field(default=115200, gt=0, description="line speed (baud) unless serial.baudrate is set; "
+                                                           "115200: current firmware's default (sheet, 'Framing'; "
+                                                           "9600 on old units)")
 
     @model_validator(mode="after")
     def _limits_ordered(self):

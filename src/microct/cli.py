@@ -8,6 +8,7 @@ interrupted or failed scan leaves its file marked ``aborted`` with the beam off.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -20,14 +21,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from microct import __version__
-from microct.config import load_config, parse_config
+from microct.config import ScanConfig, load_config, parse_config
 from microct.errors import ConfigurationError, MicroCTError
 from microct.faults import load_fault_plan
 from microct.instruments import build_instruments
 from microct.journal import journal_path
 from microct.options import parse_option
 from microct.planner import FORMULA, plan_scan
-from microct.registry import DRIVERS, SIMULATORS, driver_problems, entry_points_of, load_simulator
+from microct.registry import DRIVERS, SIMULATORS, driver_problems, entry_points_of, load_driver, load_simulator
 from microct.resume import stored_configuration
 from microct.sequencer import run_scan
 
@@ -182,6 +183,30 @@ def _list_simulators() -> int:
     return 0
 
 
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def scan_config_schema() -> dict:
+    """The JSON schema of a scan configuration (``microct config schema``). Each instrument's ``options`` is
+    a free table here: the driver's own Options model checks it (``driver_options_schema``)."""
+    return {"$schema": JSON_SCHEMA_DIALECT, **ScanConfig.model_json_schema()}
+
+
+def driver_options_schema(name: str) -> dict:
+    """The JSON schema of the ``options`` table of the registered driver ``name`` (``microct config schema
+    --driver NAME``); ConfigurationError naming the registered drivers for an unknown one."""
+    cls = load_driver(name, None, "--driver")
+    schema = cls.Options.model_json_schema()
+    schema.setdefault("description", f"[ROLE.options] of the {name!r} driver")
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema}
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    schema = driver_options_schema(args.driver) if args.driver else scan_config_schema()
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
 def cmd_drivers(args: argparse.Namespace) -> int:
     def row(name: str, cls) -> tuple[str, ...]:
         problems = driver_problems(cls)
@@ -264,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("-O", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a simulator option (repeatable), e.g. -O model=L12161-07, -O image_root=/tmp/camserver")
     serve.set_defaults(func=cmd_sim_serve)
+
+    config = sub.add_parser("config", help="describe the configuration file",
+                            description="Describe the scan configuration file for editors and tools.")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    schema = config_sub.add_parser("schema", help="print the JSON schema of a scan configuration",
+                                   description="Print the JSON schema of a scan configuration (TOML read as "
+                                               "JSON), for editors that check and complete TOML against one "
+                                               "(e.g. a '#:schema FILE' first line for Taplo / Even Better TOML). "
+                                               "An instrument's options table is free in it: each driver checks "
+                                               "its own (--driver).")
+    schema.add_argument("--driver", metavar="NAME", help="print instead the schema of the options table of the "
+                                                         "registered driver NAME (see microct drivers)")
+    schema.set_defaults(func=cmd_config_schema)
 
     drivers = sub.add_parser("drivers", help="list the registered drivers and simulators",
                              description="List every driver (entry-point group microct.drivers) and wire simulator "

@@ -33,37 +33,46 @@ class _Strict(BaseModel):
 class InstrumentConfig(_Strict):
     driver: str = Field(min_length=1, description="registered driver name (see `microct drivers`)")
     connection: str | None = Field(default=None, description="serial port or URL, VISA resource, or PV prefix")
-    options: dict[str, Any] = Field(default_factory=dict, description="driver options (the driver's Options model)")
+    options: dict[str, Any] = Field(default_factory=dict, description="driver options, checked against the "
+                                    "driver's own Options model when the instruments are built (its JSON schema: "
+                                    "`microct config schema --driver NAME`)")
 
 
 class ScanSettings(_Strict):
-    title: str = "microct scan"
-    output: str = "microct-scan.nxs"
-    n_projections: int = Field(ge=1, le=1_000_000)
-    start_deg: float = 0.0
-    range_deg: float = Field(default=360.0, gt=0, le=3600)
+    title: str = Field(default="microct scan", description="the scan's title (NXtomo entry title and sample name)")
+    output: str = Field(default="microct-scan.nxs", description="the NXtomo file written (`microct scan -o` "
+                                                                "overrides it)")
+    n_projections: int = Field(ge=1, le=1_000_000, description="projections, evenly spaced over range_deg")
+    start_deg: float = Field(default=0.0, description="angle of the first projection")
+    range_deg: float = Field(default=360.0, gt=0, le=3600, description="angular range the projections span")
     include_end_angle: bool = Field(default=False, description="true: last angle = start + range")
-    voltage_kv: float = Field(gt=0)
-    current_ua: float = Field(ge=0)
-    spot_mode: str
-    exposure_s: float = Field(gt=0)
-    binning: int = Field(default=1, ge=1)
-    frames_averaged: int = Field(default=1, ge=1, le=1000)
+    voltage_kv: float = Field(gt=0, description="tube voltage, checked against the source's range")
+    current_ua: float = Field(ge=0, description="tube current, checked against the source's range and the spot "
+                                                "mode's power limit")
+    spot_mode: str = Field(description="a focal-spot mode the source declares (e.g. \"small\")")
+    exposure_s: float = Field(gt=0, description="exposure of each frame, checked against the detector's range")
+    binning: int = Field(default=1, ge=1, description="detector binning (one of the detector's binnings)")
+    frames_averaged: int = Field(default=1, ge=1, le=1000, description="frames averaged into each stored "
+                                                                       "frame")
     frames_skipped: int = Field(default=0, ge=0, le=1000, description="frames discarded after each move")
     settle_s: float = Field(default=0.0, ge=0, description="wait after each move")
-    n_darks: int = Field(default=10, ge=0)
-    n_flats: int = Field(default=10, ge=0)
-    references_at: Literal["start", "end", "both"] = "start"
+    n_darks: int = Field(default=10, ge=0, description="dark frames (beam off) at each reference point")
+    n_flats: int = Field(default=10, ge=0, description="flat frames (beam on, sample out) at each reference "
+                                                       "point")
+    references_at: Literal["start", "end", "both"] = Field(default="start", description="when darks and flats "
+                                                                                        "are taken")
     sample_out_position_mm: float | None = Field(default=None, description="sample-out axis position for flats")
     sample_diameter_mm: float | None = Field(
         default=None, gt=0, description="the sample's largest width across the rotation axis (mm); "
                                         "`microct plan` keeps it in the field of view")
     stable_tolerance: float = Field(default=0.01, gt=0, lt=1, description="relative kV/µA tolerance")
     stable_hold_s: float = Field(default=2.0, ge=0, description="read-backs within tolerance this long")
-    stable_timeout_s: float = Field(default=300.0, gt=0)
-    warmup_timeout_s: float = Field(default=3600.0, gt=0)
-    move_timeout_s: float = Field(default=120.0, gt=0)
-    return_to_start: bool = True
+    stable_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for stable kV/µA "
+                                                                     "read-backs")
+    warmup_timeout_s: float = Field(default=3600.0, gt=0, description="longest wait for the tube's warm-up")
+    move_timeout_s: float = Field(default=120.0, gt=0, description="longest wait for one stage move")
+    return_to_start: bool = Field(default=True, description="move the rotation back to start_deg after the "
+                                                           "scan")
     flush_interval_s: float = Field(default=1.0, ge=0, description="flush the file at least this often")
     sync_to_disk: bool = Field(default=True, description="at each flush, put the frames on the disk (fsync) "
                                                          "before the journal names them: power-cut safe")
@@ -83,17 +92,21 @@ class SimulationSettings(_Strict):
     seed: int | None = Field(default=None, ge=0, description="random seed of the simulators (numpy takes >= 0)")
     faults: list[Fault] = Field(
         default_factory=list, description="[[simulation.faults]]: faults the in-process simulators inject "
-                                          "(kinds, triggers and effects: microct.simulators.faults)")
+                                          "(kinds, triggers and effects: microct.faults)")
 
 
 class ScanConfig(_Strict):
-    source: InstrumentConfig
-    rotation: InstrumentConfig
-    detector: InstrumentConfig
-    sample_out: InstrumentConfig | None = None
-    geometry: Geometry
-    scan: ScanSettings
-    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
+    """A scan configuration: one TOML file per scan."""
+
+    source: InstrumentConfig = Field(description="[source]: the X-ray source")
+    rotation: InstrumentConfig = Field(description="[rotation]: the rotation stage")
+    detector: InstrumentConfig = Field(description="[detector]: the flat-panel detector")
+    sample_out: InstrumentConfig | None = Field(default=None, description="[sample_out]: an optional axis that "
+                                                                          "moves the sample out for flats")
+    geometry: Geometry = Field(description="[geometry]: source, object and detector distances and conventions")
+    scan: ScanSettings = Field(description="[scan]: angles, tube settings, exposure, references, time-outs")
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="[simulation]: the "
+                                           "simulators' clock, seed and faults")
 
     @model_validator(mode="after")
     def _flats_need_a_place(self):

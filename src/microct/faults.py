@@ -107,8 +107,8 @@ class Fault(BaseModel):
     """One scheduled fault (see the module docstring for kinds, triggers and effects)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: FaultKind
-    device: FaultDevice
+    kind: FaultKind = Field(description="what goes wrong (kinds and effects: microct.faults)")
+    device: FaultDevice = Field(description="the device it hits; each kind hits only some (writer: the scan file)")
     at_s: float | None = Field(default=None, ge=0, description="s since the device first connected")
     at_frame: int | None = Field(default=None, ge=0, description="detector frame number (writer: file index)")
     at_projection: int | None = Field(default=None, ge=0, description="projection number, 0-based")

@@ -33,12 +33,17 @@ class Geometry:
     Validated on construction (pydantic): ValidationError naming the field.
     """
 
-    source_object_distance_mm: float = Field(gt=0)
-    source_detector_distance_mm: float = Field(gt=0)
-    detector_offset_u_mm: float = 0.0
-    detector_offset_v_mm: float = 0.0
-    centre_of_rotation_offset_mm: float = 0.0
-    rotation_direction: Literal[1, -1] = 1
+    source_object_distance_mm: float = Field(gt=0, description="SOD: focal spot to rotation axis")
+    source_detector_distance_mm: float = Field(gt=0, description="SDD: focal spot to detector plane; larger than SOD")
+    detector_offset_u_mm: float = Field(default=0.0, description="detector centre's shift along +u (columns) from "
+                                                                 "the central ray")
+    detector_offset_v_mm: float = Field(default=0.0, description="detector centre's shift along +v (rows, "
+                                                                 "downwards) from the central ray")
+    centre_of_rotation_offset_mm: float = Field(default=0.0, description="rotation axis's shift along +x, "
+                                                                         "measured at the axis (not on the detector)")
+    rotation_direction: Literal[1, -1] = Field(default=1, description="+1: a positive angle turns the sample "
+                                                                      "counter-clockwise seen from above; -1: "
+                                                                      "clockwise")
 
     @model_validator(mode="after")
     def _object_between_source_and_detector(self):

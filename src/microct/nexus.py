@@ -11,7 +11,7 @@ voltage in kV, current in uA, power in W):
       instrument/ct_geometry   NXcollection: distances, magnification, offsets, rotation direction,
                                with the conventions as text
       sample                   NXsample: rotation_angle[n] (measured), x/y/z_translation[n], voxel size
-      control                  NXmonitor: data[n] = mean tube current per frame
+      control                  NXmonitor: data[n] = tube current read after each frame (µA; 0 for darks)
       data                     NXdata @signal=data: links to data, rotation_angle, image_key
       logs                     NXcollection: readings (time, kV, µA, angle), events (time, frame,
                                message), configuration (the scan's TOML), status

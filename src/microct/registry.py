@@ -35,14 +35,15 @@ def driver_entry_points() -> dict[str, EntryPoint]:
     return entry_points_of(DRIVERS)
 
 
-def load_driver(name: str, kind: str, field_name: str) -> type[Device]:
+def load_driver(name: str, kind: str | None, field_name: str) -> type[Device]:
     """The class registered as ``name``. ConfigurationError naming ``field_name`` if the name is unknown,
-    the driver is of another kind, or the class lacks what the registry needs (naming what is missing)."""
+    the driver is of another kind (``kind`` None: any kind will do), or the class lacks what the registry
+    needs (naming what is missing)."""
     available = driver_entry_points()
     if name not in available:
-        of_kind = sorted(n for n in available if _kind(available[n]) == kind)
-        raise ConfigurationError(f"{field_name}={name!r} is not a registered driver; registered {kind} drivers: "
-                                 f"{of_kind}")
+        of_kind = sorted(n for n in available if kind is None or _kind(available[n]) == kind)
+        raise ConfigurationError(f"{field_name}={name!r} is not a registered driver; registered "
+                                 f"{kind + ' ' if kind else ''}drivers: {of_kind}")
     try:
         cls = available[name].load()
     except ImportError as error:  # a library the driver needs is not installed
@@ -55,7 +56,7 @@ def load_driver(name: str, kind: str, field_name: str) -> type[Device]:
     if missing:
         raise ConfigurationError(f"{field_name}={name!r}: {available[name].value} is not a usable driver: "
                                  f"{'; '.join(missing)}")
-    if cls.kind != kind:
+    if kind is not None and cls.kind != kind:
         raise ConfigurationError(f"{field_name}={name!r} is {_a(cls.kind)} {cls.kind} driver, not {_a(kind)} {kind} "
                                  f"driver")
     return cls

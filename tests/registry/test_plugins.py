@@ -124,3 +124,23 @@ def test_a_driver_whose_library_is_missing_names_what_to_install(monkeypatch, di
     monkeypatch.setattr(registry, "driver_entry_points", lambda: {"panel": _MissingLibrary("panel", distribution)})
     with pytest.raises(ConfigurationError, match=rf"detector\.driver='panel': the driver .* needs caproto; {hint}"):
         load_driver("panel", "detector", "detector.driver")
+
+
+def test_request_faults_for_a_simulator_that_cannot_place_them_are_a_configuration_error():
+    """A plug-in's responder without ``fault_device`` cannot say which device a request line is for: its
+    schedule of request faults is refused, naming why, not a TypeError."""
+    from microct.faults import FaultPlan
+    from microct.testing.simulation import WireSimulator
+
+    class StageWithoutFaultDevice:
+        request_terminators = b"\n"
+
+        def __init__(self, faults=None) -> None:
+            faults.attach("rotation")  # it plays the stage's faults, but not per request line
+
+        def respond(self, line: bytes) -> list[bytes]:
+            return [line + b"\n"]
+
+    plan = FaultPlan.model_validate({"faults": [{"kind": "reply_timeout", "device": "rotation", "at_s": 1.0}]})
+    with pytest.raises(ConfigurationError, match=r"--faults: StageWithoutFaultDevice does not tell which device"):
+        WireSimulator(StageWithoutFaultDevice, "stage").serve({}, plan, 0)

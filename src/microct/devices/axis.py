@@ -14,6 +14,7 @@ from microct.devices.base import Device, Status
 from microct.errors import ConfigurationError, LimitError
 
 AxisUnit = Literal["deg", "mm"]
+"""An axis's unit: degrees (a rotation stage) or millimetres (a linear stage)."""
 
 log = logging.getLogger("microct.devices.axis")
 

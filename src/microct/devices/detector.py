@@ -27,6 +27,9 @@ def _whole_number(value: object) -> int | None:
 
 
 class TriggerMode(enum.Enum):
+    """What starts a detector's exposures: each ``acquire`` call (SOFTWARE, what scans use), the
+    detector's own timer for a series (INTERNAL), or a hardware trigger input (EXTERNAL)."""
+
     SOFTWARE = "software"
     INTERNAL = "internal"
     EXTERNAL = "external"
@@ -106,6 +109,18 @@ class Detector(Device):
         """Pixels the detector reports unusable, as NeXus ``NXdetector/pixel_mask`` (uint32, frame
         shape; bit 0 gap, bit 1 dead); None if the detector reports none."""
         return self._pixel_mask
+
+    def _report_pixel_mask(self, mask: np.ndarray | None, merge: bool = False) -> None:
+        """For drivers: the pixels the device reports unusable (uint32 bits, as ``pixel_mask``), or None;
+        ``merge`` adds these bits to the mask already reported. ProtocolError for a mask that is not of the
+        frame's shape."""
+        if mask is None:
+            self._pixel_mask = None
+            return
+        mask = np.asarray(mask, dtype=np.uint32)
+        if mask.shape != self.shape:
+            raise self._error(ProtocolError, f"pixel mask of shape {mask.shape}; the frames are {self.shape}")
+        self._pixel_mask = mask | self._pixel_mask if merge and self._pixel_mask is not None else mask
 
     @property
     def exposure_s(self) -> float:

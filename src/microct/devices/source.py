@@ -17,6 +17,8 @@ from microct.errors import ConfigurationError, DeviceStateError, InterlockError,
 
 
 class SourceState(enum.Enum):
+    """What an X-ray source reports it is doing; each value is the word a person reads."""
+
     WARMUP_NEEDED = "warm-up needed"
     WARMING_UP = "warming up"
     STANDBY = "standby"

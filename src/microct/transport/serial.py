@@ -36,16 +36,17 @@ class SerialSettings(LinkSettings):
     device's defaults with ``with_defaults``). Everything but the terminators and the time-out is
     passed to pyserial as it is named there."""
 
-    baudrate: int = Field(default=9600, gt=0)
-    bytesize: Literal[5, 6, 7, 8] = 8
-    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    baudrate: int = Field(default=9600, gt=0, description="line speed (baud); a driver sets its device's default")
+    bytesize: Literal[5, 6, 7, 8] = Field(default=8, description="data bits")
+    parity: Literal["N", "E", "O", "M", "S"] = Field(default="N", description="none, even, odd, mark or space")
     stopbits: float = Field(default=1, description="1, 1.5 or 2")
     xonxoff: bool = Field(default=False, description="software flow control (XON/XOFF)")
     rtscts: bool = Field(default=False, description="hardware flow control (RTS/CTS)")
     dsrdtr: bool = Field(default=False, description="hardware flow control (DSR/DTR)")
     timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply (s)")
-    write_terminator: str = "\r"
-    read_terminator: str = "\r"
+    write_terminator: str = Field(default="\r", description="appended to every message sent; a driver sets its "
+                                                             "device's")
+    read_terminator: str = Field(default="\r", description="ends every reply; a driver sets its device's")
 
     @field_validator("stopbits")
     @classmethod

@@ -46,8 +46,9 @@ class VisaSettings(LinkSettings):
 
     backend: str = Field(default="@py", description="VISA library: @py (pyvisa-py), @ivi, or a path")
     timeout_s: float = Field(default=1.0, gt=0, description="for a whole reply")
-    write_terminator: str = "\n"
-    read_terminator: str = "\n"
+    write_terminator: str = Field(default="\n", description="appended to every message sent; a driver sets its "
+                                                             "device's")
+    read_terminator: str = Field(default="\n", description="ends every reply; a driver sets its device's")
     baudrate: int | None = Field(default=None, gt=0, description="ASRL resources only")
 
 

@@ -66,8 +66,11 @@ class SMC100Options(ModelTableOptions):
 
     address: int = Field(default=1, ge=1, le=31, description="controller address (1: the one on the RS-232 "
                                                                "port; 2 to 31: behind it on the RS-485 link)")
-    stage: str = "URS75BCC"
-    serial: SerialSettings = Field(default_factory=SerialSettings)
+    stage: str = Field(default="URS75BCC", description="the stage product, a key of the stage table: its unit, "
+                       "speed, acceleration, travel, home position and ID? identifier (figures marked example "
+                       "there: check them, and replace any with overrides)")
+    serial: SerialSettings = Field(default_factory=SerialSettings, description="the serial line; what it leaves "
+                                   "out takes the manual's 57600 baud 8N1, XON/XOFF and CR LF both ways")
     poll_interval_s: float = Field(default=0.02, gt=0, description="TS polls while a move or home search runs (s)")
     auto_reference: bool = Field(
         default=True, description="true: connect(), and a move asked for while the controller is NOT REFERENCED "

@@ -24,7 +24,8 @@ class StageModel(BaseModel):
     """A stage product: its unit, speed, acceleration, travel and where its home search ends."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    unit: AxisUnit
+    unit: AxisUnit = Field(description="the unit the controller works in for this stage (its SU setting): 'deg' "
+                                       "for a rotation stage, 'mm' for a linear one; nothing is converted")
     max_velocity: float = Field(gt=0, description="unit/s")
     acceleration: float = Field(gt=0, description="unit/s²")
     low_limit: float = Field(description="soft limit (unit)")
