@@ -34,11 +34,12 @@ FAST = {"1": {"max_velocity": 36000.0}, "2": {"max_velocity": 5000.0}}
 STAGE = {"1": "U-651", "2": "L-509.40"}
 
 
-def pi_axis(resource: str, axis: str, name: str = "", overrides=None, **options) -> PIAxis:
+def pi_axis(resource: str, axis: str, name: str = "", overrides=None, reply_timeout_s: float = 0.3,
+            **options) -> PIAxis:
     """A PIAxis for ``axis`` of the controller, with short time-outs and polls."""
     overrides = FAST[axis] if overrides is None else overrides
     options = PIOptions(axis=axis, stage=STAGE.get(axis, "U-651"), overrides=overrides, poll_interval_s=0.002,
-                        visa={"timeout_s": 0.3}, **options)
+                        visa={"timeout_s": reply_timeout_s}, **options)
     return PIAxis(name or f"pi-{axis}", options, connection=resource)
 
 
@@ -76,7 +77,7 @@ class TestRotary(_Contracts):
 
     @pytest.fixture
     def new_device(self, served_link):
-        return lambda: pi_axis(served_link.address, "1", "rotation")
+        return lambda: pi_axis(served_link.address, "1", "rotation", reply_timeout_s=1.0)
 
 
 class TestLinear(_Contracts):
@@ -85,7 +86,7 @@ class TestLinear(_Contracts):
 
     @pytest.fixture
     def new_device(self, served_link):
-        return lambda: pi_axis(served_link.address, "2", "sample_out")
+        return lambda: pi_axis(served_link.address, "2", "sample_out", reply_timeout_s=1.0)
 
 
 class TestRotaryOverAsrl(_Contracts):
@@ -102,7 +103,7 @@ class TestRotaryOverAsrl(_Contracts):
 
     @pytest.fixture
     def new_device(self, served_link):
-        return lambda: pi_axis(served_link.address, "1", "rotation")
+        return lambda: pi_axis(served_link.address, "1", "rotation", reply_timeout_s=1.0)
 
 
 # -- one controller, two axes ----------------------------------------------------------------------------

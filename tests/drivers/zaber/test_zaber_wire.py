@@ -38,11 +38,12 @@ FAST = {1: {"max_speed": 36000.0}, 2: {"max_speed": 5000.0}}
 STAGE = {1: "X-RSW60A", 2: "X-LSM100A"}
 
 
-def zaber_axis(url: str, device: int, name: str = "", overrides=None, **options) -> ZaberAxis:
+def zaber_axis(url: str, device: int, name: str = "", overrides=None, reply_timeout_s: float = 0.3,
+               **options) -> ZaberAxis:
     """A ZaberAxis for ``device`` of the chain, with short time-outs and polls."""
     overrides = FAST[device] if overrides is None else overrides
     options = ZaberOptions(device=device, stage=STAGE[device], overrides=overrides, poll_interval_s=0.002,
-                           serial={"timeout_s": 0.3}, **options)
+                           serial={"timeout_s": reply_timeout_s}, **options)
     return ZaberAxis(name or f"zaber-{device}", options, connection=url)
 
 
@@ -62,6 +63,7 @@ class _Contracts(AxisContract, AxisFaultContract):
     home_position = 0.0
     slow_move_s = 1.0
     move_timeout_s = 10.0  # the longest move here takes about 1 s: 9 s of room; a hung Status fails in 10 s
+    reply_timeout_s = 1.0  # room for a loaded machine: the contracts' silent-controller tests wait this long
 
     @pytest.fixture
     def served_link(self):
@@ -78,7 +80,7 @@ class _Rotary(_Contracts):
 
     @pytest.fixture
     def new_device(self, served_link):
-        return lambda: zaber_axis(served_link.address, 1, "rotation")
+        return lambda: zaber_axis(served_link.address, 1, "rotation", reply_timeout_s=self.reply_timeout_s)
 
 
 class _Linear(_Contracts):
@@ -89,7 +91,8 @@ class _Linear(_Contracts):
 
     @pytest.fixture
     def new_device(self, served_link):
-        return lambda: zaber_axis(served_link.address, 2, "sample_out", checksums=True)
+        return lambda: zaber_axis(served_link.address, 2, "sample_out", checksums=True,
+                                  reply_timeout_s=self.reply_timeout_s)
 
 
 class TestRotaryOverPty(_Rotary):
