@@ -1,7 +1,7 @@
 """Check the repository's Markdown for links and paths that lead outside the repository.
 
-The documentation must stand on its own in any clone: a link to a file beside the repository
-(``../shared/...``), a path of one machine (``/work/...``; a link to an absolute path or a ``file://`` URL), or a
+The documentation must stand on its own in any clone: a link to a file beside the repository (the
+project's ``shared`` folder), a path of one machine (an absolute path, a ``file://`` URL), or a
 relative link that climbs above the repository's root works on one machine only. Links to web sites (a vendor's
 manual) are fine. Outside ``docs/`` a relative link must also name a file that exists (inside ``docs/``,
 ``mkdocs build --strict`` checks that, with the pages it generates).
