@@ -18,48 +18,36 @@ class EpicsPVNames(DriverOptions):
 
     voltage: str = Field(default="HV", description="suffix of the kV set-point PV: float; written (put-callback) by "
                                                    "set_voltage_kv, read at connect")
-    """kV set-point (float)."""
     voltage_rbv: str = Field(default="HV_RBV", description="suffix of the measured-kV PV: float; read from its "
                                                            "monitor (from the IOC on the first read after refresh())")
-    """kV measured (float, monitored)."""
     current: str = Field(default="Current", description="suffix of the µA set-point PV: float; written (put-callback) "
                                                         "by set_current_ua, read at connect")
-    """µA set-point (float)."""
     current_rbv: str = Field(default="Current_RBV", description="suffix of the measured-µA PV: float; read from its "
                                                                 "monitor (from the IOC on the first read after "
                                                                 "refresh())")
-    """µA measured (float, monitored)."""
     focus: str = Field(default="FocusMode", description="suffix of the focal-spot mode set-point PV: enum, whose "
                                                         "string is the mode's code (default: its name); written by "
                                                         "set_spot_mode, read at connect")
-    """Focal-spot mode set-point (enum: ``codec.focus_value`` of each mode)."""
     focus_rbv: str = Field(default="FocusMode_RBV", description="suffix of the focal-spot mode read-back PV: enum; "
                                                                 "connected, but not read by the driver")
     xray_on: str = Field(default="XrayOn", description="suffix of the beam-request PV: enum Off/On; beam_on writes 1, "
                                                        "beam_off 0 (put-callback)")
-    """Beam request (enum ``codec.OFF_ON``)."""
     xray_on_rbv: str = Field(default="XrayOn_RBV", description="suffix of the beam read-back PV: enum Off/On; "
                                                                "connected and monitored, but not read (the state PV "
                                                                "tells whether the beam is on)")
     state: str = Field(default="State_RBV", description="suffix of the state PV: enum, read; its index maps to a "
                                                         "SourceState through the option states")
-    """The tube's state (enum, by ``DEFAULT_STATES`` index)."""
     interlock: str = Field(default="Interlock_RBV", description="suffix of the interlock PV: enum, read; closed when "
                                                                 "its index equals interlock_closed_value")
-    """Door / interlock (enum ``codec.INTERLOCK_STRINGS``)."""
     power: str = Field(default="Power_RBV", description="suffix of the target-power PV: float in W; connected, but "
                                                         "not read by the driver")
-    """Target power (W)."""
     fault: str = Field(default="Fault_RBV", description="suffix of the fault-text PV: string, read (empty when none) "
                                                         "and quoted in errors and describe()")
-    """The last fault (string; empty when none)."""
     fault_reset: str = Field(default="FaultReset", description="suffix of the fault-reset PV: int; reset() writes 1 "
                                                                "(put-callback)")
-    """Put ``codec.FAULT_RESET`` to clear a fault."""
     warm_up: str = Field(default="WarmUp", description="suffix of the warm-up PV, a busy record: warm_up() writes 1 "
                                                        "and returns once the state PV shows the warm-up; the put "
                                                        "completes when the warm-up is done")
-    """Busy record: put ``codec.WARM_UP_START`` starts the warm-up; the put completes when it is done."""
 
 
 DEFAULT_STATES: tuple[SourceState, ...] = (SourceState.WARMUP_NEEDED, SourceState.WARMING_UP, SourceState.STANDBY,

@@ -39,7 +39,6 @@ class TubeModel(BaseModel):
     auto_stop_query: bool = Field(default=False, description="the controller answers SAT (its auto-stop time, "
                                   "0-60 s): connect reads it and warns if the auto stop is off or keepalive_s too "
                                   "slow; a refusal is logged, not an error")
-    """Whether the controller answers ``SAT`` (its auto-stop time), which the driver reads at connect."""
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -22,7 +22,6 @@ from microct.faults import FaultPlan
 DRIVERS = "microct.drivers"
 SIMULATORS = "microct.simulators"
 ENVIRONMENTS = "microct.environments"
-GROUP = DRIVERS  # the name earlier versions used
 
 
 def entry_points_of(group: str) -> dict[str, EntryPoint]:

@@ -28,6 +28,18 @@ def _allowed(caps: SourceCapabilities, voltage_kv: float, current_ua: float, spo
             and target_power_w(voltage_kv, current_ua) <= caps.spot_modes[spot_mode].power_limit_w * (1 + 1e-9))
 
 
+def moderate_point(caps: SourceCapabilities) -> dict[str, Any]:
+    """A set-point well inside every limit: mid-range kV, half the smallest spot mode's power (the test is
+    skipped for a tube that has none)."""
+    mode = _modes_by_power(caps)[0]
+    voltage = sum(caps.voltage_range_kv) / 2
+    i_low, i_high = caps.current_range_ua
+    current = min(i_high, max(i_low, 0.5 * caps.spot_modes[mode].power_limit_w * 1000.0 / voltage))
+    if not _allowed(caps, voltage, current, mode):
+        pytest.skip("no moderate operating point in the smallest spot mode for this tube")
+    return {"voltage_kv": voltage, "current_ua": current, "spot_mode": mode}
+
+
 class SourceContract(LifecycleContract):
     """The XRaySource contract.
 
@@ -69,14 +81,7 @@ class SourceContract(LifecycleContract):
         return {**super().calls_safe_without_connection(device), "beam_off()": device.beam_off}
 
     def moderate_point(self, caps: SourceCapabilities) -> dict[str, Any]:
-        """A set-point well inside every limit: mid-range kV, half the smallest spot mode's power."""
-        mode = _modes_by_power(caps)[0]
-        voltage = sum(caps.voltage_range_kv) / 2
-        i_low, i_high = caps.current_range_ua
-        current = min(i_high, max(i_low, 0.5 * caps.spot_modes[mode].power_limit_w * 1000.0 / voltage))
-        if not _allowed(caps, voltage, current, mode):
-            pytest.skip("no moderate operating point in the smallest spot mode for this tube")
-        return {"voltage_kv": voltage, "current_ua": current, "spot_mode": mode}
+        return moderate_point(caps)
 
     def _wait_until(self, source: XRaySource, predicate: Callable[[], bool], timeout_s: float) -> bool:
         start = source.clock.monotonic()
@@ -284,11 +289,7 @@ class SourceFaultContract:
     then raise DeviceStateError and the fault stay latched."""
 
     def moderate_point(self, caps: SourceCapabilities) -> dict[str, Any]:
-        mode = _modes_by_power(caps)[0]
-        voltage = sum(caps.voltage_range_kv) / 2
-        i_low, i_high = caps.current_range_ua
-        current = min(i_high, max(i_low, 0.5 * caps.spot_modes[mode].power_limit_w * 1000.0 / voltage))
-        return {"voltage_kv": voltage, "current_ua": current, "spot_mode": mode}
+        return moderate_point(caps)
 
     def _beam_on(self, source: XRaySource, hook: SourceHook) -> None:
         source.configure(**self.moderate_point(source.capabilities))
