@@ -38,6 +38,9 @@ class SimulatedAxisOptions(BaseModel):
     home_position: float = Field(default=0.0, description="where home() moves the stage, at the set velocity "
                                                           "(unit)")
     position_noise: float = Field(default=0.0, ge=0, description="read-back noise, 1 sigma (unit)")
+    referenced: bool = Field(default=True, description="whether the stage starts with a position reference "
+                                                       "(false: as a stage just powered up); home() gives it one, "
+                                                       "a homing stopped or failed takes it away")
 
     @model_validator(mode="after")
     def _limits_ordered(self):
@@ -86,6 +89,7 @@ class SimulatedAxis(InjectsFaults, Axis):
         self._status: Status | None = None
         self._plan_number = 0
         self._faults = attach(faults, name)
+        self._referenced = opts.referenced
         self.refuse_moves = False
         """True: the controller refuses every movement command (as a parked stage or one with its servo off);
         the wire simulators answer with their protocol's refusal."""
@@ -213,8 +217,15 @@ class SimulatedAxis(InjectsFaults, Axis):
         return self._begin(position, f"move to {position:g} {self.unit}")
 
     def _do_start_home(self) -> Status:
+        """A move to ``home_position``: the stage has no reference while it runs, and one if it ends well."""
         self._refuse_if_parked("home")
-        return self._begin(self.options.home_position, "home")
+        self._referenced = False
+        status = self._begin(self.options.home_position, "home")
+        status.add_callback(lambda done: setattr(self, "_referenced", done.error is None))
+        return status
+
+    def _do_read_referenced(self) -> bool:
+        return self._referenced
 
     def _refuse_if_parked(self, what: str) -> None:
         if self.refuse_moves:

@@ -70,8 +70,14 @@ from microct.drivers.camserver.codec import Reply
 from microct.errors import DeviceTimeoutError, FrameLostError, MicroCTError
 from microct.geometry import Geometry
 from microct.simulators.bench import Bench
-from microct.simulators.detector import SimulatedDetector, SimulatedDetectorHook, SimulatedDetectorOptions
+from microct.simulators.detector import (
+    STANDALONE_HINT,
+    SimulatedDetector,
+    SimulatedDetectorHook,
+    SimulatedDetectorOptions,
+)
 from microct.simulators.faults import FaultSchedule
+from microct.simulators.serving import options_model
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireSimulator
 
@@ -156,6 +162,8 @@ class CamserverResponder:
                  faults: FaultSchedule | None = None) -> None:
         if model not in models.SIZES:
             raise ValueError(f"model={model!r}: known models {', '.join(models.SIZES)}")
+        if bad_pixels < 0:
+            raise ValueError(f"bad_pixels={bad_pixels}: a number of pixels, 0 or more")
         self._temporary = None
         if image_root is None:
             self._temporary = tempfile.TemporaryDirectory(prefix="camserver-images-")
@@ -173,6 +181,8 @@ class CamserverResponder:
         self._lock = threading.RLock()
         self._controller: _Session | None = None
         self._series: _Series | None = None
+        self.standalone = devices is None
+        """Served on its own (no ``devices``): its panel sees a tube of its own, always on, and no stage."""
         if devices is None:
             devices = {"source": _standalone_tube(voltage_kv, current_ua, seed)}
         width, height = models.SIZES[model]
@@ -196,7 +206,7 @@ class CamserverResponder:
     @property
     def hint(self) -> str:
         """What ``microct sim serve`` adds to its hint: the folder the images go to."""
-        return f"; images under {self.image_root}"
+        return f"; images under {self.image_root}" + (STANDALONE_HINT if self.standalone else "")
 
     def fault_hook(self, mute: Callable[[bool], None]) -> SimulatedDetectorHook:
         """The detector fault contract's hook (see the module docstring); ``mute(bool)`` silences the
@@ -404,5 +414,5 @@ def _standalone_tube(voltage_kv: float, current_ua: float, seed: int | None) -> 
 
 
 SIMULATOR = WireSimulator(CamserverResponder, "DECTRIS PILATUS camserver (VISA socket; TIFF frames into image_root)",
-                          visa=True)
+                          visa=True, options=options_model(CamserverResponder, choices={"model": models.SIZES}))
 """What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

@@ -37,6 +37,9 @@ from microct.simulators.faults import BEAM_KINDS, FRAME_KINDS, InjectsFaults, at
 from microct.simulators.phantoms import BUILTIN, Phantom, line_integrals, phantom_from_spec
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+STANDALONE_HINT = ("; served on its own: a tube of its own, always on, and no stage: darks are lit and the sample "
+                   "does not turn (a protocol demo; a scan that checks its references stops)")
+"""What ``microct sim serve`` says of a detector simulator that sees no scan's tube and stage."""
 
 
 class SimulatedDetectorOptions(BaseModel):
@@ -216,6 +219,9 @@ class SimulatedDetector(InjectsFaults, Detector):
         """Mean counts per pixel with nothing in the beam, from the tube's measured read-backs."""
         source = self.bench.devices.get("source")
         if source is None or source.read_state() is not SourceState.BEAM_ON:
+            return 0.0
+        options = getattr(source, "options", None)
+        if not getattr(options, "emits_xrays", True):  # a simulated tube that reads back right, yet emits nothing
             return 0.0
         return self._counts(source.read_voltage_kv(), source.read_current_ua(), self.exposure_s)
 

@@ -82,8 +82,14 @@ from microct.drivers.dexela.codec import (
 from microct.errors import MicroCTError, ProtocolError
 from microct.geometry import Geometry
 from microct.simulators.bench import Bench
-from microct.simulators.detector import SimulatedDetector, SimulatedDetectorHook, SimulatedDetectorOptions
+from microct.simulators.detector import (
+    STANDALONE_HINT,
+    SimulatedDetector,
+    SimulatedDetectorHook,
+    SimulatedDetectorOptions,
+)
 from microct.simulators.faults import FaultSchedule
+from microct.simulators.serving import options_model
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireServer, WireSimulator
 
@@ -130,6 +136,8 @@ class DexelaResponder:
         self.refused_registers: set[int] = set()
         self.frames_delivered = 0
         self.schedule = faults if faults is not None else FaultSchedule()
+        self.standalone = devices is None
+        """Served on its own (no ``devices``): its panel sees a tube of its own, always on, and no stage."""
         self.devices = devices if devices is not None else {"source": _own_tube(voltage_kv, current_ua, seed)}
         if isinstance(geometry, dict):
             geometry = Geometry(**geometry)
@@ -160,14 +168,17 @@ class DexelaResponder:
         else:
             self._next_number = 0
             self._stream = WireServer(_FrameStream(self), "dexela-frames", self.schedule.device(ROLE))
-            self.frame_port = self._stream.serve_tcp(frame_port)
+            try:
+                self.frame_port = self._stream.serve_tcp(frame_port)
+            except OSError as error:  # in use, privileged: said with the option that asked for it
+                raise OSError(error.errno, f"frame_port={frame_port}: {error.strerror}") from None
             log.info("dexela simulator: frame stream on 127.0.0.1:%d", self.frame_port)
 
     @property
     def hint(self) -> str:
         """What ``microct sim serve`` adds to its hint: where the frames come from."""
-        return (f"; frames in {self.folder}" if self.folder is not None else
-                f"; frame stream on 127.0.0.1:{self.frame_port}")
+        return ((f"; frames in {self.folder}" if self.folder is not None else
+                 f"; frame stream on 127.0.0.1:{self.frame_port}") + (STANDALONE_HINT if self.standalone else ""))
 
     def fault_hook(self, mute: Callable[[bool], None]) -> SimulatedDetectorHook:
         """The detector fault contract's hook (see the module docstring); ``mute(bool)`` silences the
@@ -334,5 +345,6 @@ def _own_tube(voltage_kv: float, current_ua: float, seed: int | None) -> Simulat
 
 
 SIMULATOR = WireSimulator(DexelaResponder, "Varex Dexela CMOS panel (serial commands; frames in a folder or on a "
-                          "TCP port)")
+                          "TCP port)", options=options_model(DexelaResponder, SimulatedDetectorOptions,
+                                                             exclude=_FIXED_PANEL))
 """What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

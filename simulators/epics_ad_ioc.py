@@ -10,8 +10,9 @@ pixel conversion come from the driver's package (``microct.drivers.epics_area_de
   ``AcquireTime``, ``AcquirePeriod``, ``NumImages``, ``NumExposures``, ``ImageMode`` (Single,
   Multiple, Continuous), ``TriggerMode`` (Internal only: the simulation has no trigger input),
   ``BinX``/``BinY``, ``DataType`` (UInt16 only), ``ArrayCallbacks``, ``ArrayCounter``, each with its
-  ``_RBV``, and ``DetectorState_RBV``, ``NumImagesCounter_RBV``, ``ArraySizeX/Y_RBV``,
-  ``MaxSizeX/Y_RBV``, ``Manufacturer_RBV``, ``Model_RBV``; PerkinElmer extras with ``vendor="perkinelmer"``
+  ``_RBV``, and ``DetectorState_RBV``, ``StatusMessage_RBV`` (why an acquisition failed),
+  ``NumImagesCounter_RBV``, ``ArraySizeX/Y_RBV``, ``MaxSizeX/Y_RBV``, ``Manufacturer_RBV``, ``Model_RBV``;
+  PerkinElmer extras with ``vendor="perkinelmer"``
   (``PEAcquireOffset``/``PENumOffsetFrames``/``PEUseOffset``/``PEOffsetConstant``, ``PEAcquireGain``/
   ``PENumGainFrames``/``PEUseGain``, ``PEUsePixelCorrection``).
 - ``image1:`` (NDStdArrays): ``ArrayData`` (int16 waveform: Channel Access has no unsigned 16-bit
@@ -134,6 +135,7 @@ class CamGroup(_Settings):
     array_callbacks = _setting(CAM["array_callbacks"], **_enum(DISABLE_ENABLE, ENABLE))
     array_counter = _setting(setpoint(CAM["counter"]), dtype=int, value=0)
     detector_state = pvproperty(name=CAM["state"], read_only=True, **_enum(DETECTOR_STATES))
+    status_message = pvproperty(name=CAM["status_message"], read_only=True, **_text())
     num_images_counter = pvproperty(name="NumImagesCounter_RBV", dtype=int, value=0, read_only=True)
     array_size_x = pvproperty(name=CAM["size_x"], dtype=int, value=0, read_only=True)
     array_size_y = pvproperty(name=CAM["size_y"], dtype=int, value=0, read_only=True)
@@ -357,6 +359,7 @@ class _AreaDetectorIOC(PVGroup):
                 await asyncio.sleep(max(began + period - loop.time(), 0.0))
         except Exception as error:
             log.exception("acquisition failed")
+            await cam.status_message.write(f"acquisition failed: {error}"[:PATH_LENGTH - 1])
             await cam.detector_state.write("Error")
             raise RuntimeError(f"acquisition failed: {error}") from error
         await cam.detector_state.write("Aborted" if self._stop_requested and total != done else "Idle")

@@ -13,8 +13,9 @@ play "source", "rotation", "sample_out" and "detector": arcs and interlock openi
 mid-exposure by the panel), stage stalls and limit switches, dropped and late frames (see the IOC
 modules for how each shows in the PVs). The tube's PVs are refreshed before each frame is published,
 so a client that has a frame also has the tube state it was taken in. The tube answers reads late for a
-reply_timeout (see epics_ioc); other request faults are not played over Channel Access: a schedule
-holding some is refused (ConfigurationError).
+reply_timeout, and for a disconnect closes every client circuit of the IOC instead of answering (see
+epics_ioc); other request faults are not played over Channel Access: a schedule holding some is refused
+(ConfigurationError).
 """
 
 from __future__ import annotations
@@ -23,19 +24,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field
 
 from microct.clock import Clock
 from microct.errors import ConfigurationError
 from microct.faults import FaultPlan
 from microct.geometry import Geometry
-from microct.options import validation_message
 from microct.simulators import epics_ad_ioc, epics_ioc, epics_motor_ioc
 from microct.simulators.axis import SimulatedAxis, SimulatedAxisOptions
 from microct.simulators.bench import Bench
 from microct.simulators.detector import SimulatedDetector, SimulatedDetectorOptions
 from microct.simulators.epics_ioc import IocHandle, refuse_request_faults, run_ioc_in_thread, silences_of
-from microct.simulators.faults import FaultSchedule
+from microct.simulators.faults import BEAM_KINDS, FRAME_KINDS, STAGE_KINDS, FaultSchedule, require_fireable
+from microct.simulators.serving import check_options, check_port
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
 SOURCE, ROTATION, SAMPLE_OUT, DETECTOR = "XRAY:", "ROT:m1", "SMP:m2", "DET1:"
@@ -83,6 +84,7 @@ def start_beamline(prefix: str = "CT:", port: int = 0, *, source: SimulatedSourc
     pvdb = {**tube_ioc.pvdb, **rotation_ioc.pvdb, **sample_ioc.pvdb, **ad_ioc.pvdb}
     handle = run_ioc_in_thread(pvdb, f"beamline {prefix}", port, timeout_s, faults,
                                silences_of(tube_ioc, rotation_ioc, sample_ioc, ad_ioc))
+    tube_ioc.drop_link = handle.drop_clients  # a disconnect of the tube: every circuit of the one IOC
     return Beamline(tube, rotation_axis, sample_axis, detector, handle)
 
 
@@ -101,29 +103,40 @@ class ServedBeamline:
         self.beamline.stop()
 
 
+PLAYS = {"source": BEAM_KINDS | set(epics_ioc.TUBE_PLAYS), "rotation": STAGE_KINDS, "sample_out": STAGE_KINDS,
+         "detector": FRAME_KINDS}
+"""The faults the beamline plays, by device (request faults other than the tube's late reply and dropped
+link are not played over Channel Access); its panel makes frames, so every trigger fires."""
+
+
+class EpicsServeOptions(SimulatedSourceOptions):
+    """The ``-O`` options of ``microct sim serve epics``: the tube's, and the PV prefix."""
+
+    prefix: str = Field(default="CT:", description="PV prefix of the beamline (also --prefix)")
+
+
 class EpicsCTSimulator:
     """``microct sim serve epics``: one Channel Access IOC serving a whole simulated CT. Options: ``prefix``
     (default ``CT:``); every other ``-O`` is a tube option (``SimulatedSourceOptions``)."""
 
     description = "a whole CT over EPICS Channel Access: tube, two motor records, areaDetector (one IOC)"
+    options = EpicsServeOptions
 
     def serve(self, options: Mapping[str, Any], faults: FaultPlan | None, port: int | None) -> ServedBeamline:
-        from microct.simulators.wire import require_played
-
-        options = dict(options)
-        prefix = str(options.pop("prefix", "CT:"))
-        try:
-            tube = SimulatedSourceOptions(**options)
-        except ValidationError as error:
-            raise ConfigurationError(f"sim serve: {validation_message(error, '-O ')}") from None
+        """Serve on 127.0.0.1:``port`` (None or 0: a free one; another port is never taken in its place).
+        ConfigurationError, before anything is served, for a bad option (naming it, listing the allowed
+        ones), a fault it would never fire (naming each, and what it fires) or a port it cannot serve on."""
+        check_port(port)
+        given = check_options(self.options, options)
+        prefix = str(given.pop("prefix", "CT:"))
+        tube = SimulatedSourceOptions(**given)  # checked with the options
+        if faults is not None:
+            require_fireable(faults.faults, PLAYS, True, faults.origin)
         schedule = None if faults is None else FaultSchedule(faults.faults, faults.seed)
-        beamline = start_beamline(prefix, port or 0, source=tube, faults=schedule)
         try:
-            if schedule is not None:
-                require_played(schedule, faults.origin if faults is not None else "--faults")
-        except ConfigurationError:
-            beamline.stop()
-            raise
+            beamline = start_beamline(prefix, port or 0, source=tube, faults=schedule)
+        except OSError as error:
+            raise ConfigurationError(f"--tcp {port}: {error.strerror}") from None
         return ServedBeamline(beamline, prefix)
 
 

@@ -16,9 +16,10 @@ detector simulator on the same schedule offers it an exposure. They show at the 
 an IOC serving a panel as well refreshes the tube before it publishes each frame (``epics_beamline``).
 A ``reply_timeout`` fault is a read of ``State_RBV`` or ``Interlock_RBV`` that the IOC answers
 ``reply_late_s`` late (default ``REPLY_LATE_S``, longer than Channel Access clients wait): the client
-times out, as on an IOC whose scan thread is stuck. Other request faults are not played over Channel
-Access (ConfigurationError): CA is typed, so there is no garbled reply, and a lost link is the IOC's
-circuits closing (``IocHandle.drop_clients``).
+times out, as on an IOC whose scan thread is stuck. A ``disconnect`` fault is such a read that the IOC
+answers by closing every client circuit first (``IocHandle.drop_clients``: a network glitch; libca
+reconnects by itself, within ~10 s), so the link drops at a request, as on the other links, not at some
+moment of a timer. A garbled reply is not played (ConfigurationError): CA is typed.
 
 A silent device (the fault contracts' ``mute``, ``microct.testing.contracts``): every PV group of the
 simulated IOCs has a ``Silence``; muted, the IOC drops each write to the group's PVs (a put-callback never
@@ -32,11 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import caproto as ca
@@ -51,6 +53,7 @@ from microct.drivers.epics_source import codec
 from microct.drivers.epics_source.models import DEFAULT_STATES, EpicsPVNames
 from microct.errors import ConfigurationError
 from microct.simulators.faults import REQUEST_KINDS, DeviceFaults, FaultSchedule
+from microct.simulators.serving import PORTS, port_problem
 from microct.simulators.source import SimulatedSource, SimulatedSourceHook, SimulatedSourceOptions
 
 log = logging.getLogger("microct.simulators.epics_ioc")
@@ -133,6 +136,9 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
             self.source = source
             self.requests = requests
             self.reply_late_s = reply_late_s
+            self.drop_link: Callable[[], None] | None = None
+            """Closes every client circuit of the IOC serving this group (``IocHandle.drop_clients``, set
+            when it is served): how a disconnect fault is played."""
             self.silence = Silence()
             self._fault = ""
             self._value_of_mode = {name: codec.focus_value(name, mode)
@@ -144,8 +150,17 @@ def make_ioc_class(modes: tuple[str, ...]) -> type[PVGroup]:
             return self.source.fault_hook(mute=self.silence.mute)
 
         async def answer_read(self, instance) -> None:
-            """A client reads ``instance``: answered now, or ``reply_late_s`` late if a reply_timeout hits."""
-            if self.requests is not None and self.requests.take_now({"reply_timeout"}, f"read of {instance.pvname}"):
+            """A client reads ``instance``: answered now, ``reply_late_s`` late if a reply_timeout hits, or
+            never if a disconnect hits: every client circuit closes before the answer could go."""
+            if self.requests is None:
+                return
+            kinds = {"reply_timeout", "disconnect"} if self.drop_link is not None else {"reply_timeout"}
+            fault = self.requests.take_now(kinds, f"read of {instance.pvname}")
+            if fault is None:
+                return
+            if fault.kind == "disconnect" and self.drop_link is not None:
+                self.drop_link()
+            else:
                 await asyncio.sleep(self.reply_late_s)
 
         async def refresh(self) -> None:
@@ -270,13 +285,16 @@ class _Context(Context):
     """caproto's asyncio server on a chosen port, TCP_NODELAY on accepted connections (caproto 1.3.0 does
     not set it: a put-completion and a monitor update sent close together then wait for the client's
     delayed ACK, and ``caput(wait=True)`` took 22 ms instead of 0.35 ms), closing its clients on stop, and
-    silent devices (``silences``: PV name → Silence, played by ``_Circuit``)."""
+    silent devices (``silences``: PV name → Silence, played by ``_Circuit``). ``exact``: serve on ``port``
+    or fail (OSError from its bind); caproto would otherwise try up to 100 random ports after it."""
 
     CircuitClass = _Circuit
 
-    def __init__(self, pvdb, interfaces, port: int, silences: Mapping[str, Silence] | None = None) -> None:
+    def __init__(self, pvdb, interfaces, port: int, silences: Mapping[str, Silence] | None = None,
+                 exact: bool = False) -> None:
         super().__init__(pvdb, interfaces)
         self.ca_server_port = port
+        self.exact = exact
         self.client_writers: list[asyncio.StreamWriter] = []
         self._silence_by_entry = {id(pvdb[name]): silence for name, silence in (silences or {}).items()}
 
@@ -289,6 +307,19 @@ class _Context(Context):
         except Exception:  # noqa: BLE001 - an unknown channel: caproto answers it as usual
             return None
         return self._silence_by_entry.get(id(entry))
+
+    async def _bind_tcp_sockets_with_consistent_port_number(self, make_socket):
+        if not self.exact:
+            return await super()._bind_tcp_sockets_with_consistent_port_number(make_socket)
+        sockets: dict = {}
+        try:
+            for interface in self.interfaces:
+                sockets[interface] = await make_socket(interface, self.ca_server_port)
+        except OSError:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        return self.ca_server_port, sockets
 
     async def tcp_handler(self, client, addr):
         sock = client.writer.get_extra_info("socket")
@@ -313,6 +344,10 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError("no port free for both TCP and UDP")
 
 
+TUBE_PLAYS = ("reply_timeout", "disconnect")
+"""The request faults the tube IOC plays (on its reads of State_RBV and Interlock_RBV)."""
+
+
 def refuse_request_faults(faults: FaultSchedule | None, *devices: str, played: tuple[str, ...] = ()) -> None:
     """ConfigurationError if ``faults`` holds request faults (reply time-out, garbled reply, disconnect) for
     ``devices`` other than the kinds the IOC ``played``: the simulated IOCs play physics and frame faults,
@@ -327,9 +362,9 @@ def refuse_request_faults(faults: FaultSchedule | None, *devices: str, played: t
 def build(prefix: str, options: SimulatedSourceOptions | None = None, faults: FaultSchedule | None = None,
           role: str = "source", reply_late_s: float = REPLY_LATE_S) -> tuple[SimulatedSource, PVGroup]:
     """The tube model (joining ``faults`` as ``role``) and its PV group (not served yet: serve it with
-    ``run_ioc_in_thread(..., faults=faults)``); ConfigurationError for request faults other than
-    reply_timeout (``refuse_request_faults``)."""
-    refuse_request_faults(faults, role, played=("reply_timeout",))
+    ``run_ioc_in_thread(..., faults=faults)`` and set its ``drop_link`` to the handle's ``drop_clients``);
+    ConfigurationError for request faults other than reply_timeout and disconnect (``refuse_request_faults``)."""
+    refuse_request_faults(faults, role, played=TUBE_PLAYS)
     source = SimulatedSource(role, options or SimulatedSourceOptions(), clock=Clock(), faults=faults)
     source.connect()
     requests = faults.device(role) if faults is not None else None
@@ -363,8 +398,13 @@ class IocHandle:
         self._thread.join(timeout_s)
 
     def drop_clients(self) -> None:
-        """A network glitch: close every client's circuit; the IOC keeps serving, clients reconnect."""
-        self._loop.call_soon_threadsafe(self._close_clients)
+        """A network glitch: close every client's circuit; the IOC keeps serving, clients reconnect. From the
+        IOC's own thread (a PV's getter or putter) at once, before the request is answered; from another
+        thread, as soon as the IOC's loop gets to it."""
+        if threading.current_thread() is self._thread:
+            self._close_clients()
+        else:
+            self._loop.call_soon_threadsafe(self._close_clients)
 
     def _close_clients(self) -> None:
         writers, self._context.client_writers = self._context.client_writers, []
@@ -376,10 +416,14 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
                       faults: FaultSchedule | None = None, silences: Mapping[str, Silence] | None = None
                       ) -> IocHandle:
     """Serve ``pvdb`` on 127.0.0.1:``port`` (0: a free one) from a daemon thread; RuntimeError naming
-    ``name`` if it has not started within ``timeout_s``. The IOC's calls of the models behind its PVs
-    are physics, quiet in ``faults`` (the request faults are the IOC's to play). ``silences`` (PV name →
-    Silence, ``silences_of``) lets devices go silent."""
-    port = port or free_port()
+    ``name`` if it has not started within ``timeout_s``; ValueError for a port out of range, OSError (its
+    errno kept) saying why a port asked for cannot be served (in use, privileged): the IOC serves on exactly
+    that port or not at all. The IOC's calls of the models behind its PVs are physics, quiet in ``faults``
+    (the request faults are the IOC's to play). ``silences`` (PV name → Silence, ``silences_of``) lets
+    devices go silent."""
+    if port not in PORTS:
+        raise ValueError(f"port {port}: not a port number; give 0 (a free port) to 65535")
+    asked, port = port, port or free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict = {}
@@ -387,7 +431,7 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
     async def main() -> None:
         holder["task"] = asyncio.current_task()
         # made in its loop (caproto needs it)
-        holder["context"] = context = _Context(pvdb, ["127.0.0.1"], port, silences)
+        holder["context"] = context = _Context(pvdb, ["127.0.0.1"], port, silences, exact=bool(asked))
 
         async def hook(async_lib) -> None:
             started.set()
@@ -401,6 +445,11 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
                 loop.run_until_complete(main())
         except asyncio.CancelledError:
             pass
+        except OSError as error:
+            if started.is_set():
+                log.exception("EPICS IOC %r stopped on an error", name)
+            else:  # its port: for the caller to report
+                holder["error"] = error
         except Exception:
             log.exception("EPICS IOC %r stopped on an error", name)
         finally:
@@ -413,9 +462,18 @@ def run_ioc_in_thread(pvdb: dict, name: str, port: int = 0, timeout_s: float = 5
 
     thread = threading.Thread(target=run, name=f"epics-ioc {name}", daemon=True)
     thread.start()
-    if not started.wait(timeout_s) or "task" not in holder or not thread.is_alive():
+    ready = started.wait(timeout_s)
+    error = holder.get("error")  # set before ``started``
+    if isinstance(error, OSError):
+        thread.join(timeout_s)
+        raise OSError(error.errno, port_problem(port, error)) from None
+    if not ready or "task" not in holder or not thread.is_alive():
         raise RuntimeError(f"EPICS IOC {name!r} did not start within {timeout_s} s")
-    return IocHandle(holder["context"].port, name, loop, holder["task"], thread, holder["context"])
+    handle = IocHandle(holder["context"].port, name, loop, holder["task"], thread, holder["context"])
+    if asked and handle.port != asked:  # never served elsewhere than asked (the _Context binds exactly)
+        handle.stop()
+        raise OSError(errno.EADDRINUSE, port_problem(asked, OSError(errno.EADDRINUSE, "in use")))
+    return handle
 
 
 def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceOptions | None = None,
@@ -426,4 +484,5 @@ def start_ioc(prefix: str = "CT:XRAY:", port: int = 0, options: SimulatedSourceO
     source, ioc = build(prefix, options, faults, reply_late_s=reply_late_s)
     handle = run_ioc_in_thread(ioc.pvdb, prefix, port, timeout_s, faults, silences_of(ioc))
     handle.ioc = ioc
+    ioc.drop_link = handle.drop_clients
     return handle, source

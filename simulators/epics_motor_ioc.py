@@ -29,7 +29,8 @@ Behaviour copied from the real record (what ophyd / pyepics clients rely on):
   becomes ``VELO / ACCL``;
 - ``STOP`` = 1 halts the axis; the pending ``VAL`` put completes with ``VAL`` reset to ``RBV``;
 - ``HOMF`` / ``HOMR`` = 1 runs the axis' homing move; the field is cleared and its put completes
-  when it is done;
+  when it is done; ``MSTA`` bit 14 (HOMED) is 0 from power-up (the IOC's start) and while a homing
+  runs, and 1 once a homing has ended without a stop or a limit switch;
 - optional hardware limit switches (``hls_position`` / ``lls_position``): a move crossing one stops
   there and sets ``HLS`` / ``LLS`` (and the MSTA bits).
 
@@ -230,6 +231,8 @@ class MotorRecordIOC(PVGroup):
         status = axis._do_start_home() if target is None else axis.start_move_to(goal)
         self.moves += 1
         self._stopped = self._limit_hit = False
+        if target is None:  # the controller forgets its reference when a homing starts (MSTA HOMED = 0)
+            self._homed = False
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + duration

@@ -4,6 +4,10 @@ triggers and effects are documented there).
 ``FaultSchedule`` holds the runtime state (what fired, the shared frame and projection counters, a
 ``hits`` log with the device-clock time of each hit). Simulators attach to it by device name; the
 wire simulators reuse ``DeviceFaults.request()`` to decide when to stay silent, garble or drop.
+
+``fireable_triggers`` / ``require_fireable``: which faults a set of simulators can fire at all (the
+devices and kinds it plays; without a detector making frames, frame and projection numbers never
+advance), so that ``microct sim serve`` refuses, each named, the faults it would never fire.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from microct.clock import Clock
-from microct.errors import CommunicationError, DeviceTimeoutError, ProtocolError
+from microct.errors import CommunicationError, ConfigurationError, DeviceTimeoutError, ProtocolError
 from microct.faults import (
     BEAM_KINDS,
     DEVICES_OF,
@@ -37,7 +41,8 @@ from microct.faults import (
 
 __all__ = ["BEAM_KINDS", "DEVICES_OF", "DURATION_KINDS", "FRAME_KINDS", "REQUEST_KINDS", "STAGE_KINDS", "TRIGGERS",
            "WRITER_KINDS", "DeviceFaults", "Fault", "FaultDevice", "FaultKind", "FaultPlan", "FaultSchedule", "Hit",
-           "InjectsFaults", "REQUEST_ERRORS", "WRITER_ERRNO", "WriterFaults", "attach"]
+           "InjectsFaults", "REQUEST_ERRORS", "WRITER_ERRNO", "WriterFaults", "attach", "fireable_triggers", "kinds_of",
+           "never_fires", "require_fireable", "what_fires"]
 
 REQUEST_ERRORS = {"reply_timeout": (DeviceTimeoutError, "no reply"),
                   "garbled_reply": (ProtocolError, "garbled reply"),
@@ -295,6 +300,80 @@ def attach(schedule: FaultSchedule | None, device: str, apply: Callable[[Fault],
            ) -> DeviceFaults:
     """``schedule.attach(device, apply)``, or the view of an empty schedule if ``schedule`` is None."""
     return (schedule if schedule is not None else FaultSchedule()).attach(device, apply)
+
+
+# -- which faults a set of simulators can fire ------------------------------------------------------------------
+def kinds_of(device: str) -> frozenset[str]:
+    """The kinds of fault that can hit ``device`` (``DEVICES_OF`` read the other way)."""
+    return frozenset(kind for kind, devices in DEVICES_OF.items() if device in devices)
+
+
+def fireable_triggers(kind: str, device: str, plays: Mapping[str, Iterable[str]], frames: bool) -> tuple[str, ...]:
+    """The triggers with which a fault of ``kind`` on ``device`` fires on a set of simulators; empty: never.
+    ``plays`` maps each device they simulate to the kinds of fault it plays; ``frames``: a detector among
+    them makes frames. Its frames and projections advance the at_frame and at_projection counters, and it
+    offers the tube its exposures; without one those numbers stay 0, and a tube meets arcs and interlock
+    openings only at their at_s time (its own timer), never at random."""
+    if kind not in plays.get(device, ()):
+        return ()
+    if frames:
+        return TRIGGERS
+    return ("at_s",) if kind in BEAM_KINDS else ("at_s", "probability")
+
+
+def _trigger(fault: Fault) -> str:
+    name = next(name for name in TRIGGERS if getattr(fault, name) is not None)
+    return f"{name}={getattr(fault, name)}"
+
+
+def never_fires(faults: Iterable[Fault], plays: Mapping[str, Iterable[str]], frames: bool) -> list[str]:
+    """One line for each of ``faults`` that would never fire (``fireable_triggers``): its place in the list,
+    kind, device and trigger, and why."""
+    lines = []
+    for index, fault in enumerate(faults):
+        trigger = _trigger(fault)
+        if trigger.split("=")[0] in fireable_triggers(fault.kind, fault.device, plays, frames):
+            continue
+        if fault.device not in plays:
+            why = f"this simulator does not simulate {fault.device!r}"
+        elif fault.kind not in plays[fault.device]:
+            why = f"this simulator does not play {fault.kind} on {fault.device!r}"
+        elif fault.kind in BEAM_KINDS and not trigger.startswith(("at_frame", "at_projection")):
+            why = "no detector here offers the tube its exposures: arcs and interlock openings come at at_s only"
+        else:
+            why = "no detector here makes frames: frame and projection numbers never advance"
+        lines.append(f"faults.{index} ({fault.kind} on {fault.device!r}, {trigger}): {why}")
+    return lines
+
+
+def what_fires(plays: Mapping[str, Iterable[str]], frames: bool) -> list[str]:
+    """What a set of simulators fires (``fireable_triggers``), a line per device: ``'source': arc,
+    interlock_open with at_s; reply_timeout, garbled_reply, disconnect with at_s or probability``."""
+    order = list(get_args(FaultKind))
+    lines = []
+    for device in sorted(plays):
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for kind in sorted(plays[device], key=order.index):
+            groups.setdefault(fireable_triggers(kind, device, plays, frames), []).append(kind)
+        lines.append(f"{device!r}: " + "; ".join(f"{', '.join(kinds)} with {_either(triggers)}"
+                                                 for triggers, kinds in groups.items()))
+    return lines
+
+
+def _either(words: tuple[str, ...]) -> str:
+    return " or ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def require_fireable(faults: Iterable[Fault], plays: Mapping[str, Iterable[str]], frames: bool,
+                     origin: str = "--faults") -> None:
+    """ConfigurationError naming every fault of ``faults`` (from ``origin``) that a set of simulators (``plays``,
+    ``frames``: see ``fireable_triggers``) would never fire, and what they do fire."""
+    refused = never_fires(faults, plays, frames)
+    if refused:
+        fires = what_fires(plays, frames) or ["nothing: it simulates no device of the fault schedule"]
+        raise ConfigurationError(f"{origin}: {'this fault' if len(refused) == 1 else 'these faults'} would never "
+                                 f"fire here:\n" + "\n".join(f"  {line}" for line in refused) +
+                                 "\nthis simulator fires:\n" + "\n".join(f"  {line}" for line in fires))
 
 
 # -- the writer -----------------------------------------------------------------------------------------------

@@ -38,9 +38,10 @@ from typing import Any
 from microct.clock import Clock
 from microct.devices.source import SourceState
 from microct.drivers.hamamatsu import codec
-from microct.drivers.hamamatsu.models import tube_model
+from microct.drivers.hamamatsu.models import MODELS, tube_model
 from microct.errors import DeviceStateError, ErrorReply, LimitError, MicroCTError
 from microct.simulators.faults import FaultSchedule
+from microct.simulators.serving import options_model
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireSimulator
 
@@ -223,5 +224,7 @@ class HamamatsuResponder:
         return codec.format_not_ready(causes)
 
 
-SIMULATOR = WireSimulator(HamamatsuResponder, "Hamamatsu microfocus X-ray source (L9181-02, L10711, L12721), RS-232")
+SIMULATOR = WireSimulator(HamamatsuResponder, "Hamamatsu microfocus X-ray source (L9181-02, L10711, L12721), RS-232",
+                          options=options_model(HamamatsuResponder, SimulatedSourceOptions, exclude=_FROM_MODEL_TABLE,
+                                                choices={"model": MODELS}))
 """What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

@@ -30,7 +30,7 @@ naming an axis, and an ``ERR?`` after them, meet that axis' request faults (``fa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from microct.clock import Clock
@@ -70,6 +70,8 @@ IDENTIFICATION = "microct, PI GCS 2 wire simulator, 0, 1.0"
 
 ROLES = {"1": "rotation", "2": "sample_out"}
 """The role (fault device) of each axis by default; other axes play ``pi-<axis>``."""
+DEFAULT_STAGES = ("U-651", "L-509.40")
+"""The stage model of each address (axis) by default: a rotary stage, then a linear one."""
 
 
 class Refused(Exception):
@@ -160,16 +162,16 @@ class PIResponder:
     request_terminators = TERMINATOR
     single_byte_commands = MOVING_MASK + READY_QUERY + STOP_ALL
 
-    def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
+    def __init__(self, stages: Sequence[str] = DEFAULT_STAGES, overrides: dict[Any, dict[str, Any]] | None = None,
                  require_reference: bool = True, clock: Clock | None = None, faults: FaultSchedule | None = None,
-                 roles: dict[Any, str] | None = None) -> None:
+                 roles: Mapping[Any, str] = ROLES) -> None:
         overrides = {str(axis): fields for axis, fields in (overrides or {}).items()}
         roles = {str(axis): role for axis, role in (roles or ROLES).items()}
         clock = clock or Clock()
         self.require_reference = require_reference
         self.controller_axes = {str(i): ControllerAxis(str(i), stage_model(name, overrides.get(str(i))), clock,
                                                        roles.get(str(i), ""), faults)
-                                for i, name in enumerate(stages or ["U-651", "L-509.40"], start=1)}
+                                for i, name in enumerate(stages or DEFAULT_STAGES, start=1)}
         """Controller state by axis identifier, for tests (soft limits, servo, reference)."""
         self.axes: dict[str, SimulatedAxis] = {axis_id: state.axis for axis_id, state in self.controller_axes.items()}
         """The inner simulated axes by axis identifier, for tests (a position check)."""

@@ -50,6 +50,9 @@ class SimulatedSourceOptions(BaseModel):
                                                                     "high voltage is up")
     readback_noise_ua: float = Field(default=0.05, ge=0, description="µA read-back noise, 1 sigma, while the "
                                                                     "current is up")
+    emits_xrays: bool = Field(default=True, description="false: a tube whose kV and µA read back as set but from "
+                                                        "which no X-rays reach the detector (a burnt-through target, "
+                                                        "a closed shutter): the scan's reference check must stop it")
 
 
 class _Ramp:
@@ -152,6 +155,9 @@ class SimulatedSource(InjectsFaults, XRaySource):
 
     def _warming(self) -> bool:
         return self._warmup_end_t is not None and self._now() < self._warmup_end_t
+
+    def _do_read_warmup_remaining_s(self) -> float | None:
+        return self._warmup_end_t - self._now() if self._warming() and self._warmup_end_t is not None else None
 
     def _do_connect(self) -> None:
         self._faults.start(self.clock, self._apply_fault, BEAM_KINDS)  # nothing to open: the tube is here

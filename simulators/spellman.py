@@ -15,6 +15,13 @@ with a wrong or missing checksum gets no reply ("the received message is ignored
 implied NACK", Spellman's serial interface notes); so does anything that is not a frame.
 ``source.trigger_overload()`` latches a fault with the anode-arc flag of ``68`` set until ``31``.
 
+The communication watchdog (docs/protocols/spellman-xrv.md, "Communication watchdog"): ``watchdog_s`` plays
+the watchdog time set in the generator's configuration (default 0: off, as the protocol gives the host no
+command to arm it). With HV on and no frame received for that long, HV goes off and a fault latches with the
+``68`` watchdog flag set (``22`` reports the fault) until ``31``, as the XRB011 manual (4.15.9) describes its
+watchdog. Any frame the generator reads (a refused one too) restarts the time; bytes it ignores (a wrong
+checksum, a muted ``WireServer``, a cut cable) do not.
+
 Faults (``microct.simulators.faults``): given a ``FaultSchedule``, the tube plays the device ``role``
 (default "source") and takes its arcs (the fault above) and interlock openings (an open interlock in
 ``22``), at their ``at_s`` time or when a detector simulator on the same schedule offers it an exposure;
@@ -24,21 +31,26 @@ served by a ``WireServer`` given the same schedule, every frame meets the role's
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from microct.clock import Clock
 from microct.devices.source import SourceState
 from microct.drivers.spellman import codec
 from microct.drivers.spellman.codec import OUT_OF_RANGE, REFUSED, Request
-from microct.drivers.spellman.models import generator_model
+from microct.drivers.spellman.models import MODELS, GeneratorModel, generator_model
 from microct.errors import ErrorReply, LimitError, MicroCTError
 from microct.simulators.faults import FaultSchedule
+from microct.simulators.serving import options_model
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 from microct.simulators.wire import WireSimulator
 
 _FROM_MODEL_TABLE = {"voltage_range_kv", "current_range_ua", "spot_modes"}
 _NO_WARM_UP = {"warmed_up", "warmup_s"}  # these generators run no warm-up programme: always warm
+
+log = logging.getLogger("microct.simulators.spellman")
 
 ARC_FAULT = "anode arc"
 """The ``68`` flag an overload sets."""
@@ -51,14 +63,16 @@ class SpellmanResponder:
     options), ``serial`` (checksums on requests and replies), ``seed``, ``faults`` and ``role`` (the
     schedule the tube joins, as which device), and any ``SimulatedSourceOptions`` field except the ranges
     and spot modes (from the model table) and the warm-up (none): e.g. ``ramp_kv_per_s``,
-    ``interlock_closed``. ``source`` is the simulated tube, for tests (``set_interlock``, ``trigger_overload``).
+    ``interlock_closed``; ``watchdog_s``, the communication watchdog time of the generator's configuration
+    (s, 0: off). ``source`` is the simulated tube, for tests (``set_interlock``, ``trigger_overload``);
+    ``watchdog_tripped`` is True while a tripped watchdog's fault is latched.
     """
 
     request_terminators = codec.ETX
 
     def __init__(self, model: str = "XRV160", family: str | None = None, overrides: dict[str, Any] | None = None,
                  serial: bool = False, seed: int | None = None, faults: FaultSchedule | None = None,
-                 role: str = "source", **simulation: Any) -> None:
+                 role: str = "source", watchdog_s: float = 0.0, **simulation: Any) -> None:
         self.generator = generator_model(model, overrides if family is None else {**(overrides or {}),
                                                                                   "family": family})
         taken = sorted((_FROM_MODEL_TABLE | _NO_WARM_UP) & simulation.keys())
@@ -70,9 +84,16 @@ class SpellmanResponder:
         options = SimulatedSourceOptions(voltage_range_kv=caps.voltage_range_kv,
                                          current_range_ua=caps.current_range_ua, spot_modes=caps.spot_modes,
                                          warmed_up=True, warmup_s=0.0, **simulation)
+        if not watchdog_s >= 0:
+            raise ValueError(f"watchdog_s={watchdog_s}: a time in s, 0 for none")
         self.role = role
         self.source = SimulatedSource(role, options, clock=Clock(), seed=seed, faults=faults)
         self.source.connect()
+        self.watchdog_s = float(watchdog_s)
+        self.watchdog_tripped = False
+        self._lock = threading.RLock()  # frames (the server's thread) and the watchdog (a timer's)
+        self._last_frame_t = self.source.clock.monotonic()
+        self._watching = False
         self.codec = codec.Codec(g.commands, serial)
         self.filament_enabled = g.commands.filament_enable is None  # the XRV's is off until "70,1"
         commands = g.commands
@@ -85,8 +106,7 @@ class SpellmanResponder:
             commands.status: lambda: self.codec.format_status(self._status()),
         }
         if commands.faults is not None:
-            self._queries[commands.faults] = lambda: self.codec.format_faults(
-                (ARC_FAULT,) if self.source.read_state() is SourceState.FAULT else ())
+            self._queries[commands.faults] = lambda: self.codec.format_faults(self._fault_flags())
         if commands.scaling is not None:
             self._queries[commands.scaling] = lambda: self.codec.format_scaling(
                 codec.Scaling(g.full_scale_kv, g.full_scale_ma, bipolar=False))
@@ -103,7 +123,7 @@ class SpellmanResponder:
             self._setters[commands.filament_enable] = self._enable_filament
         self._actions: dict[int, Callable[[], None]] = {}
         if commands.reset is not None:
-            self._actions[commands.reset] = self.source.reset
+            self._actions[commands.reset] = self._reset
 
     def respond(self, line: bytes) -> list[bytes]:
         """The reply frame (with ETX) to one request frame (without it); nothing for a bad frame."""
@@ -111,10 +131,15 @@ class SpellmanResponder:
             command, fields = self.codec.decode(line)
         except codec.FrameError:
             return []
-        try:
-            reply = self._answer(self.codec.read_request(command, fields))
-        except ErrorReply as refusal:  # refused by the codec (unknown command, bad argument) or the tube
-            reply = self.codec.format_error(command, refusal.code)
+        with self._lock:
+            self._trip_if_silent()  # the watchdog tripped on time, however late this thread hears the frame
+            self._last_frame_t = self.source.clock.monotonic()
+            try:
+                reply = self._answer(self.codec.read_request(command, fields))
+            except ErrorReply as refusal:  # refused by the codec (unknown command, bad argument) or the tube
+                reply = self.codec.format_error(command, refusal.code)
+            finally:
+                self._watch()
         return [reply + codec.ETX]
 
     def fault_device(self, line: bytes) -> str:
@@ -140,6 +165,43 @@ class SpellmanResponder:
             raise self.codec.error_reply(request, OUT_OF_RANGE) from None
         except MicroCTError:  # beam on with the interlock open or a fault latched; reset with HV on
             raise self.codec.error_reply(request, REFUSED) from None
+
+    # -- the communication watchdog -----------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Watch for silence while HV is on (one timer at a time, none with HV off or no watchdog)."""
+        if self._watching or self.watchdog_s <= 0 or self.source.read_state() is not SourceState.BEAM_ON:
+            return
+        self._watching = True
+        due_s = self._last_frame_t + self.watchdog_s - self.source.clock.monotonic()
+        self.source.clock.call_later(max(due_s, 0.0), self._watchdog_timer)
+
+    def _watchdog_timer(self) -> None:
+        with self._lock:
+            self._watching = False
+            self._trip_if_silent()
+            self._watch()
+
+    def _trip_if_silent(self) -> None:
+        """HV off and the watchdog fault latched if HV is on and no frame came for ``watchdog_s``."""
+        if self.watchdog_s <= 0 or self.source.read_state() is not SourceState.BEAM_ON:
+            return
+        silent_s = self.source.clock.monotonic() - self._last_frame_t
+        if silent_s < self.watchdog_s:
+            return
+        log.info("%s: no message for %.2f s: the watchdog switches HV off", self.role, silent_s)
+        self.watchdog_tripped = True
+        self.source.trigger_overload()  # HV off, a fault latched until reset
+
+    def _fault_flags(self) -> tuple[str, ...]:
+        """The ``68`` flags: the watchdog's or an arc's while a fault is latched."""
+        if self.source.read_state() is not SourceState.FAULT:
+            return ()
+        return (codec.WATCHDOG_FAULT,) if self.watchdog_tripped else (ARC_FAULT,)
+
+    def _reset(self) -> None:
+        """``31``: clears the latched fault, the watchdog's included (refused with HV on)."""
+        self.source.reset()
+        self.watchdog_tripped = False
 
     def _select_filament(self, large: int) -> None:
         name = self.generator.spot_mode_of(bool(large))
@@ -167,5 +229,9 @@ class SpellmanResponder:
             codec.readback_counts(current_ua, g.full_scale_ua, g.readback_over_range))
 
 
-SIMULATOR = WireSimulator(SpellmanResponder, "Spellman XRV / uX X-ray generator (VISA socket or serial)", visa=True)
+SIMULATOR = WireSimulator(SpellmanResponder, "Spellman XRV / uX X-ray generator (VISA socket or serial)", visa=True,
+                          options=options_model(SpellmanResponder, SimulatedSourceOptions,
+                                                exclude=_FROM_MODEL_TABLE | _NO_WARM_UP,
+                                                choices={"model": MODELS, "family": get_args(
+                                                    GeneratorModel.model_fields["family"].annotation)}))
 """What ``microct sim serve`` serves (entry-point group ``microct.simulators``)."""

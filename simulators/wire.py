@@ -50,18 +50,24 @@ import tty
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from microct.clock import Clock
 from microct.devices.base import Status
 from microct.errors import ConfigurationError, DeviceFaultError, MicroCTError
 from microct.faults import FaultPlan
-from microct.options import validation_message
-from microct.simulators.faults import DeviceFaults, Fault, FaultSchedule
+from microct.simulators.faults import DeviceFaults, Fault, FaultSchedule, kinds_of, require_fireable
+from microct.simulators.serving import (
+    LOOPBACK,
+    PORTS,
+    bad_options,
+    check_options,
+    check_port,
+    options_model,
+    port_problem,
+)
 
 log = logging.getLogger("microct.simulators.wire")
-
-LOOPBACK = "127.0.0.1"
 
 
 class Responder(Protocol):
@@ -290,11 +296,18 @@ class WireServer:
         return self.serve_pty() if link == "pty" else f"socket://{LOOPBACK}:{self.serve_tcp()}"
 
     def serve_tcp(self, port: int = 0) -> int:
-        """Start serving on 127.0.0.1:``port`` (0: a free port); returns the port."""
+        """Start serving on 127.0.0.1:``port`` (0: a free port); returns the port. ValueError for a port out
+        of range; OSError (its errno kept) saying why a port cannot be served (in use, privileged)."""
+        if port not in PORTS:
+            raise ValueError(f"port {port}: not a port number; give 0 (a free port) to 65535")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((LOOPBACK, port))
-        listener.listen()
+        try:
+            listener.bind((LOOPBACK, port))
+            listener.listen()
+        except OSError as error:
+            listener.close()
+            raise OSError(error.errno, port_problem(port, error)) from None
         self._closers.append(listener.close)
         self._start(self._accept_loop, listener)
         port = listener.getsockname()[1]
@@ -418,36 +431,58 @@ class WireSimulator:
 
     ``factory(**options)`` builds the Responder (options are the ``-O KEY=VALUE`` of the command line,
     ``faults=`` a FaultSchedule when ``--faults`` is given); it raises TypeError, ValueError or a pydantic
-    ValidationError (a ValueError) for a bad option. ``visa`` adds the VISA resource of a TCP port to the
+    ValidationError (a ValueError) for a bad option. ``options``: the pydantic model of the ``-O`` options,
+    checked before the factory runs and listed in the message about a bad one (default: derived from the
+    factory's signature, ``serving.options_model``). ``visa`` adds the VISA resource of a TCP port to the
     hint (for simulators of VISA instruments); a responder's own ``hint`` attribute (text) is added too."""
 
-    def __init__(self, factory: Callable[..., Responder], description: str, *, visa: bool = False) -> None:
+    def __init__(self, factory: Callable[..., Responder], description: str, *, visa: bool = False,
+                 options: type[BaseModel] | None = None) -> None:
         self.factory = factory
         self.description = description
         self.visa = visa
+        self.options = options if options is not None else options_model(factory)
 
     def serve(self, options: Mapping[str, Any], faults: FaultPlan | None, port: int | None) -> ServedWire:
-        """Serve on a new pseudo-terminal (``port`` None) or 127.0.0.1:``port`` (0: a free port)."""
-        name = self.description
-        options = dict(options)
+        """Serve on a new pseudo-terminal (``port`` None) or 127.0.0.1:``port`` (0: a free port).
+        ConfigurationError, before anything is served, for a bad option (naming it, listing the allowed
+        ones), a fault it would never fire (``require_played``) or a port it cannot serve on (naming it and
+        why)."""
+        check_port(port)
+        kwargs = check_options(self.options, options)
         schedule = None if faults is None else FaultSchedule(faults.faults, faults.seed)
         if schedule is not None and _takes(self.factory, "faults"):
-            options["faults"] = schedule  # the simulated devices inside play the device faults
+            kwargs["faults"] = schedule  # the simulated devices inside play the device faults
         try:
-            responder = self.factory(**options)
+            responder = self.factory(**kwargs)
+        except OSError as error:  # a port or folder of its own (the Dexela frame stream, ...)
+            raise ConfigurationError(error.strerror or str(error)) from None
         except (TypeError, ValueError) as error:  # a bad option for this simulator
-            message = validation_message(error, "-O ") if isinstance(error, ValidationError) else str(error)
-            raise ConfigurationError(f"sim serve: {message}") from None
+            message = error if isinstance(error, ValidationError) else str(error)
+            raise ConfigurationError(bad_options(message, self.options)) from None
+        try:
+            return self._serve(responder, schedule, faults, port)
+        except BaseException:
+            stop = getattr(responder, "stop", None)
+            if callable(stop):
+                stop()
+            raise
+
+    def _serve(self, responder: Responder, schedule: FaultSchedule | None, faults: FaultPlan | None,
+               port: int | None) -> ServedWire:
         if schedule is not None:
             require_played(schedule, faults.origin if faults is not None else "--faults")
         try:
-            server = WireServer(responder, name, faults=schedule)
+            server = WireServer(responder, self.description, faults=schedule)
         except TypeError as error:  # a responder that cannot tell which device a line is for
             raise ConfigurationError(f"--faults: {error}") from None
         extra = getattr(responder, "hint", "")  # a responder may say more: where its frames go, ...
         if port is None:
             return ServedWire(server, server.serve_pty(), extra)
-        tcp_port = server.serve_tcp(port)
+        try:
+            tcp_port = server.serve_tcp(port)
+        except OSError as error:
+            raise ConfigurationError(f"--tcp {port}: {error.strerror}") from None
         hint = f" (VISA resource TCPIP::{LOOPBACK}::{tcp_port}::SOCKET)" if self.visa else ""
         return ServedWire(server, f"socket://{LOOPBACK}:{tcp_port}", hint + extra)
 
@@ -462,11 +497,10 @@ def _takes(factory: Callable[..., Any], keyword: str) -> bool:
 
 
 def require_played(schedule: FaultSchedule, origin: str = "--faults") -> None:
-    """ConfigurationError naming the first fault of ``schedule`` that no simulator attached to it plays (a
-    device it does not simulate, or the scan's writer): such a fault would never fire."""
-    played = schedule.attached()
-    for index, fault in enumerate(schedule.faults):
-        if fault.device not in played:
-            plays = ", ".join(map(repr, played)) or "no device"
-            raise ConfigurationError(f"{origin}: faults.{index}.device={fault.device!r}: this simulator does not "
-                                     f"simulate it (it plays the faults of {plays})")
+    """ConfigurationError naming every fault of ``schedule`` that the simulators attached to it would never
+    fire: one for a device none of them simulates (or the scan's writer), or with a trigger they cannot
+    meet (``simulators.faults.fireable_triggers``: without a detector, at_frame and at_projection, and a
+    tube's arcs at random); the message lists what they do fire."""
+    attached = schedule.attached()
+    require_fireable(schedule.faults, {device: kinds_of(device) for device in attached}, "detector" in attached,
+                     origin)

@@ -26,6 +26,7 @@ not home at connect).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from microct.clock import Clock
@@ -56,6 +57,8 @@ INSTANT_ACCELERATION = 1e9
 """unit/s², used when the stage table does not know the acceleration (moves then run at full speed)."""
 ROLES = {1: "rotation", 2: "sample_out"}
 """The role (fault device) of each address by default; other addresses play ``zaber-<address>``."""
+DEFAULT_STAGES = ("X-RSW60A", "X-LSM100A")
+"""The stage model of each address (axis) by default: a rotary stage, then a linear one."""
 
 
 class ZaberDevice:
@@ -209,12 +212,12 @@ class ZaberResponder:
 
     request_terminators = COMMAND_TERMINATORS
 
-    def __init__(self, stages: list[str] | None = None, overrides: dict[Any, dict[str, Any]] | None = None,
-                 clock: Clock | None = None, faults: FaultSchedule | None = None,
-                 roles: dict[Any, str] | None = None) -> None:
+    def __init__(self, stages: Sequence[str] = DEFAULT_STAGES,
+                 overrides: dict[Any, dict[str, Any]] | None = None, clock: Clock | None = None,
+                 faults: FaultSchedule | None = None, roles: Mapping[Any, str] = ROLES) -> None:
         overrides = {int(address): fields for address, fields in (overrides or {}).items()}
         roles = {int(address): role for address, role in (roles or ROLES).items()}
-        names = stages or ["X-RSW60A", "X-LSM100A"]
+        names = stages or DEFAULT_STAGES
         clock = clock or Clock()
         self.devices = {address: ZaberDevice(address, stage_model(name, overrides.get(address)), clock,
                                              roles.get(address, ""), faults)

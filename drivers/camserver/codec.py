@@ -56,6 +56,18 @@ KILL = "kill"                      # "13 ERR kill" when K stops a series (notes,
 VERSION = "Code release: 7.9.0"    # "24 OK Code release: 7.9.0" (notes, "Replies")
 
 
+QUERIES: tuple[str, ...] = ("Version", "Df", "ShowPID", "Telemetry")
+"""Commands that report and set nothing (notes, "Replies": the version, the free disk space, the process
+id, the telemetry); every other command sets a variable, starts or stops something."""
+
+
+def is_query(line: bytes) -> bool:
+    """True if the request ``line`` (no terminator) only reports: a word naming one of ``QUERIES`` (as
+    camserver resolves it, ``resolve_command``), without an argument."""
+    words = line.decode("latin-1").split()
+    return len(words) == 1 and resolve_command(words[0]) in QUERIES
+
+
 def reply_code(name: str) -> int:
     """The code of the reply to command ``name`` (a full name of COMMANDS): 15 unless the table says."""
     return REPLY_CODES.get(name, GENERIC)

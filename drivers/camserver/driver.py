@@ -28,6 +28,7 @@ from microct.driverkit import (
     DeviceTimeoutError,
     DriverOptions,
     ErrorReply,
+    Finding,
     FolderReader,
     Frame,
     MicroCTError,
@@ -183,22 +184,37 @@ class CamserverDetector(Detector):
 
     # -- hooks ---------------------------------------------------------------------------------------
     def _do_connect(self) -> None:
-        """Open the link, read the version, set ImgPath and check this PC sees the folder."""
+        """Open the link and read the version (a query: connect sets nothing); ImgPath is set, and this PC's
+        view of the folder checked, at the first use (``_do_prepare``)."""
         self._transport.open()
         self._sent.clear()
         self._series_running = False
         self.version = self._command("Version").text
+        width, height = models.SIZES[self.options.model]
+        self._report_pixel_mask(np.where(models.gap_mask(width, height), codec.MASK_GAP, 0))
+        self._marked = None
+
+    def _do_prepare(self) -> None:
+        """``ImgPath <image_path>``, checked by its reply: where camserver writes the images. At the first
+        setter or acquisition after connect, which sets nothing."""
         reply = self._command("ImgPath", self.options.image_path)
         if codec.image_path_text(reply.text) != self._image_path:
             raise self._error(ProtocolError, f"'ImgPath {self.options.image_path}': camserver answered "
                                              f"'{reply}', expected {self._image_path}")
-        if not self.local_image_path.is_dir():
+        if not self.local_image_path.is_dir():  # camserver creates ImgPath if it can (notes, "Commands")
             raise self._error(ConfigurationError, f"local_image_path={str(self.local_image_path)!r} is not a "
                                                   f"folder here, although camserver has ImgPath "
                                                   f"{self._image_path}: mount that folder here and name it")
-        width, height = models.SIZES[self.options.model]
-        self._report_pixel_mask(np.where(models.gap_mask(width, height), codec.MASK_GAP, 0))
-        self._marked = None
+
+    def _do_check(self) -> list[Finding]:
+        """Whether this PC sees the image folder yet (camserver creates it at the first use's ImgPath)."""
+        if self.local_image_path.is_dir():
+            seen = Finding("ok", "local_image_path", f"{self.local_image_path}: a folder here")
+        else:
+            seen = Finding("warning", "local_image_path", f"{self.local_image_path} is not a folder here (yet): "
+                                                          f"camserver creates ImgPath {self._image_path} at the first "
+                                                          f"use; if it is still missing then, mount it here")
+        return [*super()._do_check(), seen]
 
     def _do_close(self) -> None:
         try:

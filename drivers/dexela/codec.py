@@ -141,6 +141,15 @@ def parse_request(line: bytes) -> Request:
     raise ProtocolError(f"not a Dexela command: {line!r}")
 
 
+def is_query(line: bytes) -> bool:
+    """True if the command ``line`` (no terminator) only reads: a register read ``R``; False for a write,
+    the wake-up ``WC1`` (it changes the detector's state: notes, "Transport") and anything garbled."""
+    try:
+        return parse_request(line).kind == "read"
+    except ProtocolError:
+        return False
+
+
 def format_reply(value: int | bool) -> bytes:
     """A reply with its CR: ``X`` for True, ``E`` for False, ``S`` + 5 digits for a read value."""
     if isinstance(value, bool):

@@ -18,6 +18,7 @@ from microct.driverkit import (
     DetectorCapabilities,
     DeviceTimeoutError,
     DriverOptions,
+    Finding,
     Frame,
     ProtocolError,
     SerialSettings,
@@ -43,7 +44,7 @@ class DexelaOptions(DriverOptions):
     exposure_range_s: tuple[float, float] = Field(default=(0.001, 60.0), description="allowed exposures (s); "
                                                   "intersected with the registers' 10 µs to 2³²−1 × 10 µs")
     full_well: Literal["low-noise", "high-range"] = Field(default="low-noise", description="full-well mode, written "
-                                                          "at connect: register 3 bit 0x4 clear ('low-noise') or "
+                                                          "at the first use: register 3 bit 0x4 clear ('low-noise') or "
                                                           "set ('high-range', high full well)")
     external_trigger: Literal["edge", "duration"] = Field(default="edge", description="register 0 code for "
                                                           "TriggerMode.EXTERNAL")
@@ -169,14 +170,14 @@ class DexelaDetector(Detector):
         self._transport.open()
         self._next_frame = self._frames.open()
 
-    def _after_connect(self) -> None:
-        """Wake the detector, set the full-well mode, then the held settings."""
+    def _do_prepare(self) -> None:
+        """Wake the detector (``WC1``) and set the full-well mode: at the first setter or acquisition after
+        connect, which writes nothing (then the held settings follow)."""
         reply = self._query(codec.WAKE, "wake-up")
         if reply != codec.OK:
             raise self._error(ProtocolError, f"Dexela {codec.WAKE.decode()!r} (wake-up) answered {reply!r}, not X")
         register3 = self._registers.get(codec.FULL_WELL_REGISTER, 0)
         self._write(codec.FULL_WELL_REGISTER, codec.with_full_well(register3, self.options.full_well == "high-range"))
-        super()._after_connect()
 
     def _do_close(self) -> None:
         try:
@@ -227,6 +228,14 @@ class DexelaDetector(Detector):
     def exposure_ticks(self) -> int:
         """The exposure as written: whole 10 µs units."""
         return codec.exposure_to_ticks(self.exposure_s)
+
+    def _do_check(self) -> list[Finding]:
+        """What connect could see: the link and the frame channel open (its next frame number); the
+        registers are not read (notes: read-back is unreliable, and nothing reports the panel's state)."""
+        return [*super()._do_check(),
+                Finding("ok", "frame_channel", f"{self._frames.description}: open, next frame {self._next_frame}"),
+                Finding("ok", "registers", "not read (the register protocol has no status query, and read-back "
+                                           "is unreliable); WC1 and the settings go out at the first use")]
 
     def _do_describe(self) -> dict[str, Any]:
         return {**super()._do_describe(), "full_well": self.options.full_well,

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from microct.driverkit import FindingLevel
+
 RBV = "_RBV"
 """The read-back twin of a set-point PV is its name plus this (``AcquireTime`` → ``AcquireTime_RBV``)."""
 
@@ -32,7 +34,7 @@ CAM = {"acquire": "Acquire", "acquire_rbv": "Acquire" + RBV, "acquire_time": "Ac
        "trigger_mode": "TriggerMode", "bin_x": "BinX", "bin_y": "BinY", "data_type": "DataType" + RBV,
        "state": "DetectorState" + RBV, "counter": "ArrayCounter" + RBV, "array_callbacks": "ArrayCallbacks",
        "size_x": "ArraySizeX" + RBV, "size_y": "ArraySizeY" + RBV, "max_x": "MaxSizeX" + RBV,
-       "max_y": "MaxSizeY" + RBV, "model": "Model" + RBV}
+       "max_y": "MaxSizeY" + RBV, "model": "Model" + RBV, "status_message": "StatusMessage" + RBV}
 """ADBase (the detector driver, ``cam1:``): ``Acquire`` is busy (its put-callback completes when the driver
 and its plugins are done); ``ArrayCounter_RBV`` counts the frames made."""
 IMAGE = {"image_enable": "EnableCallbacks", "image_counter": "ArrayCounter" + RBV, "unique_id": "UniqueId" + RBV,
@@ -61,6 +63,8 @@ DETECTOR_STATES = ("Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting"
 """``DetectorState_RBV``."""
 IDLE_STATES = ("Idle", "Aborted")
 """Detector states in which no acquisition runs."""
+FAILED_STATES = ("Error", "Disconnected")
+"""Detector states in which the driver cannot acquire (``StatusMessage_RBV`` says why)."""
 DATA_TYPES = ("Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float32", "Float64")
 """``DataType`` / ``DataType_RBV``."""
 DATA_TYPE = "UInt16"
@@ -85,6 +89,14 @@ NO_YES = ("No", "Yes")
 """``AutoIncrement``, ``BlockingCallbacks``, ``FilePathExists_RBV``."""
 OFF, ON = 0, 1
 """The index of the first / second string of a two-state enum (Done / Acquire, Disable / Enable, No / Yes)."""
+
+
+def state_level(state: str) -> FindingLevel:
+    """How a commissioning report judges ``DetectorState_RBV``: idle "ok", Error or Disconnected "error",
+    any other (an acquisition, readout or correction under way: another client?) "warning"."""
+    if state in IDLE_STATES:
+        return "ok"
+    return "error" if state in FAILED_STATES else "warning"
 
 
 def is_on(value: Any, strings: tuple[str, str]) -> bool:

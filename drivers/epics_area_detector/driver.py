@@ -14,7 +14,7 @@ Frames, option ``frames``:
   (``image1:DroppedArrays_RBV``) and received here; any shortfall is a FrameLostError naming them.
 - ``"hdf5-file"``: the IOC's NDFileHDF5 plugin writes every frame itself (Stream mode, one file per
   connection, AutoIncrement on, capture started at the first frame and ended by ``close()``; a capture
-  a dead client left running is closed at connect); frames come back as ``Frame.file`` locations (the
+  a dead client left running is closed at the first use); frames come back as ``Frame.file`` locations (the
   IOC's ``FullFileName_RBV`` mapped from ``ioc_file_path`` to ``local_file_path``, the index in the file
   from ``NumCaptured_RBV``) and the NXtomo file maps them instead of copying pixels over the network.
   Skipped frames are taken with the plugin's callbacks disabled, so they stay out of the file.
@@ -22,7 +22,9 @@ Frames, option ``frames``:
 The IOC cannot tell the pixel pitch or the usable exposure range: they come from the options, as do
 the sensor size (checked against ``cam1:MaxSizeX_RBV``/``MaxSizeY_RBV`` at connect). PerkinElmer /
 Varex IOCs (ADPerkinElmer) take their offset / gain correction settings from ``[options.perkinelmer]``.
-A PV that does not connect, or an IOC lost mid-acquisition, is a CommunicationError naming the PV.
+``connect()`` reads only (sizes, data type, state); every put of the set-up above waits for the first
+setter or acquisition (``_do_prepare``), so ``microct check`` writes nothing. A PV that does not connect,
+or an IOC lost mid-acquisition, is a CommunicationError naming the PV.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from microct.driverkit import (
     DeviceStateError,
     DeviceTimeoutError,
     DriverOptions,
+    Finding,
     Frame,
     FrameFile,
     FrameLostError,
@@ -72,6 +75,7 @@ from microct.drivers.epics_area_detector.codec import (
     is_on,
     max_array_bytes,
     pixels_from_wire,
+    state_level,
 )
 from microct.drivers.epics_area_detector.models import CAM_PREFIX, HDF_PREFIX, IMAGE_PREFIX, PerkinElmerOptions
 
@@ -111,8 +115,8 @@ class AreaDetectorOptions(DriverOptions):
                                           "for Acquire's put-callback, and for the HDF5 plugin to write the frames "
                                           "after it (s)")
     perkinelmer: PerkinElmerOptions | None = Field(default=None, description="ADPerkinElmer's correction settings, "
-                                                   "put at every connect; unset: none are put, and acquire_offset() "
-                                                   "/ acquire_gain() are refused")
+                                                   "put at the first use after connect; unset: none are put, and "
+                                                   "acquire_offset() / acquire_gain() are refused")
     addr_list: str | None = Field(default=None, description="EPICS_CA_ADDR_LIST; default: the environment's")
     connect_timeout_s: float = Field(default=2.0, gt=0, description="for every PV to connect at connect, and for "
                                      "each read's reply (s)")
@@ -201,6 +205,13 @@ class AreaDetector(Detector):
             if key in ca.monitored and key != "array_data":
                 ca.get(key)
         ca.subscribe("array_data", self._on_array)
+        super()._after_connect()
+
+    def _do_prepare(self) -> None:
+        """The set-up connect leaves out (it writes nothing): image mode Multiple, array callbacks on, the
+        image plugin on (off for hdf5-file), the HDF5 plugin's stream file (closing a capture a dead client
+        left running), ADPerkinElmer's correction settings. At the first setter or acquisition."""
+        ca, opts = self._ca, self.options
         ca.put("image_mode", IMAGE_MODE_MULTIPLE)
         ca.put("array_callbacks", ON)
         ca.put("image_enable", OFF if self.writes_own_files else ON)
@@ -223,11 +234,10 @@ class AreaDetector(Detector):
                                ("pe_num_offset_frames", pe.num_offset_frames),
                                ("pe_num_gain_frames", pe.num_gain_frames)):
                 ca.put(key, int(value))
-        super()._after_connect()
 
     def _do_close(self) -> None:
-        try:
-            if is_on(self._ca.get("acquire_rbv"), DONE_ACQUIRE):
+        try:  # an acquisition only this client can have started: none before its first use (prepared)
+            if self.prepared and is_on(self._ca.get("acquire_rbv"), DONE_ACQUIRE):
                 self._ca.put("acquire", OFF)
             if self._capturing:
                 self._ca.put("capture", OFF)
@@ -381,6 +391,17 @@ class AreaDetector(Detector):
             self._run(n)
         finally:
             self._ca.put("hdf_enable", ON)
+
+    def _do_check(self) -> list[Finding]:
+        """``DetectorState_RBV`` and ``StatusMessage_RBV`` (codec ``state_level``): Error (and Disconnected)
+        an error, an acquisition under way a warning; and, for hdf5-file, a capture left running."""
+        state = str(self._ca.get("state", as_string=True, fresh=True))
+        message = str(self._ca.get("status_message", as_string=True, fresh=True))
+        findings = [Finding(state_level(state), "state", f"{state}: {message}" if message else state)]
+        if self.writes_own_files and is_on(self._ca.get("capture_rbv", fresh=True), DONE_CAPTURE):
+            findings.append(Finding("warning", "capture", f"{self.pv('capture')} is capturing (a previous run did "
+                                                          f"not close its file); the first acquisition closes it"))
+        return [*super()._do_check(), *findings]
 
     def _do_describe(self) -> dict[str, Any]:
         return {"prefix": self.prefix, **super()._do_describe(), "model": self._ca.get("model", as_string=True),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from microct.driverkit import FindingLevel
+
 FIELDS = {"val": ".VAL", "rbv": ".RBV", "dmov": ".DMOV", "movn": ".MOVN", "velo": ".VELO", "accl": ".ACCL",
           "hlm": ".HLM", "llm": ".LLM", "dhlm": ".DHLM", "dllm": ".DLLM", "stop": ".STOP", "homf": ".HOMF",
           "homr": ".HOMR", "msta": ".MSTA", "lvio": ".LVIO", "hls": ".HLS", "lls": ".LLS"}
@@ -58,6 +60,45 @@ class Msta(enum.IntFlag):
     MINUS_LS = 1 << 13
     """At the negative hardware limit switch."""
     HOMED = 1 << 14
+    """The axis has been homed (``RA_HOMED`` in the motor module's ``motor.h``); set by the controller's
+    driver, so only where that driver knows it (``EpicsMotorOptions.reports_homed``)."""
+
+
+MSTA_MEANINGS: dict[Msta, tuple[FindingLevel, str]] = {
+    # The meaning of each bit (motor record reference, "Field Descriptions", MSTA; docs/protocols/
+    # epics-motor-record.md, "Status bits") and how a commissioning report judges it set: SLIP_STALL and
+    # PROBLEM put the record in MAJOR alarm, COMM_ERR is a lost controller: errors.
+    Msta.DIRECTION: ("ok", "last motion in the positive direction"),
+    Msta.DONE: ("ok", "motion done"),
+    Msta.PLUS_LS: ("warning", "at the positive hardware limit switch"),
+    Msta.HOMELS: ("ok", "at the home switch"),
+    Msta.POSITION: ("ok", "closed-loop position control on"),
+    Msta.SLIP_STALL: ("error", "slip or stall detected"),
+    Msta.HOME: ("ok", "at the home position"),
+    Msta.PRESENT: ("ok", "encoder present"),
+    Msta.PROBLEM: ("error", "driver stopped polling, or a hardware problem"),
+    Msta.MOVING: ("warning", "moving (started by another client?)"),
+    Msta.GAIN_SUPPORT: ("ok", "the controller supports closed-loop gain settings"),
+    Msta.COMM_ERR: ("error", "communication error with the controller"),
+    Msta.MINUS_LS: ("warning", "at the negative hardware limit switch"),
+    Msta.HOMED: ("ok", "homed"),
+}
+
+
+def msta_report(msta: int) -> list[tuple[FindingLevel, str]]:
+    """Each bit set in ``msta``, lowest first, as (level, "NAME: meaning") from ``MSTA_MEANINGS``; a set
+    bit the table lacks (bit 4, bits above 14) as a warning "bit N: not in the motor record's table"."""
+    report: list[tuple[FindingLevel, str]] = []
+    for bit in range(int(msta).bit_length()):
+        if not msta >> bit & 1:
+            continue
+        flag = next((flag for flag in MSTA_MEANINGS if flag.value == 1 << bit), None)
+        if flag is None:
+            report.append(("warning", f"bit {bit}: not in the motor record's table"))
+        else:
+            level, meaning = MSTA_MEANINGS[flag]
+            report.append((level, f"{flag.name}: {meaning}"))
+    return report
 
 
 def limits_enabled(dllm: float, dhlm: float) -> bool:

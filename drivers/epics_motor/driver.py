@@ -12,7 +12,7 @@
   stop() was called"); then ``.STOP`` = 1 is written and ``stop()`` waits for ``DMOV`` = 1.
 - If the IOC goes away mid-move the Status fails with ``CommunicationError`` naming the PV.
 - ``home()`` is a put-callback write of 1 to ``.HOMF`` (``.HOMR`` with ``home_reverse``);
-  ``set_velocity`` writes ``.VELO``.
+  ``read_referenced()`` reads ``.MSTA`` bit 14 (HOMED); ``set_velocity`` writes ``.VELO``.
 
 Soft limits: ``low_limit`` / ``high_limit`` in the options are the driver's own (None: unbounded).
 With ``use_record_limits`` (the default), ``connect()`` reads the record's ``LLM``/``HLM`` and
@@ -44,13 +44,23 @@ from microct.driverkit import (
     DeviceFaultError,
     DeviceTimeoutError,
     DriverOptions,
+    Finding,
     LimitError,
     Move,
     MoveEngine,
     Status,
     configure_environment,
 )
-from microct.drivers.epics_motor.codec import DMOV_DONE, FIELDS, MONITORED, START, limits_usable, soft_limits
+from microct.drivers.epics_motor.codec import (
+    DMOV_DONE,
+    FIELDS,
+    MONITORED,
+    START,
+    Msta,
+    limits_usable,
+    msta_report,
+    soft_limits,
+)
 
 log = logging.getLogger("microct.drivers.epics_motor")
 
@@ -68,6 +78,9 @@ class EpicsMotorOptions(DriverOptions):
     use_record_limits: bool = Field(default=True, description="narrow the soft limits to the record's LLM/HLM "
                                                               "at connect")
     home_reverse: bool = Field(default=False, description="home with HOMR instead of HOMF")
+    reports_homed: bool = Field(default=True, description="the controller's driver sets MSTA bit 14 (HOMED) once "
+                                "the axis is homed; false for one that never sets it: the axis then cannot tell "
+                                "whether it is referenced (home = \"if-needed\" leaves it alone)")
     addr_list: str | None = Field(default=None, description="EPICS_CA_ADDR_LIST; default: the environment's")
     connect_timeout_s: float = Field(default=2.0, gt=0, description="for every field of the record to connect at "
                                      "connect, and for each read's reply (s)")
@@ -211,6 +224,20 @@ class EpicsMotorAxis(Axis):
 
     def _do_set_velocity(self, velocity: float) -> None:
         self._ca.put("velo", velocity)
+
+    def _do_read_referenced(self) -> bool | None:
+        """MSTA bit 14, HOMED ("axis has been homed": motor record reference, "Status/readback fields",
+        MSTA; ``RA_HOMED`` in the motor module's ``motor.h``), read from the IOC; None when
+        ``reports_homed`` is false (a controller whose driver never sets the bit)."""
+        if not self.options.reports_homed:
+            return None
+        return bool(int(self._ca.get("msta", fresh=True)) & Msta.HOMED)
+
+    def _do_check(self) -> list[Finding]:
+        """Each bit set in ``.MSTA`` (read from the IOC) with its meaning (codec ``msta_report``): SLIP_STALL,
+        PROBLEM and COMM_ERR are errors, a limit switch or a motion under way a warning."""
+        msta = int(self._ca.get("msta", fresh=True))
+        return [*super()._do_check(), *(Finding(level, "msta", text) for level, text in msta_report(msta))]
 
     def _do_describe(self) -> dict[str, Any]:
         return {"record": self.record, **super()._do_describe(), "msta": int(self._ca.get("msta")),

@@ -20,6 +20,8 @@ from microct.driverkit import (
     ConfigurationError,
     DeviceFaultError,
     DriverOptions,
+    Finding,
+    FindingLevel,
     SourceCapabilities,
     SourceState,
     SpotMode,
@@ -174,6 +176,16 @@ class EpicsSource(XRaySource):
 
     def _do_read_interlock_closed(self) -> bool:
         return int(self._ca.get("interlock", fresh=True)) == self.options.interlock_closed_value
+
+    def _do_check(self) -> list[Finding]:
+        """The IOC's fault text (the ``fault`` PV), if any: an error while the state is FAULT, else a warning
+        (a text left from an earlier fault)."""
+        findings = super()._do_check()
+        fault = self._ca.get("fault", as_string=True, fresh=True)
+        if fault:
+            level: FindingLevel = "error" if self._read_state(fresh=True) is SourceState.FAULT else "warning"
+            findings.append(Finding(level, "fault", str(fault)))
+        return findings
 
     def _do_describe(self) -> dict[str, Any]:
         description = {"prefix": self.prefix, **super()._do_describe()}

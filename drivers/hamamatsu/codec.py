@@ -182,6 +182,16 @@ def parse_request(line: bytes) -> Request:
     return Request(word, int(arguments[0]))
 
 
+def is_query(line: bytes) -> bool:
+    """True if the request ``line`` (no CR) only reads: a query word of ``QUERIES`` without an argument
+    (notes, "Commands"); False for a setter, an action (XON, XOF, WUP, RST) and a request the device
+    refuses."""
+    try:
+        return parse_request(line).word in QUERIES
+    except ErrorReply:
+        return False
+
+
 # -- replies (driver side) -------------------------------------------------------------------------------
 def _garbled(command: bytes, reply: bytes, why: str) -> ProtocolError:
     return ProtocolError(f"{command.decode()!r}: garbled reply {reply!r} ({why})")

@@ -3,10 +3,10 @@ model figures in ``models``; docs/protocols/hamamatsu-microfocus.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
-import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -17,6 +17,7 @@ from microct.driverkit import (
     Clock,
     ConfigurationError,
     ErrorReply,
+    Finding,
     ModelTableOptions,
     ProtocolError,
     SerialSettings,
@@ -42,6 +43,7 @@ from microct.drivers.hamamatsu.codec import (
     XON,
     BulkStatus,
     describe_not_ready,
+    encode_auto_stop,
     encode_current,
     encode_focus,
     encode_voltage,
@@ -75,13 +77,23 @@ class HamamatsuOptions(ModelTableOptions):
     readback_max_age_s: float = Field(default=0.05, ge=0, description="how long one SAR reply serves "
                                       "read_state, read_voltage_kv and read_current_ua (s); 0: never reused")
     keepalive_s: float = Field(default=1.0, ge=0, description="send SAR after this long without another "
-                               "exchange (s), so that the controller's automatic X-ray stop (no command for "
-                               "its SAT time, 3 s by default) does not cut the beam; 0: never")
-    """The keepalive: the controller switches X-rays off when no command has arrived for its auto-stop time
-    (``SAT``; 3 s unless ``AST`` changed it; L9421-02T manual §10 1., A5 note 3), and the sequencer sends
-    nothing during an exposure, a frame average, a move or a pause. Keep it well under half the auto-stop
-    time (connect warns otherwise). 0 disables it: then any such gap as long as the auto-stop time drops the
-    beam (the sequencer sees an arc, retakes the frame, meets the same gap and aborts)."""
+                               "exchange (s), from connect to close, so that the controller's automatic X-ray "
+                               "stop (no command for its auto-stop time, 3 s by default) does not cut the beam "
+                               "between requests; 0: never")
+    """The keepalive feeds the controller's communication watchdog, its automatic X-ray stop: X-rays go off
+    when no command has arrived for the auto-stop time (``SAT``; 3 s unless ``AST`` changed it; L9421-02T
+    manual §10 1., A5 note 3), and the sequencer sends nothing during an exposure, a frame average, a move
+    or a pause. Keep it well under half the auto-stop time (connect warns otherwise). 0 disables it: then
+    any such gap as long as the auto-stop time drops the beam (the sequencer sees an arc, retakes the frame,
+    meets the same gap and aborts)."""
+    watchdog_s: int | None = Field(default=None, ge=0, le=60, description="the automatic X-ray stop time "
+                                   "(whole s, 1-60) set with AST before X-rays go on (beam on, warm-up) when the "
+                                   "controller has another; unset: keep the controller's own time, but arm a "
+                                   "disabled auto stop (SAT 0) with 3 s, the manual's initial setting; 0: never "
+                                   "send AST")
+    """Arming the watchdog: the controller stops X-rays by itself after this long without a command, so that
+    a crashed or killed computer cannot leave them on (manual §10 1., A5 note 3, A11: ``AST n``, 1-60 s, 0
+    disables it, refused while warming up or with X-rays on). The driver never disables it."""
 
     def tube(self) -> TubeModel:
         """The model-table entry with the overrides."""
@@ -106,10 +118,13 @@ class HamamatsuSource(XRaySource):
     or a bare ``ERR`` from older dialects) is ``ErrorReply`` (the device's code, None for a bare ``ERR``)
     naming the command and the device's state. ``connect()`` sends ``TYP`` again once if a freshly powered
     controller answers it ``ERR 0 NOC``, then reads the auto-stop time (``SAT``, models that answer it) and
-    starts the keepalive: every ``keepalive_s`` without another exchange, a ``SAR`` on the device clock
-    (its reply serves the read-backs), so that the controller's automatic X-ray stop does not switch the
-    beam off between the sequencer's requests. A keepalive that fails is logged (WARNING, once until it is
-    answered again) and tried again; it never raises. ``close()`` stops it.
+    starts the keepalive, the feed of ``XRaySource``'s watchdog machinery: every ``keepalive_s`` without
+    another exchange, a ``SAR`` on the device clock (its reply serves the read-backs), so that the
+    controller's automatic X-ray stop (its communication watchdog, always running) does not switch the beam
+    off between the sequencer's requests. A keepalive that fails is logged (WARNING, once until it is
+    answered again) and tried again; it never raises. ``close()`` stops it. Before X-rays go on (beam on,
+    warm-up) the watchdog is armed: ``AST n`` when the controller's time differs from ``watchdog_s`` (by
+    default only a disabled auto stop, set to 3 s); nothing disarms it (X-rays off, it has nothing to stop).
 
     ``connection`` is a serial port or pyserial URL; ``transport`` (instead) a ready one, for tests.
     """
@@ -131,10 +146,6 @@ class HamamatsuSource(XRaySource):
         self._status_cache: tuple[float, BulkStatus] | None = None
         self._cache_lock = threading.Lock()
         self._cache_epoch = 0  # advanced by every invalidation: a SAR reply asked for before it is not kept
-        self._last_exchange_t = -math.inf  # device clock, when the last exchange started
-        self._keepalive_lock = threading.Lock()  # held by a keepalive tick for its whole exchange
-        self._keepalive_run = 0  # the running keepalive's number; a tick of an older one ends it
-        self._keepalive_failing = False
         self._reported_reason: str | None = None
         self.identity = ""
         """The model name the device reported (``TYP``) at connect."""
@@ -149,7 +160,7 @@ class HamamatsuSource(XRaySource):
     # -- exchanges -----------------------------------------------------------------------------------
     def _ask(self, command: bytes, parse: Callable[[bytes], T]) -> T:
         """One exchange through the transport; codec errors get this device's name."""
-        self._last_exchange_t = self.clock.monotonic()
+        self._exchange_started()
         reply = self._transport.query(command)[0]
         try:
             return parse(reply)
@@ -195,55 +206,52 @@ class HamamatsuSource(XRaySource):
             if epoch == self._cache_epoch:
                 self._status_cache = (asked_t, status)
 
-    # -- the keepalive -------------------------------------------------------------------------------
-    def _start_keepalive(self) -> None:
-        if self.options.keepalive_s <= 0:
+    # -- the watchdog: the automatic X-ray stop, fed by the keepalive -------------------------------------
+    feeds_watchdog_while_connected = True  # the auto stop runs whenever the controller is on
+    watchdog_feed_name = "keepalive"
+
+    @property
+    def watchdog_s(self) -> float | None:
+        """The auto-stop time armed before X-rays go on (s): option ``watchdog_s``; unset, 3 s (the manual's
+        initial setting) if the controller reported its auto stop disabled (``SAT 0``), else None (its own
+        time is kept). None for option 0."""
+        wanted = self.options.watchdog_s
+        if wanted is None:
+            return float(DEFAULT_AUTO_STOP_S) if self.auto_stop_s == 0 else None
+        return float(wanted) or None
+
+    @property
+    def watchdog_feed_s(self) -> float:
+        """``keepalive_s``."""
+        return self.options.keepalive_s
+
+    def _do_arm_watchdog(self, timeout_s: float) -> None:
+        """``AST n`` unless the controller's auto-stop time (``SAT`` at connect, or the last ``AST``) is n
+        already. The controller refuses it while warming up or with X-rays on (manual A11): ErrorReply."""
+        seconds = int(timeout_s)
+        if self.auto_stop_s == seconds:
             return
-        with self._keepalive_lock:
-            self._keepalive_run += 1
-            self._keepalive_failing = False
-            run = self._keepalive_run
-        self.clock.call_later(self.options.keepalive_s, partial(_keepalive_tick, weakref.ref(self), run))
+        self._act(encode_auto_stop(seconds))
+        log.info("source %r: automatic X-ray stop set to %d s (was %s)", self.name, seconds,
+                 "unknown" if self.auto_stop_s is None else f"{self.auto_stop_s} s")
+        self.auto_stop_s = seconds
 
-    def _stop_keepalive(self) -> None:
-        """Stop the keepalive; returns once a keepalive exchange in progress has ended."""
-        with self._keepalive_lock:
-            self._keepalive_run += 1
+    def _do_feed_watchdog(self) -> None:
+        """``SAR``; its reply serves the read-backs unless a command invalidated it meanwhile."""
+        epoch, asked_t = self._cache_epoch, self.clock.monotonic()
+        self._keep(epoch, asked_t, self._ask(SAR, parse_status))
 
-    def _keepalive(self, run: int) -> float | None:
-        """One tick of keepalive number ``run``: ``SAR`` unless another exchange started within
-        ``keepalive_s``. Returns the delay to the next tick (s), None once this keepalive is stopped.
-        Never raises: a failure is logged at WARNING once until an exchange succeeds again."""
-        interval_s = self.options.keepalive_s
-        with self._keepalive_lock:
-            if run != self._keepalive_run:
-                return None
-            try:
-                idle_s = self.clock.monotonic() - self._last_exchange_t
-                if idle_s < interval_s:
-                    return interval_s - idle_s
-                with self._transport.transaction("SAR (keepalive)"):  # none of ours gets in between
-                    idle_s = self.clock.monotonic() - self._last_exchange_t
-                    if idle_s < interval_s:  # one started while this tick waited for the link
-                        return interval_s - idle_s
-                    epoch, asked_t = self._cache_epoch, self.clock.monotonic()
-                    self._keep(epoch, asked_t, self._ask(SAR, parse_status))
-            except Exception as error:  # a timer thread: nothing may escape, and the next tick tries again
-                if not self._keepalive_failing:
-                    auto_stop_s = DEFAULT_AUTO_STOP_S if self.auto_stop_s is None else self.auto_stop_s
-                    log.warning("source %r: keepalive failed (%s: %s); the controller switches X-rays off after "
-                                "%d s without a command; trying again every %g s", self.name,
-                                type(error).__name__, error, auto_stop_s, interval_s)
-                self._keepalive_failing = True
-            else:
-                if self._keepalive_failing:
-                    log.info("source %r: the keepalive is answered again", self.name)
-                self._keepalive_failing = False
-        return interval_s
+    def _watchdog_link(self) -> contextlib.AbstractContextManager[Any]:
+        return self._transport.transaction("SAR (keepalive)")  # none of ours gets in between
+
+    def _watchdog_at_risk(self) -> str:
+        auto_stop_s = DEFAULT_AUTO_STOP_S if self.auto_stop_s is None else self.auto_stop_s
+        return f"the controller switches X-rays off after {auto_stop_s} s without a command"
 
     def _check_auto_stop(self) -> None:
         """Read the auto-stop time (``SAT``) if the model answers it; warn if the auto stop is disabled,
-        or if the keepalive is off or slower than half the auto-stop time (then the beam may drop)."""
+        or if the keepalive is off or slower than half the auto-stop time X-rays will run with (then the beam
+        may drop)."""
         self.auto_stop_s = None
         if self.tube.auto_stop_query:
             try:
@@ -251,13 +259,15 @@ class HamamatsuSource(XRaySource):
             except ErrorReply as error:
                 log.warning("%s; the auto-stop time is unknown (%d s unless changed with AST)", error,
                             DEFAULT_AUTO_STOP_S)
+        armed = self.watchdog_s
         if self.auto_stop_s == 0:
+            remedy = (f"the driver sets it to {armed:g} s (AST) before X-rays go on (option watchdog_s)" if armed
+                      else "watchdog_s = 0: the driver leaves it so (the manual: never 0 in normal use)")
             log.warning("source %r: SAT reports 0: the controller's automatic X-ray stop is disabled, a safety "
-                        "feature: X-rays stay on if this computer stops or the cable breaks (the manual: never "
-                        "0 in normal use; AST n sets 1-60 s)", self.name)
+                        "feature: X-rays stay on if this computer stops or the cable breaks; %s", self.name, remedy)
             return
-        auto_stop_s = self.auto_stop_s or DEFAULT_AUTO_STOP_S
-        origin = "SAT" if self.auto_stop_s else "the default; not read"
+        auto_stop_s = int(armed) if armed else self.auto_stop_s or DEFAULT_AUTO_STOP_S
+        origin = "watchdog_s" if armed else "SAT" if self.auto_stop_s else "the default; not read"
         keepalive_s = self.options.keepalive_s
         if keepalive_s == 0:
             log.warning("source %r: keepalive_s = 0: nothing is sent between requests, and the controller "
@@ -295,13 +305,12 @@ class HamamatsuSource(XRaySource):
                         "(ranges, power limits) apply", self.name, self.identity, self.tube.name, self.tube.name)
 
     def _after_connect(self) -> None:
-        """Adopt the device's set-points, read its auto-stop time, start the keepalive."""
+        """Adopt the device's set-points, read its auto-stop time (the keepalive starts after: connect())."""
         super()._after_connect()
         self._check_auto_stop()
-        self._start_keepalive()
 
     def _do_close(self) -> None:
-        self._stop_keepalive()
+        self._stop_feeding()
         self._invalidate()
         self._transport.close()
 
@@ -368,6 +377,22 @@ class HamamatsuSource(XRaySource):
     def _do_read_interlock_closed(self) -> bool:
         return not self._ask(SIN, parse_interlock_open)
 
+    def _do_check(self) -> list[Finding]:
+        """The model the device reports against the configured one, the auto-stop time, and why the tube is
+        not ready (``SNR``, with the board error's meaning): a board error is an error, the rest warnings."""
+        findings = super()._do_check()
+        if not self.identity.startswith(self.tube.name):
+            findings.append(Finding("warning", "model", f"{self.identity}: the options configure {self.tube.name}, "
+                                                        f"whose figures (ranges, power limits) apply"))
+        if self.auto_stop_s == 0:
+            findings.append(Finding("warning", "auto_stop_s", "0: the controller's automatic X-ray stop is "
+                                                              "disabled (a safety feature; AST n sets 1-60 s)"))
+        if self._reported_reason:
+            causes = self._ask(SNR, parse_not_ready)
+            findings.append(Finding("error" if causes.board_error else "warning", "not_ready_reason",
+                                    describe_not_ready(causes, self.tube.vacuum_in_snr)))
+        return findings
+
     def _do_describe(self) -> dict[str, Any]:
         description = {"model": self.identity, **super()._do_describe()}
         if self.auto_stop_s is not None:
@@ -376,13 +401,3 @@ class HamamatsuSource(XRaySource):
             description["not_ready_reason"] = self._reported_reason
         return description
 
-
-def _keepalive_tick(source_ref: weakref.ref[HamamatsuSource], run: int) -> None:
-    """A keepalive timer's callback: a tick, then the next one on the device clock. It holds the source
-    weakly, so that a source dropped without ``close()`` ends its keepalive."""
-    source = source_ref()
-    if source is None:
-        return
-    delay_s = source._keepalive(run)
-    if delay_s is not None:
-        source.clock.call_later(delay_s, partial(_keepalive_tick, source_ref, run))

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from microct.driverkit import DeviceFaultError, DeviceStateError, LimitError, MicroCTError, ProtocolError
+from microct.driverkit import (
+    DeviceFaultError,
+    DeviceStateError,
+    FindingLevel,
+    LimitError,
+    MicroCTError,
+    ProtocolError,
+)
 
 TERMINATOR = b"\n"
 """Commands and reply lines end with LF (sheet, "Transport")."""
@@ -62,6 +69,15 @@ def error_for(code: int) -> tuple[type[MicroCTError], str]:
     return ERRORS.get(code, (DeviceFaultError, f"controller error {code}"))
 
 
+def error_level(code: int) -> FindingLevel:
+    """How a commissioning report judges the code ``ERR?`` reads: 0 (none) and 10 (a stop's mark) "ok",
+    a fault (a DeviceFaultError code: a limit switch, an unknown code) "error", an earlier refused
+    command (syntax, range, state) "warning"."""
+    if code in (0, STOPPED):
+        return "ok"
+    return "error" if issubclass(error_for(code)[0], DeviceFaultError) else "warning"
+
+
 # -- commands --------------------------------------------------------------------------------------------
 def format_number(value: float) -> str:
     """A finite number as GCS takes it: up to 12 significant digits, always with a decimal point or an
@@ -83,8 +99,10 @@ def encode_batch(commands: list[bytes]) -> bytes:
 
 
 def is_query(command: bytes) -> bool:
-    """True for a command that has a reply: its name ends in '?' (``POS?``, ``ERR?``, ``*IDN?``)."""
-    return command.split(b" ", 1)[0].endswith(b"?")
+    """True for a command that has a reply and sets nothing: its name ends in '?' (``POS?``, ``ERR?``,
+    ``*IDN?``; sheet, "Commands"), or the single bytes 0x05 and 0x07 (moving mask, ready); False for a
+    setter, a motion command and byte 0x18 (stop all)."""
+    return command in (MOVING_MASK, READY_QUERY) or command.split(b" ", 1)[0].endswith(b"?")
 
 
 def _text(line: bytes) -> str:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from microct.driverkit import (
     Axis,
@@ -24,6 +24,7 @@ from microct.driverkit import (
     ConfigurationError,
     DeviceStateError,
     DeviceTimeoutError,
+    Finding,
     ModelTableOptions,
     Move,
     MoveEngine,
@@ -40,6 +41,7 @@ from microct.drivers.pi_gcs.codec import (
     encode_batch,
     encode_command,
     error_for,
+    error_level,
     is_query,
     parse_axis_values,
     parse_error_code,
@@ -67,10 +69,17 @@ class PIOptions(ModelTableOptions):
                                "connection is its resource, e.g. TCPIP::host::50000::SOCKET); what it leaves out "
                                "takes LF terminators both ways and PIPython's 7 s time-out")
     poll_interval_s: float = Field(default=0.02, gt=0, description="on-target polls while a move runs (s)")
-    reference_on_connect: bool = Field(
-        default=True, description="true: connect() runs the reference move FRF if FRF? says the axis is not "
-                                  "referenced; false: moves are refused until home() has referenced it")
-    reference_timeout_s: float = Field(default=60.0, gt=0, description="longest reference move at connect (s)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_reference_on_connect(cls, data: Any) -> Any:
+        """The options that referenced the axis at connect are gone: connect moves nothing, and the axis
+        table's ``home`` setting says when the axis is homed (``microct.homing``)."""
+        if isinstance(data, dict) and (old := sorted({"reference_on_connect", "reference_timeout_s"} & set(data))):
+            raise ValueError(f"{' and '.join(old)}: no longer options (connect moves nothing); set `home` in the "
+                             f"axis table instead (\"if-needed\", the default, runs FRF when FRF? reports the axis "
+                             f"unreferenced; \"always\"; \"never\") and `home_timeout_s` there")
+        return data
 
     @field_validator("axis", mode="before")
     @classmethod
@@ -90,10 +99,13 @@ class PIOptions(ModelTableOptions):
 class PIAxis(Axis):
     """One axis of a PI controller (GCS 2). Positions in the stage unit (deg or mm), velocities in unit/s.
 
-    Connect: ``*IDN?``; ``SVO a 1`` (servo on); ``TMN? a`` and ``TMX? a``, the controller's soft limits,
-    which narrow the configured ones (never widen them: a scan checked against the configured limits may
-    then meet a LimitError at the first angle beyond the controller's); ``FRF? a``; ``VEL a v``; and, if
-    the axis is not referenced and ``reference_on_connect``, ``FRF a`` and a wait for it.
+    Connect: ``*IDN?``; ``TMN? a`` and ``TMX? a``, the controller's soft limits, which narrow the
+    configured ones (never widen them: a scan checked against the configured limits may then meet a
+    LimitError at the first angle beyond the controller's); ``FRF? a``: queries only, nothing set. Before
+    the first move or homing: ``SVO a 1`` (servo on) and ``VEL a v``. Connect moves nothing: homing
+    (``FRF``) is ``home()``, which a scan runs as the axis table's ``home`` setting says
+    (``microct.homing``); ``read_referenced()`` is one ``FRF? a``. ``check()`` adds the error register
+    (``ERR?``, which reads and clears it, as every GCS client's does) with the code's meaning.
 
     Commands per operation: a move is one exchange ``MOV a x`` + ``ERR?`` (``move_by``: ``MVR a d`` + ``ERR?``,
     after the ``POS? a`` that checks the soft limits) and then one exchange
@@ -231,8 +243,9 @@ class PIAxis(Axis):
     def _start_move(self, command: bytes, target: float, what: str, detail: str) -> Status:
         """A move (``MOV`` or ``MVR``) to ``target``, polled with ``ONT?``; refused unless referenced."""
         if not self._referenced:
-            raise self._error(DeviceStateError, f"{self._where} is not referenced (FRF? {self._axis} = 0): call "
-                                                f"home() first, or set reference_on_connect")
+            raise self._error(DeviceStateError, f"{self._where} is not referenced (FRF? {self._axis} = 0): home "
+                                                f"it first (home(), `microct home`, or the axis table's home "
+                                                f"setting)")
         at_rest = self._engine.resting_at
         first_poll_s = 0.0 if at_rest is None else move_duration_s(target - at_rest, self.velocity,
                                                                    self.capabilities.acceleration)
@@ -243,23 +256,22 @@ class PIAxis(Axis):
         self._transport.open()
         (reply,) = self._exchange(b"*IDN?")
         self._identification = b" ".join(reply).decode("ascii", errors="replace").strip()
-        self._set(encode_command("SVO", self._axis, "1"), "servo on")
-        self.capabilities = self._configured.narrowed(self._ask_number("TMN?"), self._ask_number("TMX?"),
+        try:
+            low = self._ask_number("TMN?")
+        except DeviceTimeoutError:
+            # a query naming an axis the controller lacks gets no reply, only error 15 (sheet, "Error codes"):
+            # ask ERR? (a query) to say so rather than time out
+            (reply,) = self._exchange(b"ERR?")
+            self._check(reply, f"after 'TMN? {self._axis}' (no reply)")
+            raise
+        self.capabilities = self._configured.narrowed(low, self._ask_number("TMX?"),
                                                       who=f"{self.who}: {self._where}",
                                                       source="the controller's (TMN?, TMX?)")
         self._referenced = self._ask_flag("FRF?")
 
-    def _after_connect(self) -> None:
-        """Send the velocity; then reference the axis if it is not referenced and ``reference_on_connect``
-        (a reference move that does not end within ``reference_timeout_s`` is halted)."""
-        super()._after_connect()
-        if not self._referenced and self.options.reference_on_connect:
-            status = self._do_start_home()
-            try:
-                status.wait(self.options.reference_timeout_s)
-            except DeviceTimeoutError:
-                self._do_stop()
-                raise
+    def _do_prepare_motion(self) -> None:
+        """``SVO a 1``: the servo on, before the first move or homing (connect sets nothing)."""
+        self._set(encode_command("SVO", self._axis, "1"), "servo on")
 
     def _do_close(self) -> None:
         self._engine.close()
@@ -294,6 +306,11 @@ class PIAxis(Axis):
         self._engine.stop()
         self._set(encode_command("HLT", self._axis), accept=(0, STOPPED))
 
+    def _do_read_referenced(self) -> bool:
+        """``FRF? a``: 1 once the reference move has ended well (sheet, "Commands"; PI GCS 2 manual, FRF?)."""
+        self._referenced = self._ask_flag("FRF?")
+        return self._referenced
+
     def _do_read_position(self) -> float:
         started_before = self._engine.started
         position = self._ask_number("POS?")
@@ -307,6 +324,16 @@ class PIAxis(Axis):
         self._set(encode_command("VEL", self._axis, velocity),
                   f"velocity {velocity:g} {self.unit}/s; the stage model allows (0, "
                   f"{self.capabilities.max_velocity:g}] {self.unit}/s")
+
+    def _do_check(self) -> list[Finding]:
+        """The error register (``ERR?``) with the code's meaning (codec ``error_for``, ``error_level``)."""
+        (reply,) = self._exchange(b"ERR?")
+        try:
+            code = parse_error_code(reply)
+        except ProtocolError as error:
+            raise self._error(ProtocolError, f"{self._where}: {error} to 'ERR?'") from None
+        text = "0: no error" if code == 0 else f"{code}: {error_for(code)[1]}"
+        return [*super()._do_check(), Finding(error_level(code), "error register", text)]
 
     def _do_describe(self) -> dict[str, Any]:
         return {**super()._do_describe(), "stage": self.options.stage, "axis": self._axis,

@@ -54,6 +54,13 @@ FAULT_FLAGS: tuple[str, ...] = (
     "watchdog fault", "board over-temperature", "overpower fault", "kV difference", "mA difference",
     "inverter not ready")
 
+WATCHDOG_FAULT = "watchdog fault"
+"""The ``68`` flag (bit 21, PyMeasure's ``WATCH_DOG_FAULT``) a tripped communication watchdog sets: with no
+message within its time the generator shuts high voltage down and declares a watchdog fault (Spellman XRB011
+manual 118150-001 Rev. B, 4.15.9, a sibling product; the XRV manual was not available). The XRV's watchdog
+time is part of its user configuration (PyMeasure reads it as the last value of ``27``); no documented
+command arms or disarms it, and any message feeds it (notes, "Communication watchdog")."""
+
 
 class FrameError(ProtocolError):
     """Bytes that are not a well-formed frame: no STX, no trailing comma, a wrong or missing checksum."""
@@ -166,6 +173,13 @@ class CommandSet:
     faults: int | None
     reset: int | None
     scaling: int | None
+
+    @property
+    def queries(self) -> frozenset[int]:
+        """The commands that only read: set-points (14, 15), monitors, status, faults and full scale (notes,
+        "Commands"); every other command sets or switches something (the reset 31 included)."""
+        return frozenset(c for c in (self.read_kv, self.read_ma, self.monitors, self.status, self.faults,
+                                     self.scaling) if c is not None)
 
     @property
     def without_argument(self) -> frozenset[int]:
@@ -374,6 +388,15 @@ class Codec:
         if len(fields) != 1 or not is_whole_number(fields[0]) or int(fields[0]) > largest:
             raise self.error_reply(Request(command), OUT_OF_RANGE)
         return Request(command, (int(fields[0]),))
+
+    def is_query(self, frame: bytes) -> bool:
+        """True if the request ``frame`` (no ETX) only reads (``CommandSet.queries``, no argument); False for
+        anything else, a frame the generator would not read included."""
+        try:
+            command, fields = self.decode(frame)
+        except FrameError:
+            return False
+        return command in self.commands.queries and not fields
 
     def parse_request(self, frame: bytes) -> Request:
         """``read_request`` of ``decode(frame)``: FrameError for bytes that are not a frame (the generator

@@ -3,6 +3,7 @@ figures in ``models``; docs/protocols/spellman-xrv.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from microct.driverkit import (
     ConfigurationError,
     DeviceStateError,
     ErrorReply,
+    Finding,
+    FindingLevel,
     ModelTableOptions,
     ProtocolError,
     SourceState,
@@ -63,6 +66,12 @@ class SpellmanOptions(ModelTableOptions):
     readback_max_age_s: float = Field(default=0.05, ge=0, description="how long one status reply serves "
                                       "read_state and read_interlock_closed, and one monitor reply "
                                       "read_voltage_kv and read_current_ua (s); 0: never reused")
+    watchdog_s: float | None = Field(default=None, ge=0, description="the communication watchdog time set in "
+                                     "the generator's own configuration (s; the XRV reports it as the last value "
+                                     "of its 27 reply): while the beam is on the driver sends a status query "
+                                     "(22) after watchdog_s / 3 without another exchange, so that the watchdog "
+                                     "does not switch HV off between requests. The protocol has no command to "
+                                     "arm it; unset or 0: nothing is sent")
 
     def table_entry(self) -> GeneratorModel:
         """The model-table entry with the overrides (and ``family``); ConfigurationError naming a bad key."""
@@ -95,6 +104,10 @@ class SpellmanSource(XRaySource):
     one with ``32,1``; beam on enables the filament (``70,1``) before HV on (``98,1``). A command the
     generator refuses is ``ErrorReply`` (its error code and meaning) naming what was sent and the state.
 
+    A communication watchdog set in the generator's configuration (``watchdog_s``; no command arms it) is
+    fed while the beam is on (beam on, warm-up, until beam off or close): a status query (``22``) whenever
+    the link was silent for ``watchdog_s / 3``, on the device clock (``XRaySource``'s watchdog machinery).
+
     ``connection`` is a VISA resource (``TCPIP::host::port::SOCKET``, ``ASRL/dev/ttyUSB0::INSTR``);
     ``transport`` (instead) a ready one, for tests: then the checksum defaults to on.
     """
@@ -106,7 +119,7 @@ class SpellmanSource(XRaySource):
                  transport: Transport | None = None, clock: Clock | None = None) -> None:
         self.options = options or SpellmanOptions()
         self.generator = self.options.generator()
-        super().__init__(name, self.generator.capabilities(), clock)
+        super().__init__(name, self.generator.capabilities(), clock, watchdog_s=self.options.watchdog_s)
         if transport is None:
             if not connection:
                 raise ConfigurationError(f"{name}.connection: the spellman driver needs a VISA resource, e.g. "
@@ -131,6 +144,7 @@ class SpellmanSource(XRaySource):
     # -- exchanges -----------------------------------------------------------------------------------
     def _ask(self, request: Request, parse: Callable[[Request, bytes], T]) -> T:
         """One exchange through the transport; codec errors get this device's name."""
+        self._exchange_started()
         reply = self._transport.query(self.codec.encode(request))[0]
         try:
             return parse(request, reply)
@@ -193,8 +207,22 @@ class SpellmanSource(XRaySource):
                               f"full_scale_kv and full_scale_ma")
 
     def _do_close(self) -> None:
+        self._stop_feeding()
         self._status_cache = self._monitor_cache = None
         self._transport.close()
+
+    def _do_feed_watchdog(self) -> None:
+        """A status query (``22``): any message the generator receives restarts its watchdog time (the
+        XRB011 manual's words for its watchdog, 4.15.9; assumed of the XRV: its manual was not available).
+        The reply is not kept (a command may have changed the state since it was asked for)."""
+        self._read_status()
+
+    def _watchdog_link(self) -> contextlib.AbstractContextManager[Any]:
+        return self._transport.transaction("status query (watchdog feed)")
+
+    def _watchdog_at_risk(self) -> str:
+        return (f"the generator switches HV off and latches a watchdog fault after {self.watchdog_s or 0:g} s "
+                f"without a message")
 
     def _do_read_setpoints(self) -> tuple[float, float, str]:
         g, commands = self.generator, self.codec.commands
@@ -270,6 +298,15 @@ class SpellmanSource(XRaySource):
 
     def _do_read_interlock_closed(self) -> bool:
         return self._status().interlock_closed
+
+    def _do_check(self) -> list[Finding]:
+        """Why the generator is not ready, or its fault flags by name (``68``), as ``read_state`` found them:
+        a fault is an error, the rest (open interlock, local mode, supply not ready) a warning."""
+        findings = super()._do_check()
+        if self._reported_reason:
+            level: FindingLevel = "error" if self._reported_reason.startswith("fault") else "warning"
+            findings.append(Finding(level, "reason", self._reported_reason))
+        return findings
 
     def _do_describe(self) -> dict[str, Any]:
         g = self.generator

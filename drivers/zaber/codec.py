@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from microct.driverkit import ProtocolError
+from microct.driverkit import FindingLevel, ProtocolError
 from microct.drivers.zaber.models import StageModel
 
 COMMAND_TERMINATOR = b"\n"
@@ -69,6 +69,25 @@ CLEARED_BY_WARNINGS_CLEAR = frozenset({"FQ", "FS", "FT", "FB", "FP", "FE", "WL"}
 """Flags that persist until ``warnings clear`` (sheet, "Warning flags"; manual, "Warning Flags": each of
 them "persists until acknowledged and cleared by the user with the warnings command"). The others end with
 their condition (FD, WV, WT), with homing (WR, WH) or with the next movement command (NI, NC, WM)."""
+
+
+NOT_HOMED = frozenset({"WH", "WR"})
+"""Flags that ask for a homing (manual, "Warning Flags"): WR, no reference position (after power-up, until
+``home`` or a position is set); WH, a reference but not homed (calibration disabled)."""
+
+
+def homed_from_flag(warning: str) -> bool | None:
+    """What the flag a reply shows says of homing: False for WR or WH; True for none ("--") or a flag of lower
+    precedence than both (the reply shows the highest active one: manual, "Warning Flags"); None when a flag
+    of higher precedence may hide them (ask ``warnings``, which lists every active flag)."""
+    if warning in NOT_HOMED:
+        return False
+    if warning == "--":
+        return True
+    order = list(WARNINGS)
+    if warning in order and order.index(warning) > max(order.index(flag) for flag in NOT_HOMED):
+        return True
+    return None
 
 
 def is_fault(warning: str) -> bool:
@@ -238,3 +257,29 @@ def speed_to_data(speed: float, stage: StageModel) -> int:
 def data_to_speed(data: int, stage: StageModel) -> float:
     """``maxspeed`` data units → speed (unit/s)."""
     return data / stage.speed_factor * stage.microstep_size
+
+
+# -- read-only commands and the commissioning report -----------------------------------------------------
+READ_ONLY_COMMANDS = ("get", "warnings")
+"""Commands that change nothing on the device (manual, "Command Reference"): ``get <setting>`` reads a
+setting, ``warnings`` lists the active flags (``warnings clear`` clears them: not read-only); an empty
+command is the status poll."""
+
+
+def is_query(line: bytes) -> bool:
+    """True if the command ``line`` (no terminator) only reads: the status poll (``/1 1``), ``get ...`` or
+    ``warnings``; False for anything else, a garbled line included (``microct check`` sends only these)."""
+    try:
+        words = parse_command(line).text.split()
+    except ProtocolError:
+        return False
+    return not words or words[0] == "get" or words == ["warnings"]
+
+
+def flag_level(flag: str) -> FindingLevel:
+    """How a commissioning report judges an active warning flag: "error" for a fault (F*) and WL (they
+    persist until ``warnings clear``, and the driver fails the next move on them: ``is_fault``),
+    "warning" for the other W* flags, "ok" for a notice (N*: manual, "Warning Flags")."""
+    if is_fault(flag):
+        return "error"
+    return "ok" if flag.startswith("N") else "warning"

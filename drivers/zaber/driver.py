@@ -21,6 +21,7 @@ from microct.driverkit import (
     DeviceFaultError,
     DeviceStateError,
     DeviceTimeoutError,
+    Finding,
     LimitError,
     MicroCTError,
     ModelTableOptions,
@@ -34,13 +35,17 @@ from microct.driverkit import (
 )
 from microct.drivers.zaber.codec import (
     COMMAND_TERMINATOR,
+    NOT_HOMED,
     REJECTIONS,
     REPLY_TERMINATOR,
     WARNINGS,
     Reply,
     encode_command,
+    flag_level,
+    homed_from_flag,
     is_fault,
     parse_reply,
+    parse_warnings,
     position_to_steps,
     speed_to_data,
     steps_to_position,
@@ -92,7 +97,8 @@ class ZaberAxis(Axis):
     """One axis of a Zaber stage (ASCII protocol). Positions in the stage unit (deg or mm), velocities
     in unit/s. Commands: a move is ``move abs`` (``move rel`` for ``move_by``, after the ``get pos``
     that checks the soft limits) plus one status poll (``/d a``) per poll interval until IDLE; home is
-    ``home`` polled the same way; stop is ``stop``; a position read is one ``get pos``.
+    ``home`` polled the same way; stop is ``stop``; a position read is one ``get pos``; ``read_referenced``
+    is one status poll (its WR / WH flag), plus ``warnings`` if a higher flag hides them.
 
     Failures: a rejected command raises (BADDATA: LimitError naming the value and the soft limits;
     BADCOMMAND and other protocol reasons: ProtocolError; parked, busy ...: DeviceStateError); a fault
@@ -150,10 +156,12 @@ class ZaberAxis(Axis):
         return reply
 
     def _note_warning(self, warning: str) -> None:
-        """Log a new warning flag (WR: not homed; NI: a move was interrupted; notices at INFO)."""
+        """Log a new warning flag (NI: a move was interrupted; notices at INFO). WR and WH (home needed) at
+        INFO too: homing is the axis table's ``home`` setting's job (``microct.homing``), which warns of an
+        axis left without a reference."""
         self._warning = warning
         if warning != "--":
-            level = logging.INFO if warning.startswith("N") else logging.WARNING
+            level = logging.INFO if warning.startswith("N") or warning in NOT_HOMED else logging.WARNING
             log.log(level, "axis %r: %s reports %s (%s)", self.name, self._where, warning,
                     WARNINGS.get(warning, "unknown flag"))
 
@@ -222,6 +230,19 @@ class ZaberAxis(Axis):
         self._engine.stop()
         self._command("stop")
 
+    def _do_read_referenced(self) -> bool:
+        """False while the device shows WR (no reference position) or WH (not homed): a status poll, and
+        ``warnings`` (every active flag) only when the poll shows a flag that may hide them (manual,
+        "Warning Flags": a reply shows the highest active flag)."""
+        homed = homed_from_flag(self._command("").warning)
+        if homed is not None:
+            return homed
+        reply = self._command("warnings")
+        try:
+            return not NOT_HOMED & set(parse_warnings(reply.data))
+        except ProtocolError as error:
+            raise self._error(ProtocolError, f"{self._where}: {error} (reply to 'warnings')") from None
+
     def _do_read_position(self) -> float:
         reply = self._command("get pos")
         try:
@@ -239,3 +260,15 @@ class ZaberAxis(Axis):
     def _do_describe(self) -> dict[str, Any]:
         return {**super()._do_describe(), "stage": self.options.stage, "device": self.options.device,
                 "axis": self.options.axis, "serial_number": self._serial_number, "warning": self._warning}
+
+    def _do_check(self) -> list[Finding]:
+        """Every active warning flag (``warnings``, a query) with its meaning (codec ``WARNINGS``), judged by
+        ``flag_level``: a fault or WL is an error, WR (no reference position) a warning, a notice ok."""
+        reply = self._command("warnings")
+        try:
+            flags = parse_warnings(reply.data)
+        except ProtocolError as error:
+            raise self._error(ProtocolError, f"{self._where}: {error} (reply to 'warnings')") from None
+        found = [Finding(flag_level(flag), "warning", f"{flag}: {WARNINGS.get(flag, 'unknown flag')}")
+                 for flag in flags]
+        return [*super()._do_check(), *(found or [Finding("ok", "warning", "none (--)")])]

@@ -1,4 +1,4 @@
-"""The ``microct`` command: scan, plan, preview, check, drivers.
+"""The ``microct`` command: scan, plan, preview, check, home, drivers.
 
 Exit codes: 0 done; 1 device or scan error; 2 configuration error (nothing
 was connected); 130 interrupted by Ctrl-C; 143 stopped by SIGTERM. An
@@ -10,27 +10,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from microct import __version__
 from microct.config import ScanConfig, load_config, parse_config
-from microct.errors import ConfigurationError, MicroCTError
+from microct.errors import ConfigurationError, LockedError, MicroCTError
 from microct.faults import load_fault_plan
-from microct.instruments import build_instruments
-from microct.journal import journal_path
+from microct.homing import AXIS_ROLES, home_axes
+from microct.instruments import Instruments, build_instruments
+from microct.locks import instrument_locks
 from microct.options import parse_option
+from microct.outputs import OutputState, check_disk_space, check_writable, inspect_output
 from microct.planner import FORMULA, plan_scan
 from microct.registry import DRIVERS, SIMULATORS, driver_problems, entry_points_of, load_driver, load_simulator
 from microct.resume import stored_configuration
-from microct.sequencer import run_scan
+from microct.sequencer import ScanProgress, planned_frames, run_scan
 
 EXIT_ERROR, EXIT_CONFIG, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 
@@ -42,36 +47,103 @@ def _terminate(signum, frame) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    config, text, output, how = _scan_target(args)
+    check_writable(output)
+    instruments = build_instruments(config)  # validates everything before anything connects
+    if not instruments.detector.writes_own_files:
+        rows, cols = (size // config.scan.binning for size in instruments.detector.capabilities.shape)
+        frames = sum(planned_frames(config, instruments.sample_out is not None))
+        tight = check_disk_space(output, frames * rows * cols * 2)
+        if tight:
+            console.print(f"[yellow]warning:[/] {escape(tight)}", highlight=False, soft_wrap=True)
+    if how == "replace-empty":
+        console.print(escape(f"replacing {output}: a scan interrupted before its first frame"), highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[eta]}"))
+    try:
+        with Progress(*columns, console=console, transient=False, disable=args.quiet) as bar:
+            task = bar.add_task("starting", total=None, eta="")
+
+            def report(at: ScanProgress) -> None:
+                detail = f" ({at.detail})" if at.detail else ""
+                counted = f" {at.done}/{at.total}" if at.total else ""
+                eta = f"ETA {_duration(at.eta_s)}" if at.eta_s is not None else ""
+                bar.update(task, description=escape(f"{at.phase}{counted}{detail}"), completed=at.frames_done,
+                           total=at.frames_total, eta=eta)
+
+            result = run_scan(config, instruments, output, text, report, resume=how == "resume",
+                              replace=how in ("replace", "replace-empty"), log_level=_scan_log_level(args))
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, KeyboardInterrupt) or stop.code == EXIT_SIGTERM:
+            _tell_kept(output, "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated")
+        raise
+    print(f"{result.status}: {result.path} ({result.darks} darks, {result.flats} flats, "
+          f"{result.projections} projections)")
+    return 0
+
+
+def _scan_target(args: argparse.Namespace) -> tuple[ScanConfig, str, Path, str]:
+    """(config, its TOML, output, how: "new", "resume", "replace" (--force) or "replace-empty"), from what is at
+    the output; ConfigurationError for what cannot be (nothing touched yet)."""
     if args.resume:
         output = Path(args.resume)
+        if args.output or args.force:
+            option = "-o/--output" if args.output else "--force"
+            raise ConfigurationError(f"{option} cannot be used with --resume: a scan resumes into its own file "
+                                     f"({output}); to keep it elsewhere, copy it and its .journal first")
+        found = inspect_output(output)
+        if found.state is OutputState.COMPLETE:
+            raise AlreadyComplete(f"{output}: already complete ({found.frames} frames); nothing to resume")
+        if found.state is OutputState.ABSENT:
+            raise ConfigurationError(f"--resume {output}: there is no such file, nor the journal of an interrupted "
+                                     f"scan of it")
+        if found.state is OutputState.OTHER:
+            raise ConfigurationError(f"--resume {output}: not a scan microct can resume: {found.detail}")
         if args.config:
             config, text = load_config(args.config)
         else:  # the configuration the interrupted scan started with
             config, text = parse_config(stored_configuration(output), f"{output} (journal)"), ""
-    else:
-        config, text = load_config(args.config)
-        output = Path(args.output or config.scan.output)
-        stale = journal_path(output)
-        if output.exists() or stale.exists():
-            if not args.force:
-                what = "exists" if output.exists() else f"has the journal of an interrupted scan ({stale})"
-                raise ConfigurationError(f"output file {output} {what}; resume it with --resume {output}, choose "
-                                         f"another file with -o or pass --force")
-            output.unlink(missing_ok=True)
-            stale.unlink(missing_ok=True)
-    instruments = build_instruments(config)  # validates everything before anything connects
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False, disable=args.quiet) as progress:
-        task = progress.add_task("starting", total=None)
+        return config, text, output, "resume"
+    config, text = load_config(args.config)
+    output = Path(args.output or config.scan.output)
+    found = inspect_output(output)
+    if found.state is OutputState.ABSENT:
+        return config, text, output, "new"
+    if found.state is OutputState.EMPTY:
+        return config, text, output, "replace-empty"
+    if not args.force:
+        if found.state is OutputState.INTERRUPTED:
+            raise ConfigurationError(f"{output} holds an interrupted scan with {found.frames} frames; resume it with "
+                                     f"`microct scan --resume {output}`, choose another file with -o, or pass "
+                                     f"--force to replace it")
+        what = "a complete scan" if found.state is OutputState.COMPLETE else found.detail
+        raise ConfigurationError(f"output file {output} exists ({what}); choose another file with -o or pass --force "
+                                 f"to replace it")
+    return config, text, output, "replace"
 
-        def report(done: int, total: int, kind: str) -> None:
-            progress.update(task, completed=done, total=total, description=kind)
 
-        result = run_scan(config, instruments, output, text, report, resume=bool(args.resume))
-    print(f"{result.status}: {result.path} ({result.darks} darks, {result.flats} flats, "
-          f"{result.projections} projections)")
-    return 0
+class AlreadyComplete(MicroCTError):
+    """``--resume`` of a scan that has nothing left to take (exit 0)."""
+
+
+def _scan_log_level(args: argparse.Namespace) -> int:
+    return logging.DEBUG if args.verbose >= 2 else logging.INFO
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _tell_kept(output: Path, what: str) -> None:
+    """One line after Ctrl-C or SIGTERM: the file, the frames it keeps, the command that resumes it."""
+    try:
+        found = inspect_output(output)
+    except MicroCTError:
+        return
+    if found.state in (OutputState.INTERRUPTED, OutputState.EMPTY):
+        console.print(escape(f"microct: {what}: {output} keeps {found.frames} frames, marked aborted, beam off; "
+                             f"resume with: microct scan --resume {output}"), highlight=False, soft_wrap=True)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -110,18 +182,70 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config, _ = load_config(args.config)
-    instruments = build_instruments(config)
+    instruments = build_instruments(config)  # validates everything before anything connects
     console.print(f"[green]configuration valid[/]: {args.config or 'sim.toml (default)'}")
-    instruments.connect()
-    try:
-        for role, device in instruments.devices().items():
-            table = Table(title=f"{role}: {type(device).__name__}", show_header=False)
-            for key, value in device.describe().items():
-                table.add_row(key, str(value))
-            Console().print(table)
-    finally:
-        instruments.close()
+    with instrument_locks(config):  # its queries would interleave with a running scan's on the same link
+        failed = _check(instruments)
+    if failed:
+        console.print(f"[red]microct check: errors on {', '.join(failed)}[/]", highlight=False)
+        return EXIT_ERROR
     return 0
+
+
+def _check(instruments: Instruments) -> list[str]:
+    """Report every device (``check_device``: connect, query, release); the roles with an error."""
+    from microct.devices.base import check_device
+
+    out, styles = Console(), {"ok": "green", "warning": "yellow", "error": "red"}
+    failed = []
+    for role, device in instruments.devices().items():  # each on its own: one that fails stops no other
+        findings = check_device(device)
+        table = Table(title=f"{role}: {type(device).__name__} ({device.backend})", title_justify="left")
+        for column in ("level", "item", "meaning"):
+            table.add_column(column, overflow="fold")
+        for finding in findings:
+            table.add_row(f"[{styles[finding.level]}]{finding.level}[/]", escape(finding.item), escape(finding.text))
+        out.print(table)
+        if any(finding.level == "error" for finding in findings):
+            failed.append(role)
+    return failed
+
+
+def cmd_home(args: argparse.Namespace) -> int:
+    config, _ = load_config(args.config)
+    roles = [role for role in AXIS_ROLES if getattr(config, role) is not None]
+    if args.axis is not None:
+        if args.axis not in roles:
+            raise ConfigurationError(f"--axis {args.axis}: {args.config or 'sim.toml'} has no [{args.axis}] table; "
+                                     f"its axes: {', '.join(roles)}")
+        roles = [args.axis]
+    instruments = build_instruments(config)  # validates everything before anything connects
+
+    def event(message: str, level: int) -> None:
+        style = "[yellow]warning:[/] " if level >= logging.WARNING else ""
+        console.print(style + escape(message), highlight=False, soft_wrap=True)
+
+    with instrument_locks(config):  # never the stages of a running scan
+        _home(config, instruments, roles, event)
+    return 0
+
+
+def _home(config: ScanConfig, instruments: Instruments, roles: list[str],
+          event: Callable[[str, int], None]) -> None:
+    try:  # the axes only: the tube and the detector stay unconnected
+        axes = {role: getattr(instruments, role) for role in roles}
+        for axis in axes.values():
+            axis.connect()
+        home_axes(instruments, config, event, force=True, roles=roles)
+        table = Table(title="axes")
+        for column in ("axis", "driver", "position", "referenced"):
+            table.add_column(column)
+        for role, axis in axes.items():
+            referenced = {True: "yes", False: "no", None: "cannot tell"}[axis.read_referenced()]
+            table.add_row(role, getattr(config, role).driver, f"{axis.read_position():g} {axis.unit}", referenced)
+        Console().print(table)
+    finally:
+        instruments.close()  # closes what was connected
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -129,6 +253,17 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     print(write_preview(args.file, args.output))
     return 0
+
+
+def _port(text: str) -> int:
+    """``--tcp PORT``: a port number, 0 (a free port) to 65535; argparse's error (exit 2) otherwise."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: give 0 (a free port) to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range: give 0 (a free port) to 65535")
+    return port
 
 
 def cmd_sim_serve(args: argparse.Namespace) -> int:
@@ -142,21 +277,44 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
         served = load_simulator(args.name).serve(options, plan, args.tcp)
     except ConfigurationError as error:
         raise ConfigurationError(f"sim serve {args.name}: {error}") from None
-    try:
+    except (OSError, OverflowError) as error:  # a plug-in's port or folder problem, said in one line
+        raise ConfigurationError(f"sim serve {args.name}: {getattr(error, 'strerror', None) or error}") from None
+
+    def announce() -> None:
         print(served.address, flush=True)  # what to put in a configuration's `connection`
         console.print(escape(f"{args.name} simulator on {served.address}{served.hint}; Ctrl-C or SIGTERM stops it"),
                       highlight=False, soft_wrap=True)
-        _wait_for_stop()
+
+    try:
+        stopped_by = _wait_for_stop(announce)
     finally:
         served.stop()
+    console.print(f"{args.name} simulator stopped ({stopped_by})", highlight=False)
     return 0
 
 
-def _wait_for_stop() -> None:
+def _wait_for_stop(announce: Callable[[], None]) -> str:
+    """Call ``announce``, then wait for Ctrl-C or SIGTERM; the signal's name. From ``announce`` on, either is
+    taken as the request to stop, not raised. The signal may land in any thread (a library's worker thread,
+    where Python only notes it): the wakeup fd wakes this one, which then runs the handler."""
+    received: list[int] = []
+    wake, woken = os.pipe()
+    os.set_blocking(woken, False)
+    previous = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous_fd = signal.set_wakeup_fd(woken, warn_on_full_buffer=False)
     try:
-        signal.pause()
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        announce()
+        while not received:
+            select.select([wake], [], [])
+            os.read(wake, 64)
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        os.close(wake)
+        os.close(woken)
+    return signal.Signals(received[0]).name
 
 
 def _entry_point_table(title: str, group: str, columns: tuple[str, ...], row) -> Table:
@@ -257,11 +415,28 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("-o", "--output", help="PNG path (default: the file's path with .png)")
     preview.set_defaults(func=cmd_preview)
 
-    check = sub.add_parser("check", help="validate a configuration, connect, print each device's status",
-                           description="Validate CONFIG, connect to every instrument, identify it and print its "
-                                       "status. Never switches the X-ray beam on.")
+    check = sub.add_parser("check", help="validate a configuration, then report every device's status",
+                           description="Validate CONFIG (exit 2 on an error, nothing connected), then connect to "
+                                       "each instrument in turn and report it: one line per item, ok / warning / "
+                                       "error, with the meaning of any status or error code. Strictly read-only: "
+                                       "queries only, no set-point, no beam, no move, nothing stopped (the links "
+                                       "are released without close()'s beam off and stop). A device that fails "
+                                       "is an error line and the others are still checked; exit 1 if any device "
+                                       "has an error, 0 otherwise.")
     check.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
     check.set_defaults(func=cmd_check)
+
+    home = sub.add_parser("home", help="home (reference) the axes of a configuration",
+                          description="Validate CONFIG, connect its axes only (never the tube or the detector), "
+                                      "home each one (Zaber home, PI FRF, motor record HOMF/HOMR ...), referenced "
+                                      "or not, except those whose table says home = \"never\", then print each "
+                                      "axis' position and whether it reports a position reference. A homing "
+                                      "that does not end within the table's home_timeout_s stops the axis and "
+                                      "fails.")
+    home.add_argument("config", nargs="?", help="TOML configuration (default: the shipped sim.toml)")
+    home.add_argument("--axis", choices=AXIS_ROLES, metavar="ROLE", help="home only this axis: rotation or "
+                                                                          "sample_out")
+    home.set_defaults(func=cmd_home)
 
     sim = sub.add_parser("sim", help="run wire-level device simulators",
                          description="Wire-level simulators speak a device's exact protocol, for testing the "
@@ -278,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "package registers")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (the default)")
-    where.add_argument("--tcp", "--port", dest="tcp", type=int, metavar="PORT",
-                       help="serve on 127.0.0.1:PORT (0: a free port; for epics, the Channel Access server port)")
+    where.add_argument("--tcp", "--port", dest="tcp", type=_port, metavar="PORT",
+                       help="serve on 127.0.0.1:PORT, 0 to 65535 (0: a free port; for epics, the Channel Access "
+                            "server port); a port in use or privileged is an error, never replaced by another")
     serve.add_argument("--prefix", default=None, help="PV prefix of the epics simulator: it serves PREFIX+XRAY: "
                                                        "(tube), PREFIX+ROT:m1 and PREFIX+SMP:m2 (motor records), "
                                                        "PREFIX+DET1: (areaDetector); default CT:")
@@ -313,22 +489,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    handler = RichHandler(console=console, show_path=False, level=level)  # its own level: a scan's log file
+    handler.addFilter(lambda record: not getattr(record, "told_by_caller", False))  # may want more (scanlog)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
+    except AlreadyComplete as done:
+        console.print(escape(str(done)), highlight=False, soft_wrap=True)
+        return 0
     except ConfigurationError as error:
         console.print(f"[red]microct: configuration error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        return EXIT_CONFIG
+    except LockedError as error:  # refused before anything was touched
+        console.print(f"[red]microct: refused:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_CONFIG
     except MicroCTError as error:
         console.print(f"[red]microct: {type(error).__name__}:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        console.print("[red]microct: interrupted[/] (beam off; any scan file is marked aborted)")
+        console.print("[red]microct: interrupted[/] (beam off)")
         return EXIT_SIGINT
     except SystemExit as stop:
         if stop.code == EXIT_SIGTERM:
-            console.print("[red]microct: terminated[/] (beam off; any scan file is marked aborted)")
+            console.print("[red]microct: terminated[/] (beam off)")
         raise
 
 

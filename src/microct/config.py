@@ -3,9 +3,10 @@
 One table per instrument (``[source]``, ``[rotation]``, ``[detector]``, optional
 ``[sample_out]``) naming its ``driver``, its ``connection`` and its ``options``
 (checked against the driver's own ``Options`` model when the instruments are
-built); a ``[geometry]`` table; a ``[scan]`` table; an optional
-``[simulation]`` table. Every error becomes one ConfigurationError naming the
-key (``scan.voltage_kv``), the value and what is allowed.
+built; an axis table also says when the axis is homed, ``home``); a ``[geometry]``
+table; a ``[scan]`` table; an optional ``[simulation]`` table. Every error becomes
+one ConfigurationError naming the key (``scan.voltage_kv``), the value and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,38 @@ class InstrumentConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="driver options, checked against the "
                                     "driver's own Options model when the instruments are built (its JSON schema: "
                                     "`microct config schema --driver NAME`)")
+
+
+HomeSetting = Literal["never", "if-needed", "always"]
+"""When a scan homes an axis (``microct.homing``)."""
+
+
+class AxisConfig(InstrumentConfig):
+    """An axis table (``[rotation]``, ``[sample_out]``): the instrument, and when it is homed."""
+
+    home: HomeSetting = Field(default="if-needed", description="when a scan homes the axis, before the beam is "
+                              "on: \"if-needed\" when the device reports no position reference (a device that "
+                              "cannot tell is not homed), \"always\" at every scan, \"never\" (positions are then "
+                              "relative to wherever the stage was at power-up); `microct home` homes every axis "
+                              "but the \"never\" ones")
+    home_timeout_s: float = Field(default=120.0, gt=0, description="longest homing move (s): the axis is stopped "
+                                                                    "and the scan or `microct home` fails after "
+                                                                    "it")
+
+
+class ReferenceCheck(_Strict):
+    """Darks and flats compared as soon as both are taken, before any projection (``microct.sequencer``)."""
+
+    enabled: bool = Field(default=True, description="false: no check (e.g. a detector simulator served on its "
+                                                    "own, whose darks are lit)")
+    min_flat_signal_sigma: float = Field(
+        default=10.0, gt=0, description="the flats' mean must exceed the darks' mean by this many standard "
+                                        "deviations of a dark frame's pixels (and by at least 1 count): less means "
+                                        "the beam did not reach the detector (tube not on, shutter closed)")
+    max_dark_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="the darks' mean must stay below this fraction of the detector's "
+                                             "saturation value: more means the darks are lit (the beam did not "
+                                             "switch off, light leaks in)")
 
 
 class ScanSettings(_Strict):
@@ -78,6 +111,13 @@ class ScanSettings(_Strict):
                                                          "before the journal names them: power-cut safe")
     recovery: RecoveryPolicy = Field(default_factory=RecoveryPolicy, description="[scan.recovery]: what a frame "
                                                                                  "that fails gets (microct.policies)")
+    reference_check: ReferenceCheck = Field(default_factory=ReferenceCheck,
+                                            description="[scan.reference_check]: darks and flats compared before "
+                                                        "the projections")
+    resume_references_after_s: float = Field(
+        default=0.0, ge=0, description="a resumed scan takes a fresh set of darks and flats before its next "
+                                       "projection when the interrupted run's last frame is older than this (s); 0: "
+                                       "at every resume. Both sets stay in the file, in the order taken")
 
     def angles_deg(self) -> list[float]:
         """Nominal projection angles (degrees)."""
@@ -99,10 +139,10 @@ class ScanConfig(_Strict):
     """A scan configuration: one TOML file per scan."""
 
     source: InstrumentConfig = Field(description="[source]: the X-ray source")
-    rotation: InstrumentConfig = Field(description="[rotation]: the rotation stage")
+    rotation: AxisConfig = Field(description="[rotation]: the rotation stage (in degrees)")
     detector: InstrumentConfig = Field(description="[detector]: the flat-panel detector")
-    sample_out: InstrumentConfig | None = Field(default=None, description="[sample_out]: an optional axis that "
-                                                                          "moves the sample out for flats")
+    sample_out: AxisConfig | None = Field(default=None, description="[sample_out]: an optional axis that moves "
+                                                                    "the sample out for flats")
     geometry: Geometry = Field(description="[geometry]: source, object and detector distances and conventions")
     scan: ScanSettings = Field(description="[scan]: angles, tube settings, exposure, references, time-outs")
     simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="[simulation]: the "

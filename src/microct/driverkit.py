@@ -6,7 +6,8 @@ only; its tests add ``microct.testing``. What is here, by job:
 - device interfaces and what they share: ``XRaySource``, ``Axis``, ``Detector`` (public methods check
   arguments, ranges and state, then call the ``_do_*`` hooks a driver implements), ``Status``,
   ``DriverContext``, capabilities (``SourceCapabilities``, ``SpotMode``, ``AxisCapabilities`` with
-  ``narrowed`` for a controller's soft limits, ``DetectorCapabilities``), ``Frame``;
+  ``narrowed`` for a controller's soft limits, ``DetectorCapabilities``), ``Frame``, and ``Finding`` /
+  ``FindingLevel`` for the commissioning report a driver extends in ``_do_check`` (``microct check``);
 - the move engine (``MoveEngine``): supersede, stop, poll and complete moves in one place;
 - options: ``DriverOptions`` (strict pydantic base), ``model_from_table`` (model tables with
   overrides), ``validation_message``;
@@ -22,7 +23,7 @@ Register the driver class in the entry-point group ``microct.drivers`` (see the 
 
 from microct.clock import Clock, SimulatedClock
 from microct.devices.axis import Axis, AxisCapabilities, AxisUnit, move_duration_s
-from microct.devices.base import Device, DriverContext, NoOptions, Status
+from microct.devices.base import Device, DriverContext, Finding, FindingLevel, NoOptions, Status
 from microct.devices.detector import Detector, DetectorCapabilities, Frame, FrameFile, TriggerMode
 from microct.devices.motion import Move, MoveEngine
 from microct.devices.source import (
@@ -54,9 +55,9 @@ from microct.transport.frames import FolderReader, StreamReader
 
 __all__ = [
     # devices
-    "Axis", "AxisCapabilities", "AxisUnit", "Detector", "DetectorCapabilities", "Device", "DriverContext", "Frame",
-    "FrameFile", "NoOptions", "SourceCapabilities", "SourceState", "SpotMode", "Status", "TriggerMode",
-    "XRaySource", "check_operating_point", "move_duration_s", "target_power_w",
+    "Axis", "AxisCapabilities", "AxisUnit", "Detector", "DetectorCapabilities", "Device", "DriverContext", "Finding",
+    "FindingLevel", "Frame", "FrameFile", "NoOptions", "SourceCapabilities", "SourceState", "SpotMode", "Status",
+    "TriggerMode", "XRaySource", "check_operating_point", "move_duration_s", "target_power_w",
     # motion
     "Move", "MoveEngine",
     # options and model tables

@@ -68,6 +68,11 @@ class DeviceFaultError(MicroCTError):
     """The device reports a fault (tube overload or arc, stage stall, detector failure)."""
 
 
+class ReferenceCheckError(MicroCTError, RuntimeError):
+    """The darks and flats of a scan do not look right (flats dark, darks lit): the scan stops before its
+    projections (``scan.reference_check``)."""
+
+
 class ScanAborted(MicroCTError):
     """A scan stopped on an error before its end; the cause is ``__cause__``.
 
@@ -80,6 +85,23 @@ class ScanAborted(MicroCTError):
         super().__init__(message)
         self.path = path
         self.frames_written = frames_written
+
+
+class LockedError(MicroCTError, BlockingIOError):
+    """Another live process owns what we asked to lock (a scan file, an instrument's connection).
+
+    ``path`` is the lock file; ``holder`` the owner's record as it wrote it (``pid``, ``host``, ``user``,
+    ``command``, ``what``, ``started``), or None if it could not be read. The message names what is
+    locked, the holder and what to do. (BlockingIOError, as ``flock`` itself raises for a held lock.)
+    """
+
+    def __init__(self, message: str, path: object = None, holder: dict | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder
+
+    def __reduce__(self):  # picklable although __init__ takes more than the message
+        return type(self), (str(self), self.path, self.holder)
 
 
 def reworded(error: E, message: str) -> E:

@@ -118,6 +118,10 @@ def build_instruments(config: ScanConfig, faults: object | None = None) -> Instr
 def check_scan(config: ScanConfig, instruments: Instruments) -> None:
     """Check the scan settings against the instruments' declared capabilities (no I/O)."""
     scan = config.scan
+    unit = instruments.rotation.capabilities.unit
+    if unit != "deg":  # angles go to the file as degrees: a rotation in mm would write them wrong
+        raise ConfigurationError(f"rotation.driver={config.rotation.driver!r} is an axis in {unit!r}: the rotation "
+                                 f"must be in degrees ('deg'; e.g. options.unit or the stage model's unit)")
     try:
         check_operating_point(instruments.source.capabilities, scan.voltage_kv, scan.current_ua,
                               scan.spot_mode, who="scan")

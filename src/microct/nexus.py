@@ -73,6 +73,8 @@ class ScanHeader:
     """Frames stay in the detector's own HDF5 files; ``data`` is a virtual dataset mapping them."""
     configuration: dict = field(default_factory=dict, compare=False)
     """The scan's configuration as data (``ScanConfig.model_dump(mode="json")``), for the journal."""
+    clock: str = "real"
+    """"simulated": the frames' and events' times are the simulated clock's (``logs/clock`` says so)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,11 @@ class NXtomoWriter:
         events = _group(logs, "events", "NXcollection")
         _field(logs, "configuration", h.configuration_toml)
         self._status = _field(logs, "status", "running")
+        self._logs = logs
+        _field(logs, "clock", h.clock).attrs["description"] = (
+            "real: every time in this file is the wall clock's; simulated: the frames', readings' and events' "
+            "times are a simulated clock's seconds since start_time, and end_time is the wall clock's (the "
+            "simulated end: simulated_end_time)")
 
         start_iso = iso_time(h.start_time)
         self._frames = _Table({  # one row per frame, in this order (see _record)
@@ -420,14 +427,25 @@ class NXtomoWriter:
         except OSError as error:
             raise MicroCTError(f"syncing {self.path} to the disk failed: {error}") from None
 
-    def close(self, status: Literal["complete", "aborted"], end_time: float) -> None:
-        """Flush, mark the file ``complete`` or ``aborted`` and close it. Safe to call twice."""
+    def set_log(self, text: str) -> None:
+        """Write (or replace) ``logs/log``: the scan's log as text."""
+        if "log" in self._logs:
+            del self._logs["log"]
+        self._logs.create_dataset("log", data=text, dtype=STR)
+
+    def close(self, status: Literal["complete", "aborted"], end_time: float,
+              simulated_end_time: float | None = None) -> None:
+        """Flush, mark the file ``complete`` or ``aborted`` and close it. Safe to call twice. ``end_time``
+        (epoch s) is the wall clock's; ``simulated_end_time``, a simulated clock's, goes to
+        ``logs/simulated_end_time``."""
         if not self._file.id.valid:
             return
         finished = False
         try:
             self._status[()] = status
             self._end_time[()] = iso_time(end_time)
+            if simulated_end_time is not None and "simulated_end_time" not in self._logs:
+                _field(self._logs, "simulated_end_time", iso_time(simulated_end_time))
             self.flush()
             self._file.close()
             finished = True

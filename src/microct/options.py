@@ -1,16 +1,20 @@
 """Helpers for the pydantic models of driver options and model tables: error messages that name the
-key, the value and the rule; model tables with per-field overrides; a strict options base.
+key, the value and the rule; the options a model allows, with their types and defaults, for such
+messages (``allowed_options``); model tables with per-field overrides; a strict options base.
 
 No I/O; used by the configuration loader, the drivers and the simulators alike.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
+import types
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from microct.errors import ConfigurationError
 
@@ -103,3 +107,77 @@ def parse_option(item: str) -> tuple[str, Any]:
         return key, tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         return key, value
+
+
+_AS_WRITTEN = {"Sequence": "list", "MutableSequence": "list", "Mapping": "dict", "MutableMapping": "dict"}
+"""Abstract containers named as the value is written (a TOML array, an inline table)."""
+
+
+def type_text(annotation: Any) -> str:
+    """A field's type as Python spells it, without module paths and without None (an option left out is
+    unset): ``str``, ``list[str]``, ``dict[str, Any]``, ``str | list[dict[str, Any]]``; a Literal as the
+    type of its values (``literal_values`` lists them)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return type_text(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(dict.fromkeys(type_text(arg) for arg in args if arg is not type(None)))
+    if origin is Literal:
+        return " | ".join(dict.fromkeys(type(value).__name__ for value in args))
+    if annotation is Any:
+        return "Any"
+    if annotation is Ellipsis:
+        return "..."
+    if origin is not None:
+        name = _AS_WRITTEN.get(getattr(origin, "__name__", ""), getattr(origin, "__name__", str(origin)))
+        return f"{name}[{', '.join(type_text(arg) for arg in args)}]" if args else name
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def literal_values(annotation: Any) -> list[Any]:
+    """The values a Literal in ``annotation`` allows (also inside a union); empty if it has none."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [value for arg in get_args(annotation) for value in literal_values(arg)]
+
+
+def toml_text(value: Any, limit: int = 60) -> str:
+    """``value`` as TOML writes it (as ``-O KEY=VALUE`` and configuration files take it), cut to about
+    ``limit`` characters."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(toml_text(item, limit) for item in value) + "]"
+    elif isinstance(value, Mapping):
+        text = "{" + ", ".join(f"{key} = {toml_text(item, limit)}" for key, item in value.items()) + "}"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def option_line(name: str, info: FieldInfo) -> str:
+    """One option as an error message lists it: ``name: type = default (one of ...)``; a default of None
+    shows as ``unset``, a field without default as ``(required)``."""
+    text = f"{name}: {type_text(info.annotation)}"
+    if info.is_required():
+        text += " (required)"
+    else:
+        default = info.get_default(call_default_factory=True)
+        text += " = unset" if default is None else f" = {toml_text(default)}"
+    choices = literal_values(info.annotation)
+    if choices:
+        text += f" (one of {', '.join(toml_text(choice) for choice in choices)})"
+    return text
+
+
+def allowed_options(model: type[BaseModel], how: str = "-O KEY=VALUE") -> str:
+    """The options ``model`` allows, one per line (``option_line``), under a heading naming ``how`` they are
+    given; for the end of a message about a bad option."""
+    lines = [option_line(name, info) for name, info in model.model_fields.items()]
+    if not lines:
+        return "it takes no options"
+    return f"allowed options ({how}):\n" + "\n".join(f"  {line}" for line in lines)

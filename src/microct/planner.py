@@ -107,6 +107,7 @@ def plan_scan(config: ScanConfig, instruments: Instruments) -> Plan:
         size, name = min(better)
         warnings.append(f"spot mode {scan.spot_mode!r} gives a {spot:.3g} µm spot at {power:.3g} W; "
                         f"{name!r} allows this power with a {size:.3g} µm spot")
+    warnings += reference_warnings(config, instruments.sample_out is not None)
     if m_view is not None and magnification > m_view:
         warnings.append(f"the {diameter:g} mm sample does not fit the field of view at M = {magnification:.3g} "
                         f"({fov[0]:.3g} mm wide): its projections are truncated; M ≤ {m_view:.3g} keeps it in view")
@@ -139,6 +140,22 @@ def plan_scan(config: ScanConfig, instruments: Instruments) -> Plan:
                 projection_interval_s=projection_interval_s(config, instruments),
                 scan_time_s=scan_time_s(config, instruments),
                 warnings=tuple(warnings))
+
+
+def reference_warnings(config: ScanConfig, has_sample_out: bool) -> list[str]:
+    """What the scan's projections will lack for normalisation: no darks, no flats (none asked for, or no
+    [sample_out] axis to move the sample out for them). ``microct plan`` and the scan's start say it."""
+    scan, found = config.scan, []
+    if scan.n_flats == 0:
+        found.append("scan.n_flats = 0: no flat fields; the projections cannot be normalised from this file "
+                     "(`microct preview` refuses it) and nothing checks that the beam reaches the detector")
+    elif not has_sample_out:
+        found.append(f"scan.n_flats = {scan.n_flats} but no [sample_out] axis is configured to move the sample "
+                     f"out: no flat fields will be taken")
+    if scan.n_darks == 0:
+        found.append("scan.n_darks = 0: no dark frames; the detector offset is not in this file and the flats "
+                     "are not checked against darks")
+    return found
 
 
 def projection_interval_s(config: ScanConfig, instruments: Instruments) -> float:

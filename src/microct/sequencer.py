@@ -1,6 +1,6 @@
 """Step-and-shoot CT acquisition: darks, flats, projections, written frame by frame to NXtomo.
 
-Order: check interlock → warm up if needed → darks (beam off, before the beam
+Order: home the axes (``microct.homing``) → check interlock → warm up if needed → darks (beam off, before the beam
 is first switched on, so no extra beam cycle) → beam on, wait for stable kV/µA
 → flats (sample out) → projections (move, settle, skip, average; the next move
 overlaps writing the frame) → end flats → beam off → end darks → stage back.
@@ -19,8 +19,9 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,19 +37,45 @@ from microct.errors import (
     FrameLostError,
     InterlockError,
     MicroCTError,
+    ReferenceCheckError,
     ScanAborted,
 )
+from microct.homing import home_axes
 from microct.instruments import Instruments
-from microct.journal import scan_header_fields
+from microct.journal import journal_path, scan_header_fields
+from microct.locks import instrument_locks, scan_file_lock
 from microct.nexus import IMAGE_KEYS, FrameInfo, NXtomoWriter, ScanHeader
+from microct.planner import projection_interval_s, reference_warnings
 from microct.policies import TRANSIENT, BeamDropped, Recovery, RetakeFrame
 from microct.resume import Interrupted, check_configuration, discard, replay, set_aside
+from microct.scanlog import ScanLog
 
 log = logging.getLogger("microct.scan")
 
 T = TypeVar("T")
-ProgressCallback = Callable[[int, int, str], None]
-"""Called after each frame with (frames done, frames planned, what is being taken)."""
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    """Where a scan is, for an operator: the ``phase`` ("connecting", "homing", "warm-up", "stabilising",
+    "darks", "flats", "projections", "paused", "finishing"), ``done`` of ``total`` in it (frames; None
+    where it does not count frames), the frames in the file of the frames planned, a ``detail`` in words
+    (read-backs, time left, why paused) and ``eta_s``, the planner's estimate of the time to the end (s;
+    None before the frames start)."""
+
+    phase: str
+    done: int
+    total: int | None
+    frames_done: int
+    frames_total: int
+    detail: str = ""
+    eta_s: float | None = None
+
+
+ProgressCallback = Callable[[ScanProgress], None]
+"""Called at each frame and while the scan waits (warm-up, stabilising, paused)."""
+
+FRAME_PHASES = {"dark": "darks", "flat": "flats", "projection": "projections"}
 
 POLL_S = 0.1  # read-back polling period while waiting for the tube (warm-up, stabilising)
 PAUSE_CHECK_S = 0.2  # how often (scan time) a running scan looks for its pause file
@@ -64,6 +91,14 @@ class ScanResult:
     darks: int
     flats: int
     projections: int
+
+
+@dataclass
+class _ReferenceStats:
+    """Mean and pixel standard deviation (counts) of each dark, mean of each flat, of the current set."""
+
+    darks: list[tuple[float, float]] = field(default_factory=list)
+    flats: list[float] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -92,7 +127,8 @@ class Sequencer:
     """Runs one scan of ``config`` on connected-or-not ``instruments`` into a new NXtomo file."""
 
     def __init__(self, config: ScanConfig, instruments: Instruments, output: str | Path,
-                 config_text: str = "", progress: ProgressCallback | None = None, resume: bool = False) -> None:
+                 config_text: str = "", progress: ProgressCallback | None = None, resume: bool = False,
+                 replace: bool = False, log_level: int = logging.INFO) -> None:
         self.config = config
         self.scan = config.scan
         self.instruments = instruments
@@ -105,7 +141,15 @@ class Sequencer:
         self._saturated_frames = 0
         self.total = sum(planned_frames(config, instruments.sample_out is not None))
         self.resume = resume
-        self._done = [0] * len(PHASES)  # frames already in the file per phase (a resumed scan)
+        self.replace = replace
+        """Delete an existing output (and its journal) once this scan owns the file (``--force``)."""
+        self._todo = self._plan()  # frames still to take per phase, in PHASES order (less for a resumed scan)
+        self._references = _ReferenceStats()
+        self._fresh_set = 0  # a resume's fresh reference set: its number (1 is the scan's first), else 0
+        self._phase: tuple[str, int, int | None] = ("connecting", 0, None)  # (name, done, total) under way
+        self._interval_s = projection_interval_s(config, instruments)
+        self.log = ScanLog(self.output.with_name(self.output.name + ".log"), log_level)
+        """The scan's log, beside the file (``SCAN.nxs.log``) and, at the end, inside it (``logs/log``)."""
         self.recovery = Recovery(self.scan.recovery, after_arc=self._after_arc, after_interlock=self._after_interlock,
                                  sleep=self.clock.sleep, event=self._event)
         self.pause_file = self.output.with_name(self.output.name + ".pause")
@@ -115,43 +159,66 @@ class Sequencer:
 
     # -- the scan -------------------------------------------------------------------------------
     def run(self) -> ScanResult:
-        inst, scan = self.instruments, self.scan
+        """Own the scan file and the instruments' connections (``microct.locks``: LockedError if another
+        process does, before anything is touched), then scan."""
         if self.resume:  # before anything is touched
             check_configuration(self.output, self.config.model_dump(mode="json"))
+        with scan_file_lock(self.output), instrument_locks(self.config):
+            if self.replace:
+                self.output.unlink(missing_ok=True)
+                journal_path(self.output).unlink(missing_ok=True)
+            with self.log:
+                return self._run()
+
+    def _run(self) -> ScanResult:
+        inst, scan = self.instruments, self.scan
         try:
             interrupted = set_aside(self.output) if self.resume else None
+            self._report("connecting")
             inst.connect()
             detector = inst.detector
             detector.set_binning(scan.binning)
             detector.set_trigger_mode(TriggerMode.SOFTWARE)
             detector.set_exposure_s(scan.exposure_s)
             self._open_file(interrupted)
+            self._report("homing")
+            self._retrying("homing", lambda: home_axes(inst, self.config, self._event))  # file open: events kept
             self._check_interlock()
             self._retrying("warm-up", self._warm_up_if_needed)
             self._retrying("tube set-up", lambda: inst.source.configure(
                 voltage_kv=scan.voltage_kv, current_ua=scan.current_ua, spot_mode=scan.spot_mode))
-            darks, flats, projections, end_flats, end_darks = self._remaining()
+            darks, flats, projections, end_flats, end_darks = self._todo
+            for warning in reference_warnings(self.config, inst.sample_out is not None):
+                self._event(warning, level=logging.WARNING)
+            if self._fresh_set:
+                self._event(f"reference set {self._fresh_set}: fresh darks and flats taken at the resume, from "
+                            f"frame {self.writer.frames_written} on; the projections after them go with these",
+                            frame=self.writer.frames_written)
             self._darks(darks)
             if flats or projections or end_flats:
                 self._retrying("beam on", self._beam_on_and_stabilise)
             self._flats(flats)
+            self._check_references(at_end=False)
             self._projections(projections)
             self._flats(end_flats)
             self._retrying("beam off", inst.source.beam_off)
             self._event("beam off")
             self._darks(end_darks)
+            self._check_references(at_end=True)
+            self._report("finishing")
             if scan.return_to_start:
                 self._retrying("return to start", lambda: inst.rotation.move_to(scan.start_deg, scan.move_timeout_s))
             self._record_at_close()
-            self.writer.close("complete", self.clock.time())
+            self._close("complete")
         except BaseException as error:
             with signals_deferred():
                 self._make_safe(error)
             if not isinstance(error, Exception):  # Ctrl-C, SIGTERM (SystemExit): propagate as they are
                 raise
             frames = self._writer.frames_written if self._writer else 0
-            kept = f"{self.output} keeps {frames} frames, marked aborted" if self._writer else "no file written"
-            raise ScanAborted(f"scan aborted ({kept}): {type(error).__name__}: {error}", self.output if self._writer
+            kept = (f"; {self.output} keeps {frames} frames, marked aborted; resume with: microct scan --resume "
+                    f"{self.output}") if self._writer else "; no file written"
+            raise ScanAborted(f"scan aborted: {type(error).__name__}: {error}{kept}", self.output if self._writer
                               else None, frames) from error
         with signals_deferred():
             inst.close()
@@ -166,7 +233,7 @@ class Sequencer:
         and records in the file whatever it could not do.
         """
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        log.error("scan aborted (%s); switching the beam off", reason)
+        log.error("scan aborted (%s); switching the beam off", reason, extra={"told_by_caller": True})
         for what, action in (("beam off", self._beam_off_at_abort),
                              ("stop rotation", self.instruments.rotation.stop),
                              *((("stop sample_out", self.instruments.sample_out.stop),)
@@ -183,7 +250,7 @@ class Sequencer:
             except Exception as failure:
                 log.critical("during abort, recording the pixel mask and saturation count failed: %s", failure)
             try:
-                self.writer.close("aborted", self.clock.time())
+                self._close("aborted")
             except Exception as failure:
                 log.critical("during abort, closing %s failed: %s", self.output, failure)
         try:
@@ -221,19 +288,26 @@ class Sequencer:
                 raise ConfigurationError(f"resume: the detector gives {detector.shape} frames, the interrupted "
                                          f"scan has {header.frame_shape}")
             self._writer = self._new_writer(header)
-            keys = replay(interrupted, self.writer)
-            self._count_done(keys)
+            replayed = replay(interrupted, self.writer)
+            keys, gap_s = replayed.keys, max(self.clock.time() - replayed.last_time, 0.0)
+            self._todo = self._plan_after(keys, gap_s)
+            self.total = len(keys) + sum(self._todo)
+            for kind, key in IMAGE_KEYS.items():
+                self.counts[kind] = keys.count(key)
             aborted = any(kind == "event" and record["message"].startswith("scan aborted")
                           for kind, record in interrupted.journal.entries)
             how = "was aborted" if aborted else "stopped without closing the file (killed, crashed or power lost)"
-            self._event(f"scan resumed after {len(keys)} of {self.total} frames: the previous run {how}",
-                        frame=len(keys))
+            if replayed.dropped:
+                self._event(f"resume: {replayed.dropped}", level=logging.WARNING, frame=len(keys))
+            self._event(f"scan resumed after {len(keys)} frames, {gap_s:.0f} s after the previous run's last record: "
+                        f"the previous run {how}; {sum(self._todo)} frames to take", frame=len(keys))
             self.writer.flush()  # the new journal names every replayed frame (on the disk) before the old pair goes
             discard(interrupted)
             return
         spot = source.capabilities.spot_modes[scan.spot_mode]
         header = ScanHeader(
-            title=scan.title, start_time=self.clock.time(), frame_shape=detector.shape,
+            title=scan.title, start_time=self.clock.time(), clock="simulated" if self.clock.simulated else "real",
+            frame_shape=detector.shape,
             pixel_pitch_um=detector.pixel_pitch_um, saturation_value=detector.saturation_value,
             geometry=self.config.geometry, voltage_kv=scan.voltage_kv, current_ua=scan.current_ua,
             focal_spot_mode=scan.spot_mode,
@@ -261,21 +335,35 @@ class Sequencer:
         flats = scan.n_flats if self.instruments.sample_out is not None else 0
         return [scan.n_darks * at_start, flats * at_start, scan.n_projections, flats * at_end, scan.n_darks * at_end]
 
-    def _count_done(self, keys: list[int]) -> None:
-        """Split the frames already written over the phases; MicroCTError if they do not follow the plan."""
-        left = len(keys)
-        expected: list[int] = []
-        for phase, (kind, size) in enumerate(zip(PHASES, self._plan(), strict=True)):
-            self._done[phase] = min(left, size)
-            left -= self._done[phase]
-            expected += [IMAGE_KEYS[kind]] * self._done[phase]
-            self.counts[kind] += self._done[phase]
-        if left or keys != expected:
-            raise MicroCTError(f"resume: the {len(keys)} frames of the interrupted scan do not follow this scan's "
-                               f"plan of darks, flats and projections")
-
-    def _remaining(self) -> list[int]:
-        return [size - done for size, done in zip(self._plan(), self._done, strict=True)]
+    def _plan_after(self, keys: list[int], gap_s: float) -> list[int]:
+        """Frames still to take per phase (PHASES order) after the image ``keys`` an interrupted run wrote,
+        ``gap_s`` after its last record. While projections remain, a fresh set of darks and flats comes
+        first when the gap exceeds ``scan.resume_references_after_s`` (or the start references were cut
+        short by an earlier resume's fresh set); the old frames all stay. MicroCTError if ``keys`` do not fit
+        this scan (more projections than planned, end references out of order)."""
+        darks, flats, projections, end_flats, end_darks = self._plan()
+        done = keys.count(IMAGE_KEYS["projection"])
+        if done > projections:
+            raise MicroCTError(f"resume: the interrupted scan has {done} projections; this one plans {projections}")
+        if done == projections:  # what follows the last projection is end references: flats, then darks
+            tail = keys[len(keys) - keys[::-1].index(IMAGE_KEYS["projection"]):] if projections else keys
+            taken = _prefix_counts(tail, [("flat", end_flats), ("dark", end_darks)])
+            if taken is None:
+                raise MicroCTError(f"resume: the {len(tail)} frames after the last projection are not this scan's "
+                                   f"end references ({end_flats} flats, then {end_darks} darks)")
+            return [0, 0, 0, end_flats - taken[0], end_darks - taken[1]]
+        after_s = self.scan.resume_references_after_s
+        fresh = after_s == 0 or gap_s > after_s  # (a simulated clock's gap means little: 0 takes them always)
+        if done == 0:
+            taken = _prefix_counts(keys, [("dark", darks), ("flat", flats)])
+            if taken is not None and not fresh:  # carry on with the start references
+                return [darks - taken[0], flats - taken[1], projections, end_flats, end_darks]
+            fresh = fresh or bool(keys)
+        if not fresh:
+            return [0, 0, projections - done, end_flats, end_darks]
+        self._fresh_set = 1 + sum(1 for a, b in zip([None, *keys], keys) if b != 0 and a in (None, 0))
+        set_flats = self.scan.n_flats if self.instruments.sample_out is not None else 0
+        return [self.scan.n_darks, set_flats, projections - done, end_flats, end_darks]
 
     def _record_at_close(self) -> None:
         """What is known only at the end: the detector's mask of unusable pixels (it may learn them from
@@ -309,8 +397,14 @@ class Sequencer:
 
     def _wait_for_state(self, wanted: SourceState, timeout_s: float, what: str) -> SourceState:
         source, clock = self.instruments.source, self.clock
-        deadline = clock.monotonic() + timeout_s
+        started = clock.monotonic()
+        deadline = started + timeout_s
         while (state := source.read_state()) is not wanted:
+            kv, ua = source.read_voltage_kv(), source.read_current_ua()
+            left = source.read_warmup_remaining_s()
+            self._report(what, f"{kv:.1f} kV, {ua:.1f} µA; {clock.monotonic() - started:.0f} s"
+                               + (f", about {left:.0f} s left" if left is not None else "")
+                               + f" (at most {timeout_s:g} s)")
             if state in (SourceState.FAULT, SourceState.NOT_READY):
                 raise DeviceFaultError(f"source: {what} failed, state {state.value!r}")
             if clock.monotonic() > deadline:
@@ -328,6 +422,7 @@ class Sequencer:
             kv, ua = source.read_voltage_kv(), source.read_current_ua()
             now = clock.monotonic()
             self.writer.log_reading(clock.time(), kv, ua, float("nan"))
+            self._report("stabilising", f"{kv:.1f} of {scan.voltage_kv:g} kV, {ua:.1f} of {scan.current_ua:g} µA")
             if self._near(kv, scan.voltage_kv) and self._near(ua, scan.current_ua):
                 stable_since = now if stable_since is None else stable_since
                 if now - stable_since >= scan.stable_hold_s:
@@ -350,6 +445,7 @@ class Sequencer:
     def _darks(self, n: int) -> None:
         if not n:
             return
+        self._start_phase("dark", n)
         self._retrying("beam off for darks", self.instruments.source.beam_off)
         angle = self._retrying("rotation read-back", self.instruments.rotation.read_position)
         for _ in range(n):
@@ -362,6 +458,7 @@ class Sequencer:
         if not n:
             return
         assert sample_out is not None and scan.sample_out_position_mm is not None  # flats are planned only then
+        self._start_phase("flat", n)
         position = scan.sample_out_position_mm
         sample_in = self._retrying("sample_out read-back", sample_out.read_position)
         self._retrying("sample out", lambda: sample_out.move_to(position, scan.move_timeout_s))
@@ -383,6 +480,7 @@ class Sequencer:
         if not n:
             return
         self._event(f"projections started: {len(angles)} angles from {angles[0]:g} to {angles[-1]:g} deg")
+        self._start_phase("projection", n)
         self._pending_move = None
         for i, target in enumerate(angles):
             following = angles[i + 1] if i + 1 < len(angles) else None
@@ -453,12 +551,15 @@ class Sequencer:
         beam_on = self._retrying("tube state", source.read_state) is SourceState.BEAM_ON
         since, switched_off = clock.monotonic(), False
         while self.pause_file.exists():
+            self._report("paused", f"on request: delete {self.pause_file} to go on"
+                                   + ("; beam off" if switched_off else ""))
             if beam_on and not switched_off and clock.monotonic() - since > self.scan.recovery.pause_beam_off_s:
                 self._retrying("beam off for a long pause", source.beam_off)
                 switched_off = True
                 self._event(f"paused for over {self.scan.recovery.pause_beam_off_s:g} s: beam off", frame=frame)
             clock.sleep(POLL_S)
         self._event(f"resumed after {clock.monotonic() - since:.1f} s", frame=frame)
+        self._report(FRAME_PHASES.get(self._phase[0], self._phase[0]))
         if switched_off:
             self._retrying("beam on after the pause", self._beam_on_and_stabilise)
 
@@ -501,11 +602,18 @@ class Sequencer:
         else:
             self._write_pixels(frame.data, kind, info)
         self.counts[kind] += 1
-        if self.progress is not None:
-            self.progress(self.writer.frames_written, self.total, kind)
+        name, done, total = self._phase
+        self._phase = (name, done + 1, total)
+        self._report(FRAME_PHASES[kind])
 
     def _write_pixels(self, frame: np.ndarray, kind: str, info: FrameInfo) -> None:
         saturated = frame.max() >= self.instruments.detector.saturation_value  # before the write evicts it from cache
+        if kind != "projection":  # a sample of the pixels is enough to tell dark from lit
+            sample = frame[::4, ::4]
+            if kind == "dark":
+                self._references.darks.append((float(sample.mean()), float(sample.std())))
+            else:
+                self._references.flats.append(float(sample.mean()))
         index = self.writer.append(frame, info)
         if saturated:
             self._saturated_frames += 1
@@ -513,14 +621,96 @@ class Sequencer:
                 self._event(f"saturated pixels in {kind} frame {index}: lower µA or exposure",
                             level=logging.WARNING, frame=index)
 
+    # -- what the operator sees -------------------------------------------------------------------------
+    def _start_phase(self, kind: str, n: int) -> None:
+        self._phase = (kind, 0, n)
+
+    def _report(self, phase: str, detail: str = "") -> None:
+        """Tell the progress callback where the scan is (``ScanProgress``)."""
+        if self.progress is None:
+            return
+        name, done, total = self._phase
+        frames = self._writer.frames_written if self._writer is not None else 0
+        in_phase = phase == FRAME_PHASES.get(name)
+        self.progress(ScanProgress(phase, done if in_phase else 0, total if in_phase else None, frames, self.total,
+                                   detail, self._eta_s() if self._writer is not None else None))
+
+    def _eta_s(self) -> float:
+        """The planner's time (s) for the frames still to take: each projection ``projection_interval_s``,
+        each reference frame its exposures (moves of the sample-out axis and the tube's ramps not counted)."""
+        scan = self.scan
+        projections = scan.n_projections - self.counts["projection"]
+        references = max(self.total - self.writer.frames_written - projections, 0)
+        return projections * self._interval_s + references * scan.frames_averaged * scan.exposure_s
+
+    def _check_references(self, at_end: bool) -> None:
+        """Compare the darks and flats of the set just taken (``scan.reference_check``): flats no brighter
+        than the darks, or lit darks, stop the scan before its projections (ReferenceCheckError); at the end
+        of a scan (references_at = "end") the projections are taken already: a warning event instead."""
+        stats, check = self._references, self.scan.reference_check
+        if not (stats.darks and stats.flats):
+            return
+        self._references = _ReferenceStats()
+        if not check.enabled:
+            return
+        dark = sum(mean for mean, _ in stats.darks) / len(stats.darks)
+        sigma = sum(std for _, std in stats.darks) / len(stats.darks)
+        flat = sum(stats.flats) / len(stats.flats)
+        needed = max(check.min_flat_signal_sigma * sigma, 1.0)
+        lit = dark > check.max_dark_fraction * self.instruments.detector.saturation_value
+        saturation = self.instruments.detector.saturation_value
+        figures = (f"darks {dark:.1f} counts (σ {sigma:.1f}), flats {flat:.1f} counts; the flats must exceed the "
+                   f"darks by {needed:.1f} (scan.reference_check.min_flat_signal_sigma = "
+                   f"{check.min_flat_signal_sigma:g} σ) and the darks stay below {check.max_dark_fraction:g} × "
+                   f"{saturation} (max_dark_fraction)")
+        if lit:
+            problem = ("the darks look lit: X-rays or light reached the detector with the beam off (the tube did "
+                       "not switch off, a second source, a light leak)")
+        elif flat - dark < needed:
+            problem = ("the flats are dark: no X-rays reached the detector with the beam on (the tube does not "
+                       "emit, a shutter or collimator is closed, a filter is far too thick)")
+        else:
+            self._event(f"references look right: {figures}")
+            return
+        if at_end:
+            self._event(f"reference check: {problem}; {figures}", level=logging.WARNING)
+            return
+        raise ReferenceCheckError(f"reference check: {problem}; {figures}. Nothing more was exposed. Set "
+                                  f"scan.reference_check.enabled = false to scan anyway")
+
+    def _close(self, status: str) -> None:
+        """Store the log in the file and close it as ``status``; times: the wall clock's (a simulated clock's
+        end is recorded beside it)."""
+        self.writer.set_log(self.log.text())
+        simulated_end = self.clock.time() if self.clock.simulated else None
+        self.writer.close("complete" if status == "complete" else "aborted", time.time(), simulated_end)
+
     def _event(self, message: str, level: int = logging.INFO, frame: int = -1) -> None:
         log.log(level, message)
         if self._writer is not None:
             self.writer.log_event(self.clock.time(), message, frame)
 
 
+def _prefix_counts(keys: list[int], runs: list[tuple[str, int]]) -> tuple[int, ...] | None:
+    """How many frames of each run (kind, size) ``keys`` holds if it is a prefix of those runs in order
+    (e.g. 3 darks of 10, then 0 flats); None if it is not."""
+    counts, position = [], 0
+    for kind, size in runs:
+        n = 0
+        while position < len(keys) and n < size and keys[position] == IMAGE_KEYS[kind]:
+            n, position = n + 1, position + 1
+        counts.append(n)
+        if n < size:
+            break
+    counts += [0] * (len(runs) - len(counts))
+    return tuple(counts) if position == len(keys) else None
+
+
 def run_scan(config: ScanConfig, instruments: Instruments, output: str | Path, config_text: str = "",
-             progress: ProgressCallback | None = None, resume: bool = False) -> ScanResult:
+             progress: ProgressCallback | None = None, resume: bool = False, replace: bool = False,
+             log_level: int = logging.INFO) -> ScanResult:
     """Run one scan; see ``Sequencer``. ``resume``: continue the interrupted scan of ``output``
-    (``microct.resume``) after checking that ``config`` is the one it started with."""
-    return Sequencer(config, instruments, output, config_text, progress, resume).run()
+    (``microct.resume``) after checking that ``config`` is the one it started with. ``replace``: delete an
+    existing ``output`` once the scan owns it (never one another live scan owns). ``log_level``: of the log
+    kept beside the file and in it."""
+    return Sequencer(config, instruments, output, config_text, progress, resume, replace, log_level).run()

@@ -136,12 +136,13 @@ def test_resume_continues_an_interrupted_scan_and_a_new_scan_will_not_clobber_it
     assert main(["scan", "-q", "-o", str(out)]) == 1
     mocker.stopall()
     assert main(["scan", "-q", "-o", str(out)]) == 2  # the interrupted scan is not thrown away
-    assert f"resume it with --resume {out}" in capsys.readouterr().err
+    assert f"resume it with `microct scan --resume {out}`" in capsys.readouterr().err
     assert main(["scan", "-q", "--resume", str(out)]) == 0  # without CONFIG: the one it started with
     with h5py.File(out, "r") as f:
         assert f["entry/logs/status"][()].decode() == "complete"
         keys = f["entry/instrument/detector/image_key"][()]
-    assert ((keys == 2).sum(), (keys == 1).sum(), (keys == 0).sum()) == (10, 10, 180)  # sim.toml's plan, whole
+    # sim.toml's plan, whole, and the fresh reference set taken at the resume
+    assert ((keys == 2).sum(), (keys == 1).sum(), (keys == 0).sum()) == (20, 20, 180)
 
 
 @pytest.mark.parametrize("name, options, played, unplayed, plays", [
@@ -158,6 +159,6 @@ def test_sim_serve_refuses_a_fault_it_cannot_play(name, options, played, unplaye
     arguments = [item.format(tmp=tmp_path) for item in options]
     assert main(["sim", "serve", name, *arguments, "--faults", str(faults)]) == 2
     err = capsys.readouterr().err.strip()
-    refusal = f"faults.1.device='{unplayed[1]}': this simulator does not simulate it"
-    assert f"sim serve {name}: --faults {faults}: {refusal}" in err
-    assert f"(it plays the faults of {plays})" in err
+    refusal = f"faults.1 ({unplayed[0]} on '{unplayed[1]}', at_projection=2): this simulator does not simulate"
+    assert f"sim serve {name}: --faults {faults}: " in err and f"{refusal} '{unplayed[1]}'" in err
+    assert all(f"\n  {device}: " in err for device in plays.split(", "))  # what it fires, device by device

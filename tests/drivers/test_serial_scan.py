@@ -72,8 +72,9 @@ def test_commands_per_projection_are_few(bench, tmp_path):
     frames, beam_on_frames = 3 + 3 + 12, 3 + 12
     assert sum(line == b"SAR" for line in tube.lines) <= frames + beam_on_frames + 10  # + stabilisation
     # get pos: 3 per projection (the sequencer's angle, the detector's angle and x), 2 per flat (the
-    # detector's), 1 for the darks' angle, 2 before the flats (sample-in position, angle)
-    assert sum(line.endswith(b"get pos") for line in stages.lines) == 3 * 12 + 2 * 3 + 1 + 2
+    # detector's), 1 for the darks' angle, 2 before the flats (sample-in position, angle), 1 after each
+    # stage's homing (the simulated stages start without a reference: microct.homing)
+    assert sum(line.endswith(b"get pos") for line in stages.lines) == 3 * 12 + 2 * 3 + 1 + 2 + 2
 
 
 @pytest.mark.parametrize(("lost", "names"), [

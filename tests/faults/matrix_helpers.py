@@ -23,7 +23,6 @@ import importlib.util
 import os
 import re
 import tempfile
-import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from microct.config import ScanConfig, parse_config
 from microct.geometry import Geometry
 from microct.instruments import Instruments, build_instruments
 from microct.simulators.bench import schedule_of
-from microct.simulators.faults import Fault, FaultSchedule, Hit
+from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
 
 SCAN = {"n_projections": 4, "n_darks": 1, "n_flats": 1, "references_at": "start", "exposure_s": 0.01,
@@ -231,13 +230,12 @@ def over_epics(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
         data[role]["connection"] = data[role]["connection"].replace("CT:", prefix, 1)
     data["rotation"]["options"]["max_velocity"] = ROTATION_DEG_S
     data["source"]["options"]["connect_timeout_s"] = EPICS_READ_TIMEOUT_S
-    # a lost reply is a read the tube IOC answers too late (epics_ioc). A dropped link is every client
-    # circuit of the IOC closing (a network glitch), after the projection the fault names; libca
-    # re-connects in ~10 s, so the retries back off as sim-epics.toml does (2, 4, 8 s)
-    drops = [Fault.model_validate(fault) for fault in faults if fault["kind"] == "disconnect"]
-    faults = [fault for fault in faults if fault["kind"] != "disconnect"]
+    # a lost reply is a read of the tube's state the IOC answers too late, a dropped link one it answers by
+    # closing every client circuit of the IOC (a network glitch; epics_ioc): both at the tube's first read
+    # once the fault is due, as on the other links. libca re-connects within ~10 s (its disconnect governor's
+    # tick), so the retries back off as sim-epics.toml does (2, 4, 8 s)
     config = _config(data, faults, {**PANEL, "frame_timeout_margin_s": 0.3})
-    if drops:
+    if any(fault["kind"] == "disconnect" for fault in faults):
         config.scan.recovery = config.scan.recovery.model_copy(update={"backoff_s": 2.0})
     schedule = FaultSchedule(faults, seed=1)
     beamline = start_beamline(prefix, ca_port(), source=FAST_TUBE, seed=1, faults=schedule,
@@ -246,26 +244,10 @@ def over_epics(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
                               rotation=SimulatedAxisOptions(unit="deg", max_velocity=ROTATION_DEG_S, acceleration=1e5),
                               sample_out=DEFAULT_SAMPLE_OUT.model_copy(update={"max_velocity": SAMPLE_OUT_MM_S,
                                                                                "acceleration": 1e4}))
-    stop = threading.Event()
-    for drop in drops:
-        threading.Thread(target=_drop_circuits_after, args=(schedule, drop, beamline.handle, stop),
-                         daemon=True).start()
     try:
         yield Bench(config, instruments_on(config, schedule), beamline.source)
     finally:
-        stop.set()
         beamline.stop()
-
-
-def _drop_circuits_after(schedule: FaultSchedule, drop: Fault, handle, stop: threading.Event) -> None:
-    """Close every client circuit of the IOC once the panel has made the frame of projection
-    ``drop.at_projection`` (1 dark and 1 flat come first, no frames skipped); logged as a hit."""
-    while not stop.is_set():
-        if schedule.frames_made > DARKS + FLATS + drop.at_projection:
-            handle.drop_clients()
-            schedule.hits.append(Hit(None, -1, drop, "Channel Access circuits"))
-            return
-        stop.wait(0.001)
 
 
 def _panel_sees(devices: dict, instruments: Instruments) -> None:

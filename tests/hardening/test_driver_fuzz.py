@@ -123,8 +123,9 @@ HAMAMATSU = Scenario(
 # -- Zaber (serial, LF out, CR LF in; zaber-ascii.md) --------------------------------------------------------
 ZABER = Scenario(
     "zaber",
-    talk=[b"@01 0 OK IDLE -- 10001", b"@01 1 OK IDLE -- 0",  # connect: serial number, maxspeed
+    talk=[b"@01 0 OK IDLE -- 10001",                         # connect: serial number (a query only)
           b"@01 1 OK IDLE -- 42667",                         # read_position
+          b"@01 1 OK IDLE -- 0",                             # maxspeed, before the first move
           b"@01 1 OK BUSY -- 0", b"@01 1 OK BUSY -- 0",      # move abs, a poll
           b"@01 1 OK IDLE -- 0",                             # the poll that ends the move
           b"@01 1 OK IDLE NI 0"],                            # stop (at close)
@@ -154,13 +155,14 @@ SPELLMAN = Scenario(
 # -- PI GCS 2 (LF both ways; a setter and ERR? go in one write, so one answer holds two replies; pi-gcs.md) ----
 PI = Scenario(
     "pi-gcs",
-    talk=[b"(c)2023 Physik Instrumente, E-873, 0, 1.0", b"0",  # connect: *IDN?, SVO + ERR?,
-          b"1=-360.0", b"1=360.0", b"1=1", b"0",               # TMN?, TMX?, FRF?, VEL + ERR?
+    talk=[b"(c)2023 Physik Instrumente, E-873, 0, 1.0",         # connect (queries only): *IDN?,
+          b"1=-360.0", b"1=360.0", b"1=1",                     # TMN?, TMX?, FRF?
           b"1=10.0",                                           # read_position
+          b"0", b"0",                                          # before the first move: SVO + ERR?, VEL + ERR?
           b"0", b"1=0\n0", b"1=1\n0",                          # MOV + ERR?, two polls ONT? + ERR?
           b"0"],                                               # HLT + ERR? (at close)
     terminator=b"\n", settings=_serial("\n"),
-    build=lambda transport, _: PIAxis("rotation", PIOptions(poll_interval_s=0.001, reference_on_connect=False),
+    build=lambda transport, _: PIAxis("rotation", PIOptions(poll_interval_s=0.001),
                                       transport=transport),
     calls=lambda axis: [axis.connect, axis.read_position, partial(axis.move_to, 20.0, timeout_s=MOVE_TIMEOUT_S)],
     checks=[None, finite, None])
@@ -179,9 +181,8 @@ def _camserver_images(folder: Path) -> Callable[[bytes], None]:
 
 def _camserver_talk(folder: Path) -> list[bytes]:
     path = str(folder).encode()
-    return [b"24 OK Code release: 7.9.0", b"10 OK %s/" % path,            # connect: version, ImgPath,
-            b"15 OK Exposure time set to: 0.0010000 sec",                 # the held exposure (the minimum)
-            b"15 OK Exposure period set to: 0.0020000 sec",
+    return [b"24 OK Code release: 7.9.0",                                 # connect: version (a query only)
+            b"10 OK %s/" % path,                                          # the first use: ImgPath, then
             b"15 OK Exposure time set to: 0.0100000 sec",                 # set_exposure_s(0.01)
             b"15 OK Exposure period set to: 0.0109500 sec",
             b"15 OK N images set to: 1",                                  # acquire(1): the start and,
@@ -204,10 +205,8 @@ CAMSERVER = Scenario(
 # -- Dexela (serial registers, CR; dexela-serial.md) ----------------------------------------------------------
 DEXELA = Scenario(
     "dexela",
-    talk=[b"X", b"X", b"S00000",             # connect: wake; register 3 written and read back,
-          b"X", b"S00000",                   # register 0 (software trigger),
-          b"X", b"S00100", b"X", b"S00000",  # registers 11 and 12 (1 ms, the minimum exposure)
-          b"X", b"S00200"],                  # set_exposure_s(0.002): register 11
+    talk=[b"X", b"X", b"S00000",             # the first use (connect writes nothing): wake; register 3
+          b"X", b"S00200", b"X", b"S00000"], # written and read back; set_exposure_s(0.002): registers 11, 12
     terminator=b"\r", settings=_serial("\r"),
     build=lambda transport, folder: DexelaDetector(
         "panel", DexelaOptions(rows=4, columns=3, frame_folder=str(folder), verify_writes=True), transport=transport),
@@ -243,7 +242,7 @@ def test_drivers_answered_garbage_raise_microct_errors_only(scenario, folder, da
 # -- regressions -----------------------------------------------------------------------------------------------
 def test_zaber_positions_beyond_float_range_are_protocol_errors(folder):
     # found by fuzzing: "get pos" answered with 400 digits raised OverflowError (int too large for a float)
-    answers = [reply + b"\r\n" for reply in ZABER.talk[:2] + [b"@01 1 OK IDLE -- " + b"9" * 400]]
+    answers = [reply + b"\r\n" for reply in ZABER.talk[:1] + [b"@01 1 OK IDLE -- " + b"9" * 400]]  # connect
     axis = ZABER.build(transport := answering_transport(answers, ZABER.settings), folder)
     axis.connect()
     with pytest.raises(ProtocolError, match=r"axis 'rotation': Zaber device 1 axis 1: position '9999.*' in the "
@@ -256,7 +255,7 @@ def test_zaber_positions_beyond_float_range_are_protocol_errors(folder):
 def test_pi_positions_that_are_not_finite_are_protocol_errors(folder, position):
     # found by fuzzing: POS? answered "1=inf" was returned as the position, and the next move's first
     # poll waited float("inf") s: OverflowError in the poller thread, whose Status then never ended
-    answers = [reply + b"\n" for reply in PI.talk[:6] + [b"1=" + position]]
+    answers = [reply + b"\n" for reply in PI.talk[:4] + [b"1=" + position]]  # connect, POS?
     axis = PI.build(transport := answering_transport(answers, PI.settings), folder)
     axis.connect()
     with pytest.raises(ProtocolError, match=r"axis 'rotation': PI axis 1: '.*' in the reply to 'POS\? 1' is not a "
@@ -269,7 +268,8 @@ def test_pi_positions_far_beyond_the_soft_limits_do_not_stall_the_next_move(fold
     # found by fuzzing: POS? answered "1=18446744073709551616" made the next move's first poll wait
     # 2.6e16 s: OverflowError in the poller thread, whose Status then never ended (move_to() without a
     # time-out hung); such a position now gives no start for the estimate, and the first poll comes at once
-    answers = [reply + b"\n" for reply in PI.talk[:6] + [b"1=18446744073709551616", b"0", b"1=1\n0"]]
+    answers = [reply + b"\n" for reply in PI.talk[:4] + [b"1=18446744073709551616",  # connect, POS?,
+                                                          b"0", b"0", b"0", b"1=1\n0"]]  # SVO, VEL, MOV, ONT?
     axis = PI.build(transport := answering_transport(answers, PI.settings), folder)
     axis.connect()
     assert axis.read_position() == 2.0**64

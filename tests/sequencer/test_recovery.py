@@ -133,10 +133,13 @@ def test_policy_zero_turns_a_reaction_off(make_scan, mocker):
 def test_a_pause_on_request_holds_the_scan_and_a_long_one_switches_the_beam_off(make_scan, mocker):
     config, inst, out = make_scan({"scan": {"recovery": {"pause_beam_off_s": 60.0}}})
     pause = out.with_name(out.name + ".pause")
-    states = []
+    states, frames = [], []
 
-    def progress(done, total, kind):
-        if done == 3 + 4 + 2:
+    def progress(at):
+        if at.phase not in ("darks", "flats", "projections") or at.frames_done in frames:
+            return  # not a new frame (the scan also reports while it connects, waits, pauses)
+        frames.append(at.frames_done)
+        if at.frames_done == 3 + 4 + 2:
             pause.touch()  # the user pauses (touch scan.nxs.pause) ...
             inst.clock.call_later(61.0, pause.unlink)  # ... and deletes it 61 s later (simulated time)
         states.append(inst.source.read_state())

@@ -18,11 +18,14 @@ IDENTIFY = [(b"1ID?", b"1IDURS75BCC"),
             (b"1VE", b"1VE SMC - Controller-driver version 1.00r.")]  # the manual's VE example
 LIMITS = [(b"1SL?", b"1SL-100"), (b"1SR?", b"1SR100")]
 OK = b"1TE@"
+VELOCITY = [(b"1VA100", None), (b"1TE", OK)]
+"""The held velocity, sent before the first move or homing (connect sends nothing)."""
 
 
 def connected(script, **options):
-    """A connected SMC100Axis on a scripted port that starts with a READY controller (no home search)."""
-    prologue = [*IDENTIFY, (b"1TS", b"1TS000033"), *LIMITS, (b"1VA100", None), (b"1TE", OK)]
+    """A connected SMC100Axis on a scripted port that starts with a READY controller (no home search):
+    connect only reads (identification, state, soft limits)."""
+    prologue = [*IDENTIFY, (b"1TS", b"1TS000033"), *LIMITS]
     axis, port = on_script(prologue + script, **options)
     axis.connect()
     return axis, port
@@ -44,26 +47,28 @@ def test_serial_defaults_are_the_manuals():
     assert (kept.baudrate, kept.timeout_s, kept.xonxoff) == (9600, 2.0, True)
 
 
-def test_connect_to_a_controller_fresh_from_power_up_runs_the_home_search():
+def test_connect_to_a_controller_fresh_from_power_up_moves_nothing_and_the_first_move_homes_it():
     axis, port = on_script([
         *IDENTIFY,
-        (b"1TS", b"1TS00000A"),  # NOT REFERENCED from reset (the manual's TS example)
-        (b"1OR", None), (b"1TE", OK),
+        (b"1TS", b"1TS00000A"),  # NOT REFERENCED from reset (the manual's TS example): connect stops here
+        (b"1OR", None), (b"1TE", OK),  # the first move: home search first (VA is held: refused unreferenced)
         (b"1TS", b"1TS00001E"),  # HOMING commanded from RS-232-C
         (b"1TS", b"1TS000032"),  # READY from HOMING
         (b"1VA100", None), (b"1TE", OK),
         *LIMITS,
-        (b"1VA100", None), (b"1TE", OK),  # the velocity, as every axis sends it once connected
+        (b"1PA10", None), (b"1TE", OK),
+        (b"1TS", b"1TS000033"),
     ])
     axis.connect()
+    assert port.step == len(IDENTIFY) + 1 and axis.connected
+    axis.move_to(10.0, timeout_s=5)
     port.assert_done()
     assert axis.capabilities.low_limit == -100.0 and axis.capabilities.high_limit == 100.0  # narrowed from ±360
-    assert axis.connected
 
 
 def test_absolute_and_relative_moves_velocity_and_stop():
     axis, port = connected([
-        (b"1VA50", None), (b"1TE", OK),
+        (b"1VA50", None), (b"1TE", OK),  # set_velocity: sent, and not again before the first move
         (b"1PA2.2", None), (b"1TE", OK),
         (b"1TS", b"1TS000028"),  # MOVING
         (b"1TS", b"1TS000033"),  # READY from MOVING
@@ -82,7 +87,7 @@ def test_absolute_and_relative_moves_velocity_and_stop():
 
 
 def test_a_refused_move_raises_the_manuals_meaning():
-    axis, port = connected([(b"1PA-12.5", None), (b"1TE", b"1TEJ")])
+    axis, port = connected([*VELOCITY, (b"1PA-12.5", None), (b"1TE", b"1TEJ")])
     with pytest.raises(ErrorReply) as info:
         axis.start_move_to(-12.5)
     error = info.value
@@ -104,7 +109,7 @@ def test_a_code_missing_from_the_manuals_list_is_explained_by_tb():
 
 def test_an_end_of_run_fails_the_move_and_the_next_move_references_again():
     axis, port = connected([
-        (b"1PA50", None), (b"1TE", OK),
+        *VELOCITY, (b"1PA50", None), (b"1TE", OK),
         (b"1TS", b"1TS000028"),
         (b"1TS", b"1TS00020F"),  # positive end of run; NOT REFERENCED from MOVING
         (b"1OR", None), (b"1TE", OK),  # the next move: home search first
@@ -123,7 +128,7 @@ def test_an_end_of_run_fails_the_move_and_the_next_move_references_again():
 
 
 def test_a_following_error_disables_the_controller_and_fails_the_move():
-    axis, port = connected([(b"1PA10", None), (b"1TE", OK),
+    axis, port = connected([*VELOCITY, (b"1PA10", None), (b"1TE", OK),
                             (b"1TS", b"1TS00203D")])  # following error; DISABLE from MOVING
     with pytest.raises(DeviceFaultError, match=r"following error\), state 3D \(DISABLE from MOVING\)"):
         axis.move_to(10.0, timeout_s=5)
@@ -132,6 +137,7 @@ def test_a_following_error_disables_the_controller_and_fails_the_move():
 
 def test_home_from_ready_reboots_the_controller_first():
     axis, port = connected([
+        *VELOCITY,
         (b"1TS", b"1TS000033"),
         (b"1RS", None),  # no TE: the controller reboots
         (b"1TS", None),  # silent while it initialises
@@ -145,7 +151,7 @@ def test_home_from_ready_reboots_the_controller_first():
 
 
 def test_home_while_moving_is_refused_without_a_command():
-    axis, port = connected([(b"1TS", b"1TS000028")])
+    axis, port = connected([*VELOCITY, (b"1TS", b"1TS000028")])
     with pytest.raises(DeviceStateError, match=r"state 28 \(MOVING\): stop\(\) first"):
         axis.home()
     port.assert_done()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from microct.clock import Clock
-from microct.devices.base import Device, Status
+from microct.devices.base import Device, Finding, Status
 from microct.errors import ConfigurationError, LimitError
 
 AxisUnit = Literal["deg", "mm"]
@@ -94,6 +94,10 @@ class Axis(Device):
     Every move is checked against the soft limits before the driver is asked.
     ``start_move_to`` returns a Status at once, so a caller can overlap a move
     with other work; ``move_to`` blocks until the move ends.
+
+    ``connect()`` writes nothing to the device: before the first move or homing after it, the driver's
+    ``_do_prepare_motion`` (e.g. servo on) runs and the held velocity set-point is sent, unless
+    ``set_velocity`` has sent one since (one place, ``_ready_to_move``).
     """
 
     kind = "axis"
@@ -103,6 +107,8 @@ class Axis(Device):
         self.capabilities = capabilities
         self._velocity = capabilities.max_velocity
         self._last_motion: Status | None = None
+        self._motion_prepared = False
+        self._velocity_sent = False
 
     @property
     def moving(self) -> bool:
@@ -130,11 +136,13 @@ class Axis(Device):
         self._require_connected()
         self._do_set_velocity(velocity)
         self._velocity = velocity
+        self._velocity_sent = True
 
     def start_move_to(self, position: float) -> Status:
         """Start an absolute move; LimitError before anything moves if outside the soft limits."""
         self.capabilities.check_position(position, who=f"axis {self.name!r}")
         self._require_connected()
+        self._ready_to_move()
         return self._started(self._do_start_move(float(position)))
 
     def move_to(self, position: float, timeout_s: float | None = None) -> None:
@@ -146,6 +154,7 @@ class Axis(Device):
         if it would end outside the soft limits."""
         target = self.read_position() + delta
         self.capabilities.check_position(target, who=f"axis {self.name!r}")
+        self._ready_to_move()
         return self._started(self._do_start_move_by(float(delta), target))
 
     def move_by(self, delta: float, timeout_s: float | None = None) -> None:
@@ -154,6 +163,7 @@ class Axis(Device):
     def home(self, timeout_s: float | None = None) -> None:
         """Run the homing (reference) move and wait for it."""
         self._require_connected()
+        self._ready_to_move()
         self._started(self._do_start_home()).wait(timeout_s)
 
     def stop(self) -> None:
@@ -166,9 +176,37 @@ class Axis(Device):
         self._require_connected()
         return self._do_read_position()
 
+    def read_referenced(self) -> bool | None:
+        """Whether the device has a position reference (it has been homed since it was powered up): True,
+        False, or None when the device cannot tell. A query: nothing moves. DeviceStateError if not
+        connected; the driver's errors for a failed exchange."""
+        self._require_connected()
+        return self._do_read_referenced()
+
+    def _ready_to_move(self) -> None:
+        """Before the first move or homing since connect: ``_do_prepare_motion``, then the held velocity
+        set-point unless ``set_velocity`` has sent it since (connect sends neither)."""
+        if not self._motion_prepared:
+            self._do_prepare_motion()
+            self._motion_prepared = True
+        if not self._velocity_sent:
+            self._do_set_velocity(self._velocity)
+            self._velocity_sent = True
+
     def _after_connect(self) -> None:
-        """Send the velocity set-point."""
-        self._do_set_velocity(self._velocity)
+        """Nothing is sent at connect (``microct check`` is read-only): the velocity set-point goes out
+        before the first move or homing. A driver that overrides this calls it."""
+        self._motion_prepared = self._velocity_sent = False
+
+    def _do_check(self) -> list[Finding]:
+        """Whether the axis has a position reference (``read_referenced``)."""
+        referenced = self.read_referenced()
+        if referenced is None:
+            return [Finding("ok", "referenced", "unknown: the device cannot tell")]
+        if referenced:
+            return [Finding("ok", "referenced", "yes")]
+        return [Finding("warning", "referenced", "no: positions are relative to an arbitrary zero; microct "
+                                                 "home homes it, and a scan does first unless home = \"never\"")]
 
     def close(self) -> None:
         """Stop, then release the link."""
@@ -191,6 +229,15 @@ class Axis(Device):
 
     @abc.abstractmethod
     def _do_start_home(self) -> Status: ...
+
+    def _do_prepare_motion(self) -> None:  # noqa: B027 - a hook with nothing to do by default, not abstract
+        """What the device needs before its first move since connect, besides the velocity (PI: servo on).
+        Runs once per connection, before the first move or homing."""
+
+    def _do_read_referenced(self) -> bool | None:
+        """Whether the device reports a position reference; the default, None, says the device cannot
+        tell. A driver whose protocol has a query for it overrides this (one exchange, no move)."""
+        return None
 
     @abc.abstractmethod
     def _do_stop(self) -> None: ...

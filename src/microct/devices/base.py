@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import BaseModel
 
@@ -84,6 +84,38 @@ class Status:
         self._clock.wait_for(self._event, timeout_s, self._what)
         if self._error is not None:
             raise self._error
+
+
+FindingLevel = Literal["ok", "warning", "error"]
+"""How a commissioning finding stands: "ok"; "warning", needs attention but a scan may still run (not
+homed, interlock open, warm-up needed); "error", the device cannot be used as it is (a fault, no link)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of a device's commissioning report (``Device.check``, ``microct check``): its ``level``,
+    the ``item`` checked (a ``describe()`` key, a status word, a flag) and ``text``, the value and what it
+    means in words ("WR: no reference position (home needed)")."""
+
+    level: FindingLevel
+    item: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.level not in get_args(FindingLevel):
+            raise ValueError(f"level={self.level!r}: allowed {list(get_args(FindingLevel))}")
+
+
+def shown(value: Any) -> str:
+    """A read value as a report shows it: numbers to 6 significant digits, None (no limit, not read) as
+    "none"."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(shown(item) for item in value) + ")"
+    return str(value)
 
 
 class NoOptions(DriverOptions):
@@ -169,6 +201,17 @@ class Device(abc.ABC):
         finally:
             self._connected = False
 
+    def release(self) -> None:
+        """Release the link without the safe-state actions of ``close()`` (no beam off, no stop): for a
+        session that started nothing on the device and must send it nothing but queries, as ``microct
+        check`` (a beam or a move another client runs is left alone). Never raises for "already released"."""
+        if not self._connected:
+            return
+        try:
+            self._do_close()
+        finally:
+            self._connected = False
+
     def __enter__(self: D) -> D:
         self.connect()
         return self
@@ -180,6 +223,29 @@ class Device(abc.ABC):
         """Identity and status for ``microct check``: a flat mapping of readable values."""
         self._require_connected()
         return {"name": self.name, "driver": type(self).__name__, **self._do_describe()}
+
+    def check(self) -> list[Finding]:
+        """The device's commissioning report, read-only (queries only, nothing set): one "ok" Finding per
+        ``describe()`` entry, in order, where ``_do_check`` puts what the device's codes mean (a finding for
+        an item of ``describe()`` replaces its line, others follow it). DeviceStateError if not connected;
+        a failed exchange raises the driver's error (the caller reports it as the device's error)."""
+        findings = [Finding("ok", key, shown(value)) for key, value in self.describe().items()]
+        replaced: set[str] = set()
+        for finding in self._do_check():
+            lines = [i for i, line in enumerate(findings) if line.item == finding.item]
+            if lines and finding.item not in replaced:
+                findings[lines[0]] = finding
+                replaced.add(finding.item)
+            else:
+                findings.insert(lines[-1] + 1 if lines else len(findings), finding)
+        return findings
+
+    def _do_check(self) -> list[Finding]:
+        """What the device reports, judged and in words, for ``check()``: interfaces add their generic
+        findings (a source's state, an axis' reference), drivers extend them (``[*super()._do_check(),
+        ...]``) with their codes' meanings (the tables in their codec). Queries only: never a set-point,
+        an action or a move. Default: none."""
+        return []
 
     def _require_connected(self) -> None:
         if not self._connected:
@@ -206,3 +272,27 @@ class Device(abc.ABC):
 
     @abc.abstractmethod
     def _do_describe(self) -> dict[str, Any]: ...
+
+
+def check_device(device: Device) -> list[Finding]:
+    """``device``'s commissioning report, never raising: connect, ``check()``, then ``release()`` (no
+    safe-state actions: nothing was started). A failure is the report's one "error" Finding, naming the
+    step ("connect" or "status") and the error; the link is released whatever happens. Writes nothing to
+    the device (connect and check send queries only)."""
+    try:
+        device.connect()
+    except Exception as error:
+        if not isinstance(error, MicroCTError):
+            log.debug("%s: connect failed", device.who, exc_info=True)
+        return [Finding("error", "connect", f"{type(error).__name__}: {error}")]
+    try:
+        return device.check()
+    except Exception as error:
+        if not isinstance(error, MicroCTError):
+            log.debug("%s: check failed", device.who, exc_info=True)
+        return [Finding("error", "status", f"{type(error).__name__}: {error}")]
+    finally:
+        try:
+            device.release()
+        except Exception as error:  # the report is what matters; the link is gone either way
+            log.warning("%s: releasing the link failed: %s", device.who, error)

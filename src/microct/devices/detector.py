@@ -26,6 +26,10 @@ def _whole_number(value: object) -> int | None:
         return None
 
 
+HELD_SETTINGS = ("binning", "trigger_mode", "exposure_s")
+"""The settings a Detector holds and sends at first use, in the order they go out."""
+
+
 class TriggerMode(enum.Enum):
     """What starts a detector's exposures: each ``acquire`` call (SOFTWARE, what scans use), the
     detector's own timer for a series (INTERNAL), or a hardware trigger input (EXTERNAL)."""
@@ -90,8 +94,10 @@ class DetectorCapabilities:
 class Detector(Device):
     """An area detector. Frames are uint16 arrays of ``shape`` (binned rows, columns).
 
-    Settings are held by the base class and sent to the device on ``connect()``
-    and whenever they change; ``acquire(n)`` returns n frames in order.
+    Settings are held by the base class. ``connect()`` writes nothing to the device: the first setter,
+    acquisition or skip since connect runs the driver's ``_do_prepare`` (modes, file paths) once, and each
+    held setting (binning, trigger mode, exposure) goes out the first time it is set or before the first
+    acquisition (``_ready``); later ones whenever they change. ``acquire(n)`` returns n frames in order.
     """
 
     kind = "detector"
@@ -103,6 +109,14 @@ class Detector(Device):
         self._binning = 1
         self._trigger_mode = capabilities.trigger_modes[0]
         self._pixel_mask: np.ndarray | None = None
+        self._prepared = False
+        self._unsent: set[str] = set(HELD_SETTINGS)
+
+    @property
+    def prepared(self) -> bool:
+        """True once ``_do_prepare`` has set the device up since connect (at the first setter, acquisition
+        or skip); False after connect, which writes nothing."""
+        return self._prepared
 
     @property
     def pixel_mask(self) -> np.ndarray | None:
@@ -159,24 +173,30 @@ class Detector(Device):
     def set_exposure_s(self, exposure_s: float) -> None:
         self.capabilities.check_exposure(exposure_s, who=f"detector {self.name!r}")
         self._require_connected()
+        self._ready()
         self._do_set_exposure_s(float(exposure_s))
         self._exposure_s = float(exposure_s)
+        self._unsent.discard("exposure_s")
 
     def set_binning(self, binning: int) -> None:
         whole = _whole_number(binning)
         if whole is None or whole not in self.capabilities.binnings:
             raise self._error(LimitError, f"binning={binning!r} is not one of {list(self.capabilities.binnings)}")
         self._require_connected()
+        self._ready()
         self._do_set_binning(whole)
         self._binning = whole
+        self._unsent.discard("binning")
 
     def set_trigger_mode(self, mode: TriggerMode) -> None:
         if mode not in self.capabilities.trigger_modes:
             raise self._error(LimitError, f"trigger_mode={getattr(mode, 'value', mode)!r} is not one of "
                                           f"{[m.value for m in self.capabilities.trigger_modes]}")
         self._require_connected()
+        self._ready()
         self._do_set_trigger_mode(mode)
         self._trigger_mode = mode
+        self._unsent.discard("trigger_mode")
 
     def acquire(self, n: int = 1) -> list[Frame]:
         """Acquire ``n`` frames (at the current exposure) and return them in order.
@@ -189,6 +209,7 @@ class Detector(Device):
             raise self._error(LimitError, f"n={n!r}: the number of frames must be an integer >= 1")
         n = count
         self._require_connected()
+        self._ready(*HELD_SETTINGS)
         frames = self._do_acquire(n)
         if len(frames) != n:
             raise self._error(ProtocolError, f"asked for {n} frames, got {len(frames)}")
@@ -208,17 +229,36 @@ class Detector(Device):
             raise self._error(LimitError, f"n={n!r}: the number of frames to skip must be an integer >= 0")
         self._require_connected()
         if count:
+            self._ready(*HELD_SETTINGS)
             self._do_skip(count)
 
     def _do_skip(self, n: int) -> None:
         """Frames not to record; a detector writing its own files must keep them out of its file."""
         self._do_acquire(n)
 
+    def _ready(self, *settings: str) -> None:
+        """Set the device up for use (connect writes nothing): ``_do_prepare`` once since connect, then each
+        held setting among ``settings`` (names of ``HELD_SETTINGS``) not sent since connect."""
+        if not self._prepared:
+            self._do_prepare()
+            self._prepared = True
+        senders = {"binning": lambda: self._do_set_binning(self._binning),
+                   "trigger_mode": lambda: self._do_set_trigger_mode(self._trigger_mode),
+                   "exposure_s": lambda: self._do_set_exposure_s(self._exposure_s)}
+        for name in settings:
+            if name in self._unsent:
+                senders[name]()
+                self._unsent.discard(name)
+
     def _after_connect(self) -> None:
-        """Send the held settings (binning, trigger mode, exposure)."""
-        self._do_set_binning(self._binning)
-        self._do_set_trigger_mode(self._trigger_mode)
-        self._do_set_exposure_s(self._exposure_s)
+        """Nothing is sent at connect (``microct check`` is read-only): the device is set up at its first
+        use (``_ready``). A driver that overrides this calls it."""
+        self._prepared = False
+        self._unsent = set(HELD_SETTINGS)
+
+    def _do_prepare(self) -> None:  # noqa: B027 - a hook with nothing to do by default, not abstract
+        """Set the device up for acquisition (image mode, file paths, correction settings, a wake-up): what
+        connect does not send, once per connection, before the first setter, acquisition or skip."""
 
     def _do_describe(self) -> dict[str, Any]:
         return {"shape": self.shape, "pixel_pitch_um": self.pixel_pitch_um,

@@ -53,6 +53,23 @@ def configure_environment(addr_list: str | None = None, auto_addr_list: bool | N
     os.environ.update(wanted)
 
 
+def _forget_refused_read(pv: Any, error: Exception) -> None:
+    """Undo pyepics' "get pending" mark of a read libca refused (pyepics 3.5: it marks the channel's get
+    pending before asking libca, and keeps the mark when libca refuses, e.g. ECA_DISCONN as the circuit drops).
+    Left, it makes every later read of the channel wait for a reply never asked for, and time out, even once
+    the channel is back: the refusal takes its place, so the next read asks the IOC again."""
+    import epics.ca
+
+    entry = epics.ca.get_cache(pv.pvname)
+    results = getattr(entry, "get_results", None)
+    if entry is None or not isinstance(results, Mapping):
+        return
+    with entry.lock:
+        for result in results.values():
+            if result and result[0] is epics.ca.GET_PENDING:
+                result[0] = error
+
+
 class ChannelAccess:
     """PVs by key (``{"hv": "CT:XRAY:HV"}``); ``who`` starts every error message."""
 
@@ -136,7 +153,8 @@ class ChannelAccess:
         A channel that drops between the ``connected`` check and the call makes pyepics raise its own
         ChannelAccessException, a CASeverityException (a libca call returning an error status, e.g.
         ECA_DISCONN "Virtual circuit disconnect": pyepics still reports the PV connected while libca has
-        marked its circuit down), or a bare KeyError (field type -1 looked up in its type map).
+        marked its circuit down), or a bare KeyError (field type -1 looked up in its type map). A read libca
+        refused leaves no request pending behind it (``_forget_refused_read``).
         """
         import epics.ca
 
@@ -144,6 +162,8 @@ class ChannelAccess:
             yield
         except (epics.ca.ChannelAccessException, epics.ca.ChannelAccessGetFailure, epics.ca.CASeverityException,
                 KeyError) as error:
+            if isinstance(error, epics.ca.CASeverityException) and action == "reading":
+                _forget_refused_read(pv, error)
             state = "connected" if pv.connected else "disconnected"
             raise CommunicationError(f"{self.who}: {action} PV {pv.pvname} failed ({state}): {error!r}") from None
 

@@ -166,9 +166,11 @@ def test_a_resource_is_required():
 # -- the driver against scripted exchanges ------------------------------------------------------------------
 LINK = SerialSettings(timeout_s=0.05, read_terminator="\x18", write_terminator="\n")
 STARTING = b"15 OK  Starting 0.0010000 second background: 2011-Aug-04T15:27:22.593"
-CONNECT = [(b"Version", b"24 OK Code release: 7.9.0"), (b"ImgPath /ramdisk/x", b"10 OK /ramdisk/x/"),
-           (b"ExpTime 0.0010000", b"15 OK Exposure time set to: 0.0010000 sec"),   # the held 1 ms ...
-           (b"ExpPeriod 0.0020000", b"15 OK Exposure period set to: 0.0020000 sec")]  # ... and the 2 ms minimum
+CONNECT = [(b"Version", b"24 OK Code release: 7.9.0")]  # a query: connect sets nothing
+IMG_PATH = (b"ImgPath /ramdisk/x", b"10 OK /ramdisk/x/")  # at the first use
+FIRST_ACQUISITION = [IMG_PATH,
+                     (b"ExpTime 0.0010000", b"15 OK Exposure time set to: 0.0010000 sec"),   # the held 1 ms ...
+                     (b"ExpPeriod 0.0020000", b"15 OK Exposure period set to: 0.0020000 sec")]  # ... and 2 ms
 ROWS, COLUMNS = 195, 487  # a 100K
 
 
@@ -185,10 +187,11 @@ def image(value: int) -> np.ndarray:
     return counts
 
 
-def connected(script, folder, images=None, **options):
-    """A 100K on a scripted link (``CONNECT`` + ``script``) and a simulated clock; ``images`` maps a command
-    to the files (name → bytes) that appear in ``folder`` once the driver has sent it."""
-    transport, port = scripted_transport(CONNECT + script, LINK, name="detector 'det'")
+def connected(script, folder, images=None, first=FIRST_ACQUISITION, **options):
+    """A 100K on a scripted link (``CONNECT``, ``first``: what the first use sends, and ``script``) and a
+    simulated clock; ``images`` maps a command to the files (name → bytes) that appear in ``folder`` once
+    the driver has sent it."""
+    transport, port = scripted_transport(CONNECT + first + script, LINK, name="detector 'det'")
     written = port.write
 
     def write(data: bytes) -> int:
@@ -209,8 +212,8 @@ def tiffs(first: int, *values: int) -> dict[str, bytes]:
     return {f"microct_{first + i:05d}.tif": codec.encode_tiff(image(v)) for i, v in enumerate(values)}
 
 
-def test_connect_identifies_sets_the_image_path_and_the_held_exposure(tmp_path):
-    detector, port = connected([], tmp_path)
+def test_connect_identifies_and_sets_nothing(tmp_path):
+    detector, port = connected([], tmp_path, first=[])
     port.assert_done()
     assert detector.describe()["version"] == "Code release: 7.9.0"
     mask = detector.pixel_mask
@@ -221,7 +224,8 @@ def test_only_changed_settings_are_sent(tmp_path):
     detector, port = connected([(b"ExpTime 0.5000000", b"15 OK Exposure time set to: 0.5000000 sec"),
                                 (b"ExpPeriod 0.5009500", b"15 OK Exposure period set to: 0.5009500 sec")],
                                tmp_path)
-    detector.set_exposure_s(0.001)  # as held: nothing sent
+    detector.set_exposure_s(0.001)  # the first use: ImgPath, then the 1 ms (FIRST_ACQUISITION)
+    detector.set_exposure_s(0.001)  # as sent: nothing
     detector.set_exposure_s(0.5)    # period = exposure + 0.95 ms
     detector.set_exposure_s(0.5)
     port.assert_done()
@@ -256,7 +260,8 @@ def test_keep_files_keeps_them_and_later_series_number_past_them(tmp_path):
 
 
 def test_an_err_reply_is_an_error_naming_the_command(tmp_path):
-    detector, _ = connected([(b"ExpTime 0.2000000", b"15 ERR ERROR: exposure time out of range")], tmp_path)
+    detector, _ = connected([(b"ExpTime 0.2000000", b"15 ERR ERROR: exposure time out of range")], tmp_path,
+                            first=[IMG_PATH])
     with pytest.raises(ErrorReply, match=r"detector 'det': 'ExpTime 0.2000000' was refused: "
                                          r"'15 ERR ERROR: exposure time out of range'"):
         detector.set_exposure_s(0.2)
@@ -267,15 +272,19 @@ def test_access_denied_says_another_client_has_control(tmp_path):
     transport, _ = scripted_transport([CONNECT[0], (b"ImgPath /ramdisk/x", b"1 ERR access denied")], LINK)
     detector = CamserverDetector("det", CamserverOptions(image_path="/ramdisk/x", local_image_path=str(tmp_path)),
                                  transport=transport)
+    detector.connect()  # a query only: a read-only client may connect (microct check)
     with pytest.raises(ErrorReply, match="'ImgPath /ramdisk/x' was refused: '1 ERR access denied'; another client "
                                          "has control"):
-        detector.connect()
-    assert not detector.connected
+        detector.acquire(1)  # the first use sets the image path
 
 
-def test_a_folder_this_pc_cannot_see_is_a_configuration_error(tmp_path):
+def test_a_folder_this_pc_cannot_see_is_a_configuration_error_at_the_first_use(tmp_path):
+    detector, port = connected([], tmp_path / "missing", first=[IMG_PATH])
+    check = {finding.item: finding for finding in detector.check()}["local_image_path"]
+    assert check.level == "warning" and "creates ImgPath /ramdisk/x/ at the first use" in check.text
     with pytest.raises(ConfigurationError, match=r"local_image_path='.*missing' is not a folder here.*/ramdisk/x/"):
-        connected([], tmp_path / "missing")
+        detector.acquire(1)
+    port.assert_done()
 
 
 def test_a_missing_file_stops_the_series_with_k_and_names_the_file(tmp_path):

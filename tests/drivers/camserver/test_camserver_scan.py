@@ -36,6 +36,7 @@ def make_bench(tmp_path):
     def make(*faults: dict):
         devices: dict = {}
         data = tomllib.loads(files("microct.configs").joinpath("sim-camserver.toml").read_text())
+        data["scan"]["reference_check"]["enabled"] = True  # served here, the panel sees the scan: check it
         data["scan"].update(SMALL_SCAN)
         for role in ("rotation", "sample_out"):  # quick stages: the scan's time goes to the detector
             data[role]["options"].update(max_velocity=5000.0, acceleration=1e5)

@@ -42,19 +42,20 @@ from microct.testing.exchange import scripted_transport
 from microct.transport import SerialSettings
 
 FAST = SerialSettings(baudrate=115200, timeout_s=0.05)
-# connect(): wake, full-well mode (register 3), trigger mode (register 0: software), exposure (the
-# range's low end, 1 ms = 100 units of 10 µs: register 11 low word, 12 high word)
-CONNECT = [(b"WC1", b"X"), (b"W000300000", b"X"), (b"W000000000", b"X"),
-           (b"W001100100", b"X"), (b"W001200000", b"X")]
+# connect() writes nothing; the first use wakes the panel and sets the full-well mode (register 3) ...
+PREPARE = [(b"WC1", b"X"), (b"W000300000", b"X")]
+# ... and the held settings follow: trigger mode (register 0: software), exposure (the range's low end,
+# 1 ms = 100 units of 10 µs: register 11 low word, 12 high word)
+HELD = [(b"W000000000", b"X"), (b"W001100100", b"X"), (b"W001200000", b"X")]
 
 
 def options(tmp_path, **fields) -> DexelaOptions:
     return DexelaOptions(rows=4, columns=3, frame_folder=str(tmp_path), **fields)
 
 
-def connected(tmp_path, script, connect=CONNECT, **fields):
-    """A connected DexelaDetector on a scripted port playing ``connect`` + ``script``."""
-    transport, port = scripted_transport(connect + script, FAST, name="dexela")
+def connected(tmp_path, script, **fields):
+    """A connected DexelaDetector on a scripted port playing ``script`` (connect writes nothing)."""
+    transport, port = scripted_transport(script, FAST, name="dexela")
     detector = DexelaDetector("panel", options(tmp_path, **fields), transport=transport)
     detector.connect()
     return detector, port
@@ -201,20 +202,23 @@ def test_a_frame_channel_without_its_place_is_a_configuration_error(fields, mess
 
 
 # -- driver: exact bytes -----------------------------------------------------------------------------------
-def test_connect_wakes_then_writes_full_well_trigger_and_exposure(tmp_path):
-    detector, port = connected(tmp_path, [])
+def test_connect_writes_nothing_and_the_first_use_wakes_then_writes_full_well_trigger_and_exposure(tmp_path):
+    detector, port = connected(tmp_path, [*PREPARE, *HELD])
+    assert port.step == 0  # connect wrote nothing
+    detector.set_trigger_mode(TriggerMode.SOFTWARE)
+    detector.set_exposure_s(0.001)
     port.assert_done()
     assert detector.describe()["exposure_ticks"] == 100
 
 
 def test_high_range_full_well_sets_bit_0x4(tmp_path):
-    connect = [CONNECT[0], (b"W000300004", b"X"), *CONNECT[2:]]
-    _, port = connected(tmp_path, [], connect=connect, full_well="high-range")
+    detector, port = connected(tmp_path, [PREPARE[0], (b"W000300004", b"X")], full_well="high-range")
+    detector.set_binning(1)  # the first use; binning 1 writes nothing itself
     port.assert_done()
 
 
 def test_exposure_writes_only_the_words_that_change(tmp_path):
-    detector, port = connected(tmp_path, [(b"W001134464", b"X"), (b"W001200001", b"X"),
+    detector, port = connected(tmp_path, [*PREPARE, (b"W001134464", b"X"), (b"W001200001", b"X"),
                                           (b"W001100000", b"X")])
     detector.set_exposure_s(1.0)      # 100000 units: both words change
     detector.set_exposure_s(1.0)      # the same: nothing sent (the script fails on any extra write)
@@ -225,7 +229,7 @@ def test_exposure_writes_only_the_words_that_change(tmp_path):
 
 @pytest.mark.parametrize(("external_trigger", "sent"), [("edge", b"W000000096"), ("duration", b"W000000160")])
 def test_trigger_modes_write_register_0(tmp_path, external_trigger, sent):
-    detector, port = connected(tmp_path, [(sent, b"X"), (b"W000000000", b"X")],
+    detector, port = connected(tmp_path, [*PREPARE, (sent, b"X"), (b"W000000000", b"X")],
                                external_trigger=external_trigger)
     detector.set_trigger_mode(TriggerMode.EXTERNAL)
     detector.set_trigger_mode(TriggerMode.SOFTWARE)
@@ -235,7 +239,7 @@ def test_trigger_modes_write_register_0(tmp_path, external_trigger, sent):
 
 
 def test_binning_is_1_only_and_sends_nothing(tmp_path):
-    detector, port = connected(tmp_path, [])
+    detector, port = connected(tmp_path, PREPARE)  # the first use's own
     detector.set_binning(1)
     with pytest.raises(LimitError, match=r"binning=2 is not one of \[1\]"):
         detector.set_binning(2)
@@ -243,7 +247,7 @@ def test_binning_is_1_only_and_sends_nothing(tmp_path):
 
 
 def test_an_e_reply_names_register_and_value_and_keeps_the_old_setting(tmp_path):
-    detector, port = connected(tmp_path, [(b"W001134464", b"E"), (b"W001134464", b"X"),
+    detector, port = connected(tmp_path, [*PREPARE, (b"W001134464", b"E"), (b"W001134464", b"X"),
                                           (b"W001200001", b"X")])
     with pytest.raises(ProtocolError, match=r"detector 'panel': Dexela refused 'W001134464': register 11 "
                                             r"\(exposure, low word\) = 34464 \(reply E\)"):
@@ -254,42 +258,43 @@ def test_an_e_reply_names_register_and_value_and_keeps_the_old_setting(tmp_path)
 
 
 def test_a_garbled_reply_is_a_protocol_error_naming_the_command(tmp_path):
-    detector, _ = connected(tmp_path, [(b"W001134464", b"OK")])
+    detector, _ = connected(tmp_path, [*PREPARE, (b"W001134464", b"OK")])
     with pytest.raises(ProtocolError, match=r"'W001134464' \(register 11 .*= 34464\): reply b'OK' is neither X"):
         detector.set_exposure_s(1.0)
 
 
 def test_no_reply_is_a_timeout_naming_the_command(tmp_path):
-    detector, _ = connected(tmp_path, [(b"W001134464", None)])
+    detector, _ = connected(tmp_path, [*PREPARE, (b"W001134464", None)])
     with pytest.raises(DeviceTimeoutError, match=r"'W001134464' \(register 11 \(exposure, low word\) = 34464\) "
                                                  r"failed: .*no complete reply"):
         detector.set_exposure_s(1.0)
 
 
-def test_a_detector_that_does_not_wake_is_not_connected(tmp_path):
-    transport, _ = scripted_transport([(b"WC1", b"E")], FAST)
-    detector = DexelaDetector("panel", options(tmp_path), transport=transport)
+def test_a_detector_that_does_not_wake_is_refused_at_the_first_use(tmp_path):
+    detector, port = connected(tmp_path, [(b"WC1", b"E")])
     with pytest.raises(ProtocolError, match=r"'WC1' \(wake-up\) answered b'E', not X"):
-        detector.connect()
-    assert not detector.connected
+        detector.set_binning(1)
+    assert not detector.prepared
+    port.assert_done()
 
 
 def test_verify_writes_reads_each_register_back(tmp_path):
-    connect = [CONNECT[0], CONNECT[1], (b"R1003", b"S00000"), CONNECT[2], (b"R1000", b"S00000"),
-               CONNECT[3], (b"R1011", b"S00100"), CONNECT[4], (b"R1012", b"S00000")]
-    _, port = connected(tmp_path, [], connect=connect, verify_writes=True)
+    script = [PREPARE[0], PREPARE[1], (b"R1003", b"S00000"), HELD[0], (b"R1000", b"S00000"),
+              HELD[1], (b"R1011", b"S00100"), HELD[2], (b"R1012", b"S00000")]
+    detector, port = connected(tmp_path, script, verify_writes=True)
+    detector.set_trigger_mode(TriggerMode.SOFTWARE)
+    detector.set_exposure_s(0.001)
     port.assert_done()
 
 
 def test_verify_writes_fails_on_a_unit_that_reads_zeros(tmp_path):
-    connect = [CONNECT[0], (b"W000300004", b"X"), (b"R1003", b"S00000")]
-    transport, _ = scripted_transport(connect, FAST)
-    detector = DexelaDetector("panel", options(tmp_path, full_well="high-range", verify_writes=True),
-                              transport=transport)
+    script = [PREPARE[0], (b"W000300004", b"X"), (b"R1003", b"S00000")]
+    detector, port = connected(tmp_path, script, full_well="high-range", verify_writes=True)
     with pytest.raises(ProtocolError, match=r"register 3 \(full-well mode\) reads back 0 after writing 4 "
                                             r"\(read-back is unreliable on some units: verify_writes = false\)"):
-        detector.connect()
-    assert not detector.connected
+        detector.set_binning(1)
+    assert not detector.prepared
+    port.assert_done()
 
 
 # -- the folder channel ------------------------------------------------------------------------------------

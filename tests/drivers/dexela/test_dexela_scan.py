@@ -37,6 +37,7 @@ class Bench:
     def __init__(self, channel: str, folder, faults: tuple[dict, ...] = ()) -> None:
         self.devices: dict = {}
         data = tomllib.loads(files("microct.configs").joinpath("sim-dexela.toml").read_text())
+        data["scan"]["reference_check"]["enabled"] = True  # served here, the panel sees the scan: check it
         geometry = data["geometry"]
         grabber = {"frame_port": 0} if channel == "tcp" else {"frame_folder": str(folder)}
         schedule = FaultSchedule(faults)
@@ -146,7 +147,8 @@ def test_a_refused_register_write_aborts_before_the_beam_goes_on(bench, tmp_path
     with pytest.raises(ScanAborted, match="no file written") as aborted:
         run_scan(bench.config, instruments, tmp_path / "refused.nxs")
     assert isinstance(aborted.value.__cause__, ProtocolError)
-    assert "register 11 (exposure, low word) = 100 (reply E)" in str(aborted.value)
+    # the scan's exposure, the first one the panel gets (connect writes nothing)
+    assert "register 11 (exposure, low word) = 4000 (reply E)" in str(aborted.value)
     assert aborted.value.path is None and not (tmp_path / "refused.nxs").exists()
     assert not instruments.source._beam
 

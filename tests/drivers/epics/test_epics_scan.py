@@ -127,8 +127,8 @@ def test_file_mode_scan_resumed_maps_both_of_the_iocs_files(tmp_path):
     beamline = start_beamline("RESF:", PORTS["beamline"], source=FAST_TUBE, seed=5)
     out = tmp_path / "resumed.nxs"
 
-    def interrupt(written, total, kind):
-        if written == 10:
+    def interrupt(at):
+        if at.phase == "projections" and at.frames_done == 10:
             raise KeyboardInterrupt
 
     try:
@@ -138,15 +138,15 @@ def test_file_mode_scan_resumed_maps_both_of_the_iocs_files(tmp_path):
         result = run_scan(config, build_instruments(config), out, resume=True)
     finally:
         beamline.stop()
-    assert result.status == "complete" and result.frames_written == 18
+    assert result.status == "complete" and result.frames_written == 18 + 6  # a fresh reference set at the resume
     files, data, keys = mapped_frames(out)
     assert files == ["det_000001.h5", "det_000002.h5"]
-    assert keys.tolist() == [2] * 3 + [1] * 3 + [0] * 12
+    assert keys.tolist() == [2] * 3 + [1] * 3 + [0] * 4 + [2] * 3 + [1] * 3 + [0] * 8
     assert read(out, "entry/sample/rotation_angle")[keys == 0] == pytest.approx([30.0 * i for i in range(12)],
                                                                                  abs=0.01)
     dark, flat, projections = data[keys == 2].mean(), data[keys == 1].mean(), data[keys == 0]
     assert dark < 150 < projections.reshape(12, -1).mean(axis=1).min() and projections.mean() < flat
-    assert len(NXtomo().load(str(out), "entry").instrument.detector.image_key) == 18
+    assert len(NXtomo().load(str(out), "entry").instrument.detector.image_key) == 24
 
 
 def test_frames_averaged_in_file_mode_is_refused_before_anything_moves(tmp_path):
@@ -170,8 +170,8 @@ def test_detector_ioc_killed_mid_scan_aborts_naming_the_pv_beam_off_frames_kept(
     config = config_for("KILL:", tmp_path, scan={"recovery": {"retries": 1, "backoff_s": 0.5}})  # one retry, then out
     out = tmp_path / "killed.nxs"
 
-    def progress(written, total, kind):
-        if kind == "projection" and written == 9:  # 3 darks, 3 flats, 3 projections
+    def progress(at):
+        if at.phase == "projections" and at.frames_done == 9:  # 3 darks, 3 flats, 3 projections
             detector_ioc.stop()
 
     try:
@@ -195,9 +195,9 @@ def test_channel_access_circuits_dropped_mid_scan_come_back_and_the_scan_complet
     beamline = start_beamline("GLITCH:", PORTS["beamline"], source=FAST_TUBE, seed=3)
     dropped = []
 
-    def progress(written, total, kind):
-        if kind == "projection" and written == 3 + 3 + 4 and not dropped:
-            dropped.append(written)
+    def progress(at):
+        if at.phase == "projections" and at.frames_done == 3 + 3 + 4 and not dropped:
+            dropped.append(at.frames_done)
             beamline.handle.drop_clients()
 
     try:

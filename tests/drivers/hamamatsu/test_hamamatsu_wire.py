@@ -40,6 +40,9 @@ OPTIONS = HamamatsuOptions(model="L10711", timeout_s=0.2)
 # waits for it to drop. Replies are given 1 s: nothing here times out on purpose but the muted link.
 AUTO_STOP_S, SHORT_AUTO_STOP_S, KEEPALIVE_S = 1.0, 0.3, 0.1
 KEEPALIVE = {"keepalive_s": KEEPALIVE_S, "timeout_s": 1.0}
+RIG_REPLY, SHORT_REPLY = {"timeout_s": 1.0}, {"timeout_s": 0.2}
+"""The rig's reply time-out (room for a loaded machine: OPTIONS' 0.2 s once timed out an XON), and the short
+one of the tests that wait for a reply that never comes."""
 
 
 def build(url: str, **options) -> HamamatsuSource:
@@ -149,7 +152,7 @@ def rig(request):
     def make(options: dict | None = None, **simulation) -> Rig:
         wire = Wire(HamamatsuResponder(**{**SIM, **simulation}))
         server = WireServer(wire, "hamamatsu")
-        made.append(Rig(server, wire, build(server.serve_serial(request.param), **(options or {}))))
+        made.append(Rig(server, wire, build(server.serve_serial(request.param), **{**RIG_REPLY, **(options or {})})))
         made[-1].source.connect()
         return made[-1]
 
@@ -412,7 +415,7 @@ def test_connect_to_a_freshly_powered_controller_sends_its_first_command_again(r
 
 # -- wire faults ---------------------------------------------------------------------------------------------
 def test_no_reply_is_a_timeout_naming_device_and_command(rig):
-    r = rig()
+    r = rig(SHORT_REPLY)
     r.wire.fault = "silent"
     past_readback_age(r.source)
     with pytest.raises(DeviceTimeoutError, match=r"source 'tube': no complete reply to 'SAR' within 0.2 s"):
@@ -420,7 +423,7 @@ def test_no_reply_is_a_timeout_naming_device_and_command(rig):
 
 
 def test_partial_reply_is_a_timeout_showing_it(rig):
-    r = rig()
+    r = rig(SHORT_REPLY)
     r.wire.fault = "partial"
     with pytest.raises(DeviceTimeoutError, match=r"source 'tube': no complete reply to 'SIN'.*partial reply b'SIN 0'"):
         r.source.read_interlock_closed()

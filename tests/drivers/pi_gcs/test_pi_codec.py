@@ -43,12 +43,15 @@ from microct.transport import SerialSettings
 LF = SerialSettings(write_terminator="\n", read_terminator="\n", timeout_s=0.2)
 IDN = b"microct, PI GCS 2 wire simulator, 0, 1.0"
 CONNECT = [(b"*IDN?", IDN),
-           (b"SVO 1 1\nERR?", b"0"),
            (b"TMN? 1", b"1=-360.0"),
            (b"TMX? 1", b"1=360.0"),
-           (b"FRF? 1", b"1=1"),
-           (b"VEL 1 720.0\nERR?", b"0")]
-"""What connect() exchanges for axis 1 of a referenced U-651 (top speed 720 deg/s, soft limits ±360 deg)."""
+           (b"FRF? 1", b"1=1")]
+"""What connect() exchanges for axis 1 of a referenced U-651 (soft limits ±360 deg): queries only."""
+MOTION = [(b"SVO 1 1\nERR?", b"0"),
+          (b"VEL 1 720.0\nERR?", b"0")]
+"""What goes out before the first move or homing: servo on, the held velocity (the U-651's top speed, 720 deg/s)."""
+UNREFERENCED = [(command, b"1=0" if command == b"FRF? 1" else reply) for command, reply in CONNECT]
+"""The same for an axis that is not referenced (after power-up): connect sends no FRF."""
 
 
 def connected(script, options: PIOptions | None = None, connect=CONNECT):
@@ -179,7 +182,7 @@ def test_options_default_to_lf_and_the_public_client_timeout_unless_given():
 
 
 # -- driver over scripted exchanges -----------------------------------------------------------------------
-def test_connect_identifies_switches_the_servo_on_reads_limits_and_reference_then_sends_the_velocity():
+def test_connect_identifies_reads_limits_and_reference_and_sets_nothing():
     axis, port = connected([(b"POS? 1", b"1=0.0")])
     description = axis.describe()
     port.assert_done()
@@ -189,7 +192,7 @@ def test_connect_identifies_switches_the_servo_on_reads_limits_and_reference_the
 
 def test_the_controller_soft_limits_narrow_the_configured_ones(caplog):
     caplog.set_level(logging.INFO, "microct.devices.axis")  # the kit's AxisCapabilities.narrowed logs it
-    connect = [*CONNECT[:2], (b"TMN? 1", b"1=-10.0"), (b"TMX? 1", b"1=1000000000.0"), *CONNECT[4:]]
+    connect = [CONNECT[0], (b"TMN? 1", b"1=-10.0"), (b"TMX? 1", b"1=1000000000.0"), *CONNECT[3:]]
     axis, port = connected([], connect=connect)
     assert (axis.capabilities.low_limit, axis.capabilities.high_limit) == (-10.0, 360.0)
     assert ("PI axis 1: the controller's (TMN?, TMX?) soft limits -10 to 1e+09 deg narrow the configured "
@@ -200,7 +203,7 @@ def test_the_controller_soft_limits_narrow_the_configured_ones(caplog):
 
 
 def test_soft_limits_that_do_not_overlap_the_configured_ones_refuse_to_connect():
-    script = [*CONNECT[:2], (b"TMN? 1", b"1=400.0"), (b"TMX? 1", b"1=500.0")]
+    script = [CONNECT[0], (b"TMN? 1", b"1=400.0"), (b"TMX? 1", b"1=500.0")]
     transport, port = scripted_transport(script, LF)
     axis = PIAxis("rotation", PIOptions(), transport=transport)
     with pytest.raises(ConfigurationError, match="configured soft limits -360 to 360 deg do not overlap the "
@@ -209,39 +212,22 @@ def test_soft_limits_that_do_not_overlap_the_configured_ones_refuse_to_connect()
     assert not axis.connected
 
 
-def test_an_unreferenced_axis_is_referenced_at_connect():
-    connect = [*CONNECT[:4], (b"FRF? 1", b"1=0"), CONNECT[5],
-               (b"FRF 1\nERR?", b"0"),
-               (b"FRF? 1\nERR?", b"1=0\n0"),
-               (b"FRF? 1\nERR?", b"1=1\n0")]
-    axis, port = connected([(b"POS? 1", b"1=0.0")], connect=connect)
-    assert axis.describe()["referenced"] is True
+def test_connect_leaves_an_unreferenced_axis_alone_and_read_referenced_is_one_frf_query():
+    axis, port = connected([(b"FRF? 1", b"1=0"), (b"FRF? 1", b"1=1")], connect=UNREFERENCED)  # no FRF
+    assert axis.read_referenced() is False
+    assert axis.read_referenced() is True  # referenced meanwhile (by another client, by hand)
     port.assert_done()
 
 
-def test_a_reference_move_too_slow_at_connect_is_halted_and_connect_fails():
-    options = PIOptions(reference_timeout_s=0.05, poll_interval_s=10.0)
-    script = [*CONNECT[:4], (b"FRF? 1", b"1=0"), CONNECT[5],
-              (b"FRF 1\nERR?", b"0"),
-              (b"HLT 1\nERR?", b"10")]
-    transport, port = scripted_transport(script, LF)
-    axis = PIAxis("rotation", options, transport=transport)
-    with pytest.raises(DeviceTimeoutError, match=r"axis 'rotation': home \(reference move FRF\): not finished "
-                                                 r"within 0.05 s"):
-        axis.connect()
-    assert not axis.connected
-    port.assert_done()
-
-
-def test_without_reference_on_connect_moves_are_refused_until_home():
-    options = PIOptions(reference_on_connect=False, poll_interval_s=0.001)
-    connect = [*CONNECT[:4], (b"FRF? 1", b"1=0"), CONNECT[5]]
-    axis, port = connected([(b"FRF 1\nERR?", b"0"),
+def test_an_unreferenced_axis_refuses_moves_until_home():
+    options = PIOptions(poll_interval_s=0.001)
+    axis, port = connected([*MOTION,  # sent before the refused move (the refusal is the driver's)
+                            (b"FRF 1\nERR?", b"0"),
                             (b"FRF? 1\nERR?", b"1=1\n0"),
                             (b"MOV 1 5.0\nERR?", b"0"),
-                            (b"ONT? 1\nERR?", b"1=1\n0")], options, connect)
-    with pytest.raises(DeviceStateError, match=r"PI axis 1 is not referenced \(FRF\? 1 = 0\): call home\(\) "
-                                               r"first, or set reference_on_connect"):
+                            (b"ONT? 1\nERR?", b"1=1\n0")], options, UNREFERENCED)
+    with pytest.raises(DeviceStateError, match=r"PI axis 1 is not referenced \(FRF\? 1 = 0\): home it first "
+                                               r"\(home\(\), `microct home`, or the axis table's home setting\)"):
         axis.start_move_to(5.0)
     axis.home(timeout_s=2.0)
     axis.move_to(5.0, timeout_s=2.0)
@@ -262,7 +248,7 @@ def test_a_multi_line_reply_is_read_to_its_end_and_the_axis_value_taken():
 
 
 def test_a_move_is_mov_with_err_then_on_target_polls():
-    axis, port = connected([(b"MOV 1 10.0\nERR?", b"0"),
+    axis, port = connected([*MOTION, (b"MOV 1 10.0\nERR?", b"0"),
                             (b"ONT? 1\nERR?", b"1=0\n0"),
                             (b"ONT? 1\nERR?", b"1=0\n0"),
                             (b"ONT? 1\nERR?", b"1=1\n0")])
@@ -273,7 +259,7 @@ def test_a_move_is_mov_with_err_then_on_target_polls():
 
 
 def test_a_relative_move_reads_the_position_then_sends_mvr_with_err():
-    axis, port = connected([(b"POS? 1", b"1=10.0"),
+    axis, port = connected([(b"POS? 1", b"1=10.0"), *MOTION,
                             (b"MVR 1 -2.5\nERR?", b"0"),
                             (b"ONT? 1\nERR?", b"1=1\n0")])
     axis.move_by(-2.5, timeout_s=2.0)
@@ -281,7 +267,7 @@ def test_a_relative_move_reads_the_position_then_sends_mvr_with_err():
 
 
 def test_a_refused_relative_move_names_the_distance_and_the_range():
-    axis, port = connected([(b"POS? 1", b"1=350.0"), (b"MVR 1 5.0\nERR?", b"7")])
+    axis, port = connected([(b"POS? 1", b"1=350.0"), *MOTION, (b"MVR 1 5.0\nERR?", b"7")])
     with pytest.raises(LimitError, match=r"error 7 \(position out of limits\) after 'MVR 1 5.0'; distance 5 deg "
                                          r"to 355 deg; soft limits -360 to 360 deg"):
         axis.move_by(5.0)
@@ -289,7 +275,7 @@ def test_a_refused_relative_move_names_the_distance_and_the_range():
 
 
 def test_from_a_known_position_the_first_poll_waits_for_the_shortest_move_time(mocker):
-    axis, port = connected([(b"POS? 1", b"1=0.0"),
+    axis, port = connected([(b"POS? 1", b"1=0.0"), *MOTION,
                             (b"MOV 1 72.0\nERR?", b"0"),
                             (b"ONT? 1\nERR?", b"1=1\n0")])
     axis.read_position()
@@ -317,7 +303,7 @@ def test_out_of_limit_moves_are_refused_before_any_byte_is_sent():
     (333, DeviceFaultError, "controller error 333"),
 ])
 def test_an_error_code_after_a_move_raises_naming_axis_command_value_and_range(code, cls, meaning):
-    axis, port = connected([(b"MOV 1 20.0\nERR?", f"{code}\n".encode())])
+    axis, port = connected([*MOTION, (b"MOV 1 20.0\nERR?", f"{code}\n".encode())])
     with pytest.raises(cls) as info:
         axis.start_move_to(20.0)
     message = str(info.value)
@@ -336,7 +322,7 @@ def test_a_refused_velocity_names_the_value_and_the_allowed_range():
 
 
 def test_an_error_code_while_polling_fails_the_move():
-    axis, port = connected([(b"MOV 1 -5.0\nERR?", b"0"),
+    axis, port = connected([*MOTION, (b"MOV 1 -5.0\nERR?", b"0"),
                             (b"ONT? 1\nERR?", b"1=1\n10")])
     with pytest.raises(DeviceStateError, match=r"move to -5 deg failed: axis 'rotation': PI axis 1 reports error 10 "
                                                r"\(controller was stopped .*\) during move to -5 deg "
@@ -345,7 +331,7 @@ def test_an_error_code_while_polling_fails_the_move():
 
 
 def test_home_polls_frf_and_stop_halts_accepting_error_10():
-    axis, port = connected([(b"FRF 1\nERR?", b"0"),
+    axis, port = connected([*MOTION, (b"FRF 1\nERR?", b"0"),
                             (b"FRF? 1\nERR?", b"1=1\n0"),
                             (b"MOV 1 10.0\nERR?", b"0"),
                             (b"HLT 1\nERR?", b"10"),

@@ -71,6 +71,14 @@ class _Contracts(AxisContract, AxisFaultContract):
     def hook(self, served_link):
         return served_link.server.responder.axes[self.axis_id].fault_hook(mute=served_link.mute)
 
+    @pytest.fixture
+    def axis(self, new_device):
+        axis = new_device()
+        self.connect(axis)
+        axis.home(timeout_s=self.move_timeout_s)  # connect moves nothing: the axis is referenced (FRF) first
+        yield axis
+        axis.close()
+
 
 class TestRotary(_Contracts):
     axis_id = "1"
@@ -122,6 +130,8 @@ def test_two_axes_on_one_resource_work_from_two_threads(server):
 
     with rotation, sample_out:
         assert rotation._transport._session is sample_out._transport._session  # one session, one lock
+        rotation.home(timeout_s=2.0)
+        sample_out.home(timeout_s=2.0)
         threads = [threading.Thread(target=run, args=(rotation, [10.0 * i for i in range(-20, 21)], 1e-6)),
                    threading.Thread(target=run, args=(sample_out, [2.5 * i for i in range(40)], 1e-6))]
         for thread in threads:
@@ -145,10 +155,10 @@ def test_a_multi_axis_query_answers_one_line_per_axis(server):
 
 
 # -- referencing and soft limits -------------------------------------------------------------------------
-def test_without_reference_on_connect_moves_wait_for_home(server):
-    with pi_axis(resource(server), "1", "rotation", reference_on_connect=False) as axis:
+def test_an_unreferenced_axis_refuses_moves_until_home(server):
+    with pi_axis(resource(server), "1", "rotation") as axis:
         assert axis.describe()["referenced"] is False
-        with pytest.raises(DeviceStateError, match=r"PI axis 1 is not referenced \(FRF\? 1 = 0\): call home"):
+        with pytest.raises(DeviceStateError, match=r"PI axis 1 is not referenced \(FRF\? 1 = 0\): home it"):
             axis.start_move_to(10.0)
         assert server.responder.axes["1"].read_position() == 0.0
         axis.home(timeout_s=2.0)
@@ -157,13 +167,17 @@ def test_without_reference_on_connect_moves_wait_for_home(server):
         assert axis.read_position() == pytest.approx(10.0)
 
 
-def test_connect_references_once_and_the_controller_keeps_it(server):
+def test_connect_moves_nothing_and_the_controller_keeps_a_reference_across_connects(server):
     where = resource(server)
     state = server.responder.controller_axes["1"]
     with pi_axis(where, "1", "rotation") as axis:
-        assert state.referenced
+        assert not state.referenced and not state.referencing  # no FRF at connect
+        assert axis.read_referenced() is False
+        axis.home(timeout_s=2.0)
+        assert state.referenced and axis.read_referenced() is True
         axis.move_to(45.0, timeout_s=2.0)
-    with pi_axis(where, "1", "rotation") as axis:  # already referenced: no reference move, stays at 45
+    with pi_axis(where, "1", "rotation") as axis:  # still referenced: it moves, from 45
+        assert axis.read_referenced() is True
         assert axis.read_position() == pytest.approx(45.0)
 
 
@@ -171,6 +185,7 @@ def test_the_controller_soft_limits_narrow_the_configured_ones_and_it_refuses_be
     state = server.responder.controller_axes["1"]
     state.low_limit, state.high_limit = -90.0, 180.0
     with pi_axis(resource(server), "1", "rotation") as axis:
+        axis.home(timeout_s=2.0)
         caps = axis.capabilities
         assert (caps.low_limit, caps.high_limit) == (-90.0, 180.0)
         with pytest.raises(LimitError, match="position=200 deg is outside the soft limits -90 to 180 deg"):
@@ -187,17 +202,20 @@ def test_the_controller_soft_limits_narrow_the_configured_ones_and_it_refuses_be
 
 def test_the_controller_refuses_a_velocity_beyond_its_stage(server):
     axis = pi_axis(resource(server), "1", "rotation", overrides={"max_velocity": 72000.0})
-    with pytest.raises(LimitError, match=r"PI axis 1 reports error 17 \(parameter out of range\) after "
-                                         r"'VEL 1 72000.0'; velocity 72000 deg/s; the stage model allows "
-                                         r"\(0, 72000\] deg/s"):
-        axis.connect()  # connect sends the top speed of the driver's stage model, twice the simulator's
-    assert not axis.connected
+    axis.connect()  # connect sends no set-point: the velocity goes out before the first motion
+    try:
+        with pytest.raises(LimitError, match=r"PI axis 1 reports error 17 \(parameter out of range\) after "
+                                             r"'VEL 1 72000.0'; velocity 72000 deg/s; the stage model allows "
+                                             r"\(0, 72000\] deg/s"):
+            axis.home(timeout_s=5.0)  # the top speed of the driver's stage model, twice the simulator's
+    finally:
+        axis.close()
 
 
 def test_an_unknown_axis_is_refused_at_connect(server):
     axis = pi_axis(resource(server), "9", "ghost", overrides={})
     with pytest.raises(ProtocolError, match=r"PI axis 9 reports error 15 \(invalid axis identifier\) after "
-                                            r"'SVO 9 1'"):
+                                            r"'TMN\? 9' \(no reply\)"):
         axis.connect()
     assert not axis.connected
 
@@ -311,6 +329,7 @@ def test_single_byte_commands_answer_at_once(server, raw):
 def test_stop_all_from_elsewhere_fails_the_running_move(server):
     where = resource(server)
     with pi_axis(where, "1", "rotation", overrides={"max_velocity": 100.0}) as axis:
+        axis.home(timeout_s=2.0)
         status = axis.start_move_to(300.0)  # 3 s at 100 deg/s
         other = Raw(int(where.split("::")[2]))
         other.send(b"\x18")
@@ -350,6 +369,7 @@ class Garbling(PIResponder):
 def test_a_garbled_reply_is_a_protocol_error_naming_device_and_command():
     with WireServer(Garbling(overrides=FAST)) as server:
         with pi_axis(resource(server), "1", "rotation") as axis:
+            axis.home(timeout_s=2.0)
             with pytest.raises(ProtocolError, match=r"PI axis 1: '1O.5' in the reply to 'POS\? 1' is not a number"):
                 axis.read_position()
             axis.move_to(90.0, timeout_s=2.0)  # the link still works
@@ -360,6 +380,7 @@ def test_the_server_stopping_mid_move_fails_the_move_naming_the_device():
     server = WireServer(PIResponder(overrides={"1": {"max_velocity": 100.0}}))
     axis = pi_axis(resource(server), "1", "rotation", overrides={"max_velocity": 100.0})
     axis.connect()
+    axis.home(timeout_s=2.0)
     status = axis.start_move_to(300.0)  # 3 s at 100 deg/s
     server.stop()
     with pytest.raises((CommunicationError, DeviceTimeoutError),
@@ -373,7 +394,7 @@ def test_the_server_stopping_mid_move_fails_the_move_naming_the_device():
 # -- the command line ------------------------------------------------------------------------------------
 def test_sim_serve_prints_a_tcp_url_whose_port_a_driver_can_use():
     with sim_serve("pi", "require_reference=false") as port:
-        options = PIOptions(reference_on_connect=False, visa={"timeout_s": 2.0})
+        options = PIOptions(visa={"timeout_s": 2.0})
         with PIAxis("rotation", options, connection=f"TCPIP::127.0.0.1::{port}::SOCKET") as axis:
             assert axis.read_position() == 0.0
             assert axis.describe()["identification"] == "microct, PI GCS 2 wire simulator, 0, 1.0"

@@ -40,9 +40,10 @@ from microct.errors import (
 from microct.testing.exchange import scripted_transport
 
 ROTARY, LINEAR = STAGES["X-RSW60A"], STAGES["X-LSM100A"]
-CONNECT = [(b"/1 0 get system.serial", b"@01 0 OK IDLE -- 10001"),
-           (b"/1 1 set maxspeed 803908", b"@01 1 OK IDLE -- 0")]
-"""What connect() exchanges with device 1 (an X-RSW60A at its top speed, 115 deg/s)."""
+CONNECT = [(b"/1 0 get system.serial", b"@01 0 OK IDLE -- 10001")]
+"""What connect() exchanges with device 1: a query only (connect sets nothing)."""
+VELOCITY = (b"/1 1 set maxspeed 803908", b"@01 1 OK IDLE -- 0")
+"""What goes out before the first move or homing: the held velocity (an X-RSW60A's top speed, 115 deg/s)."""
 
 
 def connected(script, options: ZaberOptions | None = None):
@@ -171,10 +172,9 @@ def test_options_default_to_the_stage_line_settings_unless_given():
 
 
 # -- driver over scripted exchanges -----------------------------------------------------------------------
-def test_connect_reads_the_serial_number_sends_the_velocity_and_logs_warnings(caplog):
-    caplog.set_level(logging.WARNING, "microct.drivers.zaber")
-    script = [(b"/1 0 get system.serial", b"@01 0 OK IDLE WR 10001"),
-              (b"/1 1 set maxspeed 803908", b"@01 1 OK IDLE WR 0"),
+def test_connect_only_reads_the_serial_number_and_logs_warnings(caplog):
+    caplog.set_level(logging.INFO, "microct.drivers.zaber")
+    script = [(b"/1 0 get system.serial", b"@01 0 OK IDLE WR 10001"),  # connect sends no set-point
               (b"/1 1 get pos", b"@01 1 OK IDLE WR 0")]
     transport, port = scripted_transport(script, ZaberOptions().serial_settings())
     axis = ZaberAxis("rotation", ZaberOptions(), transport=transport)
@@ -192,7 +192,7 @@ def test_position_read_is_one_get_pos():
 
 
 def test_a_move_is_move_abs_then_status_polls_until_idle():
-    axis, port = connected([(b"/1 1 move abs 21333", b"@01 1 OK BUSY -- 0"),
+    axis, port = connected([VELOCITY, (b"/1 1 move abs 21333", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", b"@01 1 OK IDLE -- 0")])
     status = axis.start_move_to(5.0)
@@ -202,7 +202,7 @@ def test_a_move_is_move_abs_then_status_polls_until_idle():
 
 
 def test_a_relative_move_reads_the_position_then_sends_move_rel():
-    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 21333"),
+    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 21333"), VELOCITY,  # before the first move
                             (b"/1 1 move rel -2133", b"@01 1 OK BUSY -- 0"),   # -0.5 deg
                             (b"/1 1", b"@01 1 OK IDLE -- 0")])
     axis.move_by(-0.5, timeout_s=2.0)
@@ -210,7 +210,7 @@ def test_a_relative_move_reads_the_position_then_sends_move_rel():
 
 
 def test_a_rejected_relative_move_names_the_distance_and_the_range():
-    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 0"),
+    axis, port = connected([(b"/1 1 get pos", b"@01 1 OK IDLE -- 0"), VELOCITY,
                             (b"/1 1 move rel 42667", b"@01 1 RJ IDLE -- BADDATA")])
     with pytest.raises(LimitError, match=r"rejected '/1 1 move rel 42667': BADDATA .*; distance 10 deg \(42667 "
                                          r"microsteps\) to 10 deg; soft limits -360 to 360 deg"):
@@ -221,7 +221,6 @@ def test_a_rejected_relative_move_names_the_distance_and_the_range():
 def test_checksums_go_out_and_replies_are_verified():
     options = ZaberOptions(checksums=True, poll_interval_s=0.001)
     script = [(b"/1 0 get system.serial:AC", b"@01 0 OK IDLE -- 10001:CB"),
-              (b"/1 1 set maxspeed 803908:3F", b"@01 1 OK IDLE -- 0:8C"),
               (b"/1 1 get pos:AC", b"@01 1 OK IDLE -- 21333:C0"),
               (b"/1 1 get pos:AC", b"@01 1 OK IDLE -- 21333:C1")]
     transport, port = scripted_transport(script, options.serial_settings())
@@ -241,7 +240,7 @@ def test_out_of_limit_moves_are_refused_before_any_byte_is_sent():
 
 
 def test_rejected_move_is_a_limit_error_naming_command_value_and_range():
-    axis, port = connected([(b"/1 1 move abs 21333", b"@01 1 RJ IDLE -- BADDATA")])
+    axis, port = connected([VELOCITY, (b"/1 1 move abs 21333", b"@01 1 RJ IDLE -- BADDATA")])
     with pytest.raises(LimitError) as info:
         axis.start_move_to(5.0)
     message = str(info.value)
@@ -258,7 +257,7 @@ def test_rejected_command_is_a_protocol_error_naming_it():
 
 @pytest.mark.parametrize("flag, meaning", [("FS", "stalled and stopped"), ("WL", "unexpected limit trigger")])
 def test_a_fault_flag_while_polling_fails_the_move(flag, meaning):
-    axis, port = connected([(b"/1 1 move abs -21333", b"@01 1 OK BUSY -- 0"),
+    axis, port = connected([VELOCITY, (b"/1 1 move abs -21333", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", f"@01 1 OK IDLE {flag} 0\r\n".encode()),
                             (b"/1 1 warnings clear", f"@01 1 OK IDLE -- 01 {flag}\r\n".encode())])
     status = axis.start_move_to(-5.0)
@@ -270,7 +269,7 @@ def test_a_fault_flag_while_polling_fails_the_move(flag, meaning):
 def test_a_fault_flag_is_cleared_before_the_move_fails_so_the_next_move_works():
     """FS, FE, WL ... persist until 'warnings clear' (manual, "Warning Flags"): the driver sends it as soon as
     a poll shows one, before failing the move, so the device is clear when the caller hears of the fault."""
-    axis, port = connected([(b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
+    axis, port = connected([VELOCITY, (b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", b"@01 1 OK IDLE WL 0"),
                             (b"/1 1 warnings clear", b"@01 1 OK IDLE -- 02 WL NI"),
@@ -279,13 +278,13 @@ def test_a_fault_flag_is_cleared_before_the_move_fails_so_the_next_move_works():
     status = axis.start_move_to(10.0)
     with pytest.raises(DeviceFaultError, match=r"move to 10 deg failed: .*reports WL \(unexpected limit trigger\)$"):
         status.wait(2.0)
-    assert port.step == len(CONNECT) + 4  # cleared by the time the Status failed
+    assert port.step == len(CONNECT) + 5  # cleared by the time the Status failed
     axis.move_to(0.0, timeout_s=2.0)
     port.assert_done()
 
 
 def test_a_failed_clear_still_reports_the_fault_and_says_the_flag_may_remain():
-    axis, port = connected([(b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
+    axis, port = connected([VELOCITY, (b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", b"@01 1 OK IDLE FE 0"),
                             (b"/1 1 warnings clear", None)])
     status = axis.start_move_to(10.0)
@@ -306,14 +305,14 @@ def test_warnings_data_formats_and_parses():
 
 
 def test_a_rejected_poll_fails_the_move():
-    axis, port = connected([(b"/1 1 move abs 0", b"@01 1 OK BUSY -- 0"),
+    axis, port = connected([VELOCITY, (b"/1 1 move abs 0", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1", b"@01 1 RJ IDLE -- PARKED")])
     with pytest.raises(DeviceStateError, match="move to 0 deg failed.*PARKED"):
         axis.move_to(0.0, timeout_s=2.0)
 
 
 def test_home_and_stop():
-    axis, port = connected([(b"/1 1 home", b"@01 1 OK BUSY WR 0"),
+    axis, port = connected([VELOCITY, (b"/1 1 home", b"@01 1 OK BUSY WR 0"),
                             (b"/1 1", b"@01 1 OK IDLE -- 0"),
                             (b"/1 1 move abs 42667", b"@01 1 OK BUSY -- 0"),
                             (b"/1 1 stop", b"@01 1 OK BUSY NI 0")])

@@ -36,6 +36,7 @@ from microct_smc100.codec import (
     COMMAND_ERRORS,
     DISABLE,
     END_OF_RUN,
+    HOMING,
     NO_ERROR,
     NOT_REFERENCED,
     READY,
@@ -73,10 +74,9 @@ class SMC100Options(ModelTableOptions):
                                    "out takes the manual's 57600 baud 8N1, XON/XOFF and CR LF both ways")
     poll_interval_s: float = Field(default=0.02, gt=0, description="TS polls while a move or home search runs (s)")
     auto_reference: bool = Field(
-        default=True, description="true: connect(), and a move asked for while the controller is NOT REFERENCED "
-                                  "(after power-up or an end of run), first run the home search OR; false: such "
-                                  "moves raise DeviceStateError until home()")
-    reference_timeout_s: float = Field(default=120.0, gt=0, description="longest home search at connect (s)")
+        default=True, description="true: a move asked for while the controller is NOT REFERENCED (after power-up "
+                                  "or an end of run) first runs the home search OR; false: such moves raise "
+                                  "DeviceStateError until home(). Connect never homes (it moves nothing)")
     reset_timeout_s: float = Field(default=10.0, gt=0, description="longest reboot after RS, for home() (s); the "
                                                                    "manual gives under 5 s")
 
@@ -105,10 +105,11 @@ class _Plan:
 class SMC100Axis(Axis):
     """A stage on a Newport SMC100CC/PP. Positions in the stage unit (deg or mm), velocities in unit/s.
 
-    Connect: ``ID?`` (stage identifier), ``VE`` (firmware), ``TS`` (state). The controller accepts moves
-    only once referenced (manual, State Diagram): with ``auto_reference`` a NOT REFERENCED controller runs
-    its home search ``OR`` first; then ``SL?`` and ``SR?`` narrow the configured soft limits, and ``VA``
-    sends the velocity.
+    Connect: ``ID?`` (stage identifier), ``VE`` (firmware), ``TS`` (state) and, once referenced, ``SL?``
+    and ``SR?``, which narrow the configured soft limits: queries only, nothing moves or is set. The
+    controller accepts moves only once referenced (manual, State Diagram): with ``auto_reference`` a move
+    asked for while it is NOT REFERENCED runs the home search ``OR`` first. ``VA`` sends the velocity
+    before the first move (once referenced).
 
     Every command that has no reply is followed by ``TE``, as the manual recommends (TE: ask for the
     command error after each command): a refused command raises ErrorReply with the code and its
@@ -316,18 +317,11 @@ class SMC100Axis(Axis):
         self._referenced = status.referenced
 
     def _after_connect(self) -> None:
-        """Reference the stage if needed (``auto_reference``; a home search that does not end within
-        ``reference_timeout_s`` is stopped), read the soft limits, send the velocity."""
-        if not self._referenced and self.options.auto_reference:
-            status = self._start_plan("home search (OR) at connect", _Plan(["home"]))
-            try:
-                status.wait(self.options.reference_timeout_s)
-            except DeviceTimeoutError:
-                self._do_stop()
-                raise
-        elif self._referenced:
+        """Read the soft limits once referenced (SL?, SR?). Connect moves and sets nothing: a NOT REFERENCED
+        controller is homed by ``home()`` or, with ``auto_reference``, before its first move."""
+        if self._referenced:
             self._read_soft_limits()
-        else:
+        elif not self.options.auto_reference:
             log.warning("axis %r: %s is not referenced: moves are refused until home()", self.name, self._where)
         super()._after_connect()
 
@@ -370,6 +364,19 @@ class SMC100Axis(Axis):
 
     def _do_read_position(self) -> float:
         return self._read_number("TP")
+
+    def _do_read_referenced(self) -> bool:
+        """One ``TS``: False in a NOT REFERENCED state (0A to 11: after power-up, a reset, an end of run),
+        in CONFIGURATION and while a home search runs (HOMING); True otherwise (manual, State Diagram and TS,
+        "Controller states"). The read clears the positioner errors (manual, TS): any are logged, as at
+        connect."""
+        status = self._read_status()
+        if status.errors:
+            log.warning("axis %r: %s reported: %s", self.name, self._where, status.describe())
+        referenced = status.referenced and status.state not in HOMING
+        if not status.busy:
+            self._referenced = referenced
+        return referenced
 
     def _do_set_velocity(self, velocity: float) -> None:
         """``VA``; held, and sent once referenced, while the controller is NOT REFERENCED (which refuses VA)."""

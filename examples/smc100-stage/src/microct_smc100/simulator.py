@@ -338,5 +338,6 @@ class SMC100Responder:
 
 
 SIMULATOR = WireSimulator(SMC100Responder, "Newport SMC100CC/PP single-axis motion controller with a URS75BCC "
-                                           "rotation stage (RS-232; -O stage=ILS100CC for a linear one)")
+                                           "rotation stage (RS-232; -O stage=ILS100CC for a linear one)",
+                          options=SMC100SimulatorOptions)
 """What ``microct sim serve smc100`` serves (entry-point group ``microct.simulators``)."""

@@ -31,7 +31,9 @@ class _AxisLifecycle(LifecycleContract):
 
     kind = "axis"
     interface = Axis
-    connect_steps = ("_do_set_velocity",)
+    connect_steps = ("_after_connect",)
+    write_hooks = ("_do_prepare_motion", "_do_set_velocity", "_do_start_move", "_do_start_move_by",
+                   "_do_start_home", "_do_stop")
 
     position_tolerance: ClassVar[float] = 0.01
     """How close the read-back must come to a target (in the axis unit)."""
@@ -59,6 +61,30 @@ class _AxisLifecycle(LifecycleContract):
     def calls_safe_without_connection(self, device):
         return {**super().calls_safe_without_connection(device), "stop()": device.stop}
 
+    def test_the_velocity_goes_out_before_the_first_motion_once(self, new_device, mocker):
+        """Connect sends no set-point: ``_do_prepare_motion`` and the held velocity go out before the first
+        motion since connect (a homing here), once; and again after a new connect."""
+        axis = new_device()
+        log: list[tuple[str, tuple]] = []
+        record_calls(mocker, axis, ["_do_prepare_motion", "_do_set_velocity", "_do_start_home"], log)
+        self.connect(axis)
+        try:
+            assert log == [], f"connect() sent {log}"
+            axis.home(timeout_s=self.move_timeout_s)
+            axis.home(timeout_s=self.move_timeout_s)
+            assert [name for name, _ in log] == ["_do_prepare_motion", "_do_set_velocity", "_do_start_home",
+                                                 "_do_start_home"], log
+            assert log[1][1] == (axis.velocity,)
+        finally:
+            axis.close()
+        log.clear()
+        self.connect(axis)
+        try:
+            axis.home(timeout_s=self.move_timeout_s)
+            assert [name for name, _ in log][:2] == ["_do_prepare_motion", "_do_set_velocity"], log
+        finally:
+            axis.close()
+
 
 class AxisContract(_AxisLifecycle):
     """The Axis contract.
@@ -81,6 +107,7 @@ class AxisContract(_AxisLifecycle):
                 "move_to()": lambda: device.move_to(inside),
                 "move_by()": lambda: device.move_by(0.0),
                 "home()": device.home,
+                "read_referenced()": device.read_referenced,
                 "set_velocity()": lambda: device.set_velocity(caps.max_velocity)}
 
 
@@ -186,6 +213,7 @@ class AxisContract(_AxisLifecycle):
         axis.home(timeout_s=self.move_timeout_s)
         if self.home_position is not None:
             self.assert_at(axis, self.home_position)
+        assert axis.read_referenced() is not False, "after home() the axis reports no position reference"
         self.move_to(axis, self.at(axis, 0.2))
         self.assert_at(axis, self.at(axis, 0.2))
 
@@ -240,7 +268,8 @@ class UnboundedAxisContract(_AxisLifecycle):
                 "read_position()": device.read_position,
                 "start_move_to()": lambda: device.start_move_to(0.0),
                 "move_to()": lambda: device.move_to(0.0),
-                "home()": device.home}
+                "home()": device.home,
+                "read_referenced()": device.read_referenced}
 
 
 

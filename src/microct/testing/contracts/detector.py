@@ -13,7 +13,7 @@ import pytest
 
 from microct.devices.detector import Detector, Frame, TriggerMode
 from microct.errors import DeviceTimeoutError, LimitError
-from microct.testing.contracts._support import names_range, within
+from microct.testing.contracts._support import names_range, record_calls, within
 from microct.testing.contracts.lifecycle import LifecycleContract
 
 
@@ -26,7 +26,9 @@ class DetectorContract(LifecycleContract):
 
     kind = "detector"
     interface = Detector
-    connect_steps = ("_do_set_binning", "_do_set_trigger_mode", "_do_set_exposure_s")
+    connect_steps = ("_after_connect",)
+    write_hooks = ("_do_prepare", "_do_set_binning", "_do_set_trigger_mode", "_do_set_exposure_s", "_do_acquire",
+                   "_do_skip")
 
     bright_exposure_s: ClassVar[float | None] = None
     """Exposure for the saturation test; None: the longest allowed."""
@@ -64,6 +66,31 @@ class DetectorContract(LifecycleContract):
         assert all(a < b for a, b in itertools.pairwise(numbers)), f"frame numbers not increasing: {numbers}"
         stamps = [frame.timestamp for frame in frames]
         assert all(a <= b for a, b in itertools.pairwise(stamps)), f"timestamps go backwards: {stamps}"
+
+    def test_settings_go_out_at_the_first_acquisition(self, new_device, mocker):
+        """Connect writes nothing: the first acquisition since connect runs ``_do_prepare`` and sends every
+        held setting first, once; a setting set before it goes out when set, and not again."""
+        detector = new_device()
+        log: list[tuple[str, tuple]] = []
+        hooks = ["_do_prepare", "_do_set_binning", "_do_set_trigger_mode", "_do_set_exposure_s", "_do_acquire"]
+        record_calls(mocker, detector, hooks, log)
+        self.connect(detector)
+        try:
+            assert log == [], f"connect() sent {log}"
+            self.acquire(detector, 1)
+            self.acquire(detector, 1)
+            assert [name for name, _ in log] == [*hooks, "_do_acquire"], log
+        finally:
+            detector.close()
+        log.clear()
+        self.connect(detector)
+        try:
+            detector.set_exposure_s(detector.capabilities.exposure_range_s[0])
+            self.acquire(detector, 1)
+            assert [name for name, _ in log] == ["_do_prepare", "_do_set_exposure_s", "_do_set_binning",
+                                                 "_do_set_trigger_mode", "_do_acquire"], log
+        finally:
+            detector.close()
 
     def test_acquire_returns_n_frames_in_order(self, detector):
         first = self.acquire(detector, 3)

@@ -9,10 +9,10 @@ from typing import ClassVar
 import pydantic
 import pytest
 
-from microct.devices.base import Device
+from microct.devices.base import Device, Finding
 from microct.errors import CommunicationError, DeviceStateError
 from microct.registry import driver_problems
-from microct.testing.contracts._support import assert_not_called, hook_names, raises, spy_on, within
+from microct.testing.contracts._support import assert_not_called, hook_names, raises, record_calls, spy_on, within
 
 
 class LifecycleContract:
@@ -27,6 +27,8 @@ class LifecycleContract:
     """Hooks that ``connect()`` runs after ``_do_connect`` (reading or sending the held settings)."""
     connect_timeout_s: ClassVar[float] = 60.0
     """Longest a ``connect()`` may take (real time) before the driver is deemed hung."""
+    write_hooks: ClassVar[tuple[str, ...]] = ()
+    """The interface's hooks that set, switch or move something; connect, check and release call none."""
 
     def connect(self, device: Device) -> None:
         """``device.connect()``, failing the test if it hangs."""
@@ -100,6 +102,23 @@ class LifecycleContract:
             with device:
                 raise Boom
         assert not device.connected
+
+    def test_connect_check_and_release_write_nothing(self, new_device, mocker):
+        """What ``microct check`` does: connect, the report, release. No hook that sets, switches or moves
+        anything runs (the wire tests record the bytes themselves)."""
+        device = new_device()
+        log: list[tuple[str, tuple]] = []
+        record_calls(mocker, device, self.write_hooks, log)
+        self.connect(device)
+        try:
+            findings = device.check()
+        finally:
+            device.release()
+        assert not device.connected
+        assert log == [], f"connect(), check() or release() called {[name for name, _ in log]}"
+        assert all(isinstance(finding, Finding) for finding in findings)
+        assert [finding.item for finding in findings[:2]] == ["name", "driver"]
+        raises(DeviceStateError, device.check, "check() after release()")
 
     def test_connect_twice_connects_once(self, new_device, mocker):
         device = new_device()

@@ -50,6 +50,8 @@ class SourceContract(LifecycleContract):
     kind = "source"
     interface = XRaySource
     connect_steps = ("_do_read_setpoints",)
+    write_hooks = ("_do_set_voltage_kv", "_do_set_current_ua", "_do_set_spot_mode", "_do_beam_on", "_do_beam_off",
+                   "_do_warm_up", "_do_reset")
 
     voltage_tolerance_kv: ClassVar[float] = 0.5
     """How close the kV read-back must come to the set-point."""

@@ -158,10 +158,13 @@ def test_file_mode_closes_a_capture_a_dead_client_left_running_and_writes_a_new_
     stale = str(tmp_path / f"ct_{number:06d}.h5")
     assert epics.caget("ADT:HDF1:Capture_RBV", use_monitor=False, timeout=2.0) == 1
     with driver("ADT:", frames="hdf5-file", ioc_file_path=str(tmp_path), file_name="ct") as det:
-        assert epics.caget("ADT:HDF1:Capture_RBV", use_monitor=False, timeout=2.0) == 0  # closed at connect
+        capture = {finding.item: finding for finding in det.check()}["capture"]
+        assert capture.level == "warning" and "did not close its file" in capture.text
+        assert epics.caget("ADT:HDF1:Capture_RBV", use_monitor=False, timeout=2.0) == 1  # connect writes nothing
+        det.set_exposure_s(0.01)
+        assert epics.caget("ADT:HDF1:Capture_RBV", use_monitor=False, timeout=2.0) == 0  # closed at the first use
         with h5py.File(stale, "r") as f:  # ... so the stale file is whole and readable
             assert f["entry/data/data"].shape[0] == 0
-        det.set_exposure_s(0.01)
         frames = det.acquire(2)
     assert [(f.file.path, f.file.index) for f in frames] == [(str(tmp_path / f"ct_{number + 1:06d}.h5"), i)
                                                               for i in (0, 1)]  # AutoIncrement: a new file
