@@ -99,6 +99,7 @@ class _ReferenceStats:
 
     darks: list[tuple[float, float]] = field(default_factory=list)
     flats: list[float] = field(default_factory=list)
+    unseen: int = 0  # references the detector wrote to its own files: pixels this process never sees
 
 
 @contextlib.contextmanager
@@ -599,6 +600,7 @@ class Sequencer:
             if frame.file is None:
                 raise MicroCTError(f"frame {frame.frame_number}: the detector gave neither pixels nor a file")
             self.writer.append_linked(frame.file, info)
+            self._references.unseen += kind != "projection"
         else:
             self._write_pixels(frame.data, kind, info)
         self.counts[kind] += 1
@@ -647,11 +649,11 @@ class Sequencer:
         """Compare the darks and flats of the set just taken (``scan.reference_check``): flats no brighter
         than the darks, or lit darks, stop the scan before its projections (ReferenceCheckError); at the end
         of a scan (references_at = "end") the projections are taken already: a warning event instead."""
-        stats, check = self._references, self.scan.reference_check
-        if not (stats.darks and stats.flats):
-            return
-        self._references = _ReferenceStats()
-        if not check.enabled:
+        stats, check, self._references = self._references, self.scan.reference_check, _ReferenceStats()
+        if stats.unseen and check.enabled:
+            self._event(f"reference check skipped: the detector wrote these {stats.unseen} references to its own "
+                        f"files, whose pixels this scan does not read", level=logging.WARNING)
+        if not (stats.darks and stats.flats and check.enabled):
             return
         dark = sum(mean for mean, _ in stats.darks) / len(stats.darks)
         sigma = sum(std for _, std in stats.darks) / len(stats.darks)

@@ -70,16 +70,18 @@ def test_a_garbled_reply_starts_with_line_noise_and_keeps_its_terminator():
 
 
 def test_on_a_pty_a_disconnect_is_silence_for_its_duration():
-    server, _, _ = echo_server({"kind": "disconnect", "device": "source", "at_s": 0.0, "duration_s": 0.5})
+    down_s = 1.0  # two 0.2 s time-outs fit in it with room for a loaded machine
+    server, _, schedule = echo_server({"kind": "disconnect", "device": "source", "at_s": 0.0, "duration_s": down_s})
     with server:
         transport = SerialTransport(server.serve_pty(), SerialSettings(timeout_s=TIMEOUT_S), "tube")
         transport.open()
-        start = time.monotonic()
         with pytest.raises(DeviceTimeoutError):
             transport.query(b"a")
         with pytest.raises(DeviceTimeoutError):
-            transport.query(b"b")  # still within the 0.5 s the link is down
-        time.sleep(max(0.0, start + 0.7 - time.monotonic()))  # past the 0.5 s, which began as "a" was read
+            transport.query(b"b")  # still within the second the link is down
+        assert [hit.what for hit in schedule.hits] == ["request", "request"]
+        went_down_s = schedule.hits[0].time_s  # when the server read "a" (its clock: time.monotonic())
+        time.sleep(max(0.0, went_down_s + down_s + 0.05 - time.monotonic()))  # until the link is back
         assert transport.query(b"c") == [b"ECHO c"]
         transport.close()
 

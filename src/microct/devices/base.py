@@ -193,13 +193,9 @@ class Device(abc.ABC):
         """Bring base-class state and device into agreement once the link is open (interfaces override)."""
 
     def close(self) -> None:
-        """Leave the device safe and release the link. Never raises for "already closed"."""
-        if not self._connected:
-            return
-        try:
-            self._do_close()
-        finally:
-            self._connected = False
+        """Leave the device safe and release the link (interfaces add the safe state: beam off, stop).
+        Never raises for "already closed"."""
+        self.release()
 
     def release(self) -> None:
         """Release the link without the safe-state actions of ``close()`` (no beam off, no stop): for a

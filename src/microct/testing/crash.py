@@ -2,9 +2,9 @@
 
 ``kill_and_resume(config_data, output, rng)`` runs the scan in a child process, sends it SIGKILL after
 a random delay, then resumes it (``run_scan(..., resume=True)``) in a new child, again and again until
-a child finishes on its own. The delay counts from the child's start or, for a share of the kills
-(``from_frames``), from the moment it reports its scan under way (its first progress report with frames in
-the file): on a loaded machine a child may spend the whole of ``max_delay_s`` starting up. Children are
+a child finishes on its own. The kill comes after a random delay from the child's start or, for a share
+of the kills (``from_frames``), once it has written a random number of frames: on a loaded machine a
+child may spend the whole of ``max_delay_s`` starting up, and no kill would find frames. Children are
 forked from a forkserver that has imported microct once, so a start costs milliseconds, not the seconds of
 a fresh interpreter. Used by the tests and by ``benchmarks/kill_resume.py``.
 """
@@ -26,29 +26,46 @@ PRELOAD = ["microct.sequencer", "microct.instruments", "microct.simulators.sourc
 
 
 STARTUP_TIMEOUT_S = 60.0
-"""The longest a child may take to report its scan under way (a bound with room, not an expected time)."""
+"""The longest the parent waits for a child's next frame (a bound with room, not an expected time)."""
 
 
 def scan_in_process(config_data: dict[str, Any], output: str, resume: bool,
-                    under_way: multiprocessing.connection.Connection | None = None) -> None:
-    """Build the instruments of ``config_data`` and run (or resume) the scan into ``output``; send one
-    message on ``under_way`` at the first progress report with frames in the file."""
+                    frames: multiprocessing.connection.Connection | None = None) -> None:
+    """Build the instruments of ``config_data`` and run (or resume) the scan into ``output``; send
+    ``"<frames in the file> <frames planned>"`` on ``frames`` after each frame it writes (until the parent
+    stops listening)."""
     from microct.config import parse_config
     from microct.instruments import build_instruments
     from microct.sequencer import ScanProgress, run_scan
 
-    sent: list[bool] = []
+    last: list[int] = []  # frames in the file at the last report
 
     def progress(at: ScanProgress) -> None:
-        if under_way is not None and not sent and at.frames_done > 0:
-            sent.append(True)
+        nonlocal frames
+        if frames is not None and last and at.frames_done > last[0]:
             try:
-                under_way.send_bytes(b"1")
-            except OSError:  # the parent no longer listens (it was not waiting for this child's frames)
-                pass
+                frames.send_bytes(f"{at.frames_done} {at.frames_total}".encode())
+            except OSError:  # the parent no longer listens
+                frames = None
+        last[:] = [at.frames_done]
 
     config = parse_config(config_data)
     run_scan(config, build_instruments(config), output, resume=resume, progress=progress)
+
+
+def _await_frames(heard: multiprocessing.connection.Connection, child: Any, rng: random.Random) -> None:
+    """Return once the child has written a number of frames drawn from the first three quarters of those it
+    has left (it tells after each, ``scan_in_process``; the last quarter is room for the frames it takes
+    before the kill lands), or has ended, or has written none for STARTUP_TIMEOUT_S."""
+    target = None
+    while heard in multiprocessing.connection.wait([heard, child.sentinel], STARTUP_TIMEOUT_S):
+        try:
+            done, total = (int(word) for word in heard.recv_bytes().split())
+        except EOFError:  # the child ended
+            return
+        target = done + rng.randrange(max((total - done) * 3 // 4, 1)) if target is None else target
+        if done >= target:
+            return
 
 
 def _context() -> multiprocessing.context.ForkServerContext:
@@ -70,8 +87,8 @@ def kill_and_resume(config_data: dict[str, Any], output: str | Path, rng: random
                     max_kills: int = 100, from_frames: float = 0.0) -> KillRun:
     """Start the scan, kill it after a delay drawn from [0, ``max_delay_s``), resume, ... until a child
     ends by itself (or ``max_kills`` kills: then one last resume runs undisturbed). A share ``from_frames``
-    (0 to 1, drawn at random) of the delays counts from the moment the child reports frames in the file
-    (waited for up to STARTUP_TIMEOUT_S, or until the child ends), the others from its start."""
+    (0 to 1, drawn at random) of the kills come instead once the child has written a number of frames
+    drawn from those it has left (``_await_frames``): the kill strikes during one of the frames after."""
     output = Path(output)
     context = _context()
     kills = 0
@@ -79,16 +96,16 @@ def kill_and_resume(config_data: dict[str, Any], output: str | Path, rng: random
         resume = _interrupted(output)
         if kills and not resume and output.exists():
             return KillRun(output, kills, 0)  # the last child was killed after it had completed the file
-        heard, under_way = context.Pipe(duplex=False)
-        child = context.Process(target=scan_in_process, args=(config_data, str(output), resume, under_way))
+        heard, frames = context.Pipe(duplex=False)
+        child = context.Process(target=scan_in_process, args=(config_data, str(output), resume, frames))
         child.start()
-        under_way.close()  # the child's end: only the child holds it now
+        frames.close()  # the child's end: only the child holds it now
         if kills < max_kills:
-            delay_s, after_frames = rng.uniform(0.0, max_delay_s), rng.random() < from_frames
-            if after_frames:
-                multiprocessing.connection.wait([heard, child.sentinel], STARTUP_TIMEOUT_S)
+            if rng.random() < from_frames:
+                _await_frames(heard, child, rng)
+            else:
+                child.join(rng.uniform(0.0, max_delay_s))
             heard.close()
-            child.join(delay_s)
             if child.is_alive():
                 child.kill()  # SIGKILL: no handler, no clean-up, as a power switch or the OOM killer
                 child.join()

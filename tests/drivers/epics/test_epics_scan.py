@@ -147,6 +147,9 @@ def test_file_mode_scan_resumed_maps_both_of_the_iocs_files(tmp_path):
     dark, flat, projections = data[keys == 2].mean(), data[keys == 1].mean(), data[keys == 0]
     assert dark < 150 < projections.reshape(12, -1).mean(axis=1).min() and projections.mean() < flat
     assert len(NXtomo().load(str(out), "entry").instrument.detector.image_key) == 24
+    events = [message.decode() for message in read(out, "entry/logs/events/message")]
+    skipped = "reference check skipped: the detector wrote these 6 references to its own files"
+    assert sum(message.startswith(skipped) for message in events) == 2  # each set said so, none passed unchecked
 
 
 def test_frames_averaged_in_file_mode_is_refused_before_anything_moves(tmp_path):
