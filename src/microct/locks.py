@@ -327,9 +327,17 @@ _RESOURCE_CLASSES = {"INSTR", "SOCKET", "RAW", "BACKPLANE", "INTFC", "SERVANT", 
 _COM_PORT = re.compile(r"(?:\\\\\.\\)?(COM\d+)", re.IGNORECASE)  # COM3, \\.\COM10
 
 
+LOCK_FOLDER_VARIABLE = "MICROCT_LOCK_FOLDER"
+"""An environment variable naming another folder for the instrument locks (a test suite's own, so that two
+suites running at once, whose simulators take the same PV prefixes, do not lock each other out)."""
+
+
 def default_lock_folder() -> Path:
-    """The folder of the instrument locks, one for every user: ``/tmp/microct-locks`` on POSIX (not
-    $TMPDIR, which may be per user, as on macOS), ``%ProgramData%\\microct-locks`` on Windows."""
+    """The folder of the instrument locks, one for every user: ``$MICROCT_LOCK_FOLDER`` if set, else
+    ``/tmp/microct-locks`` on POSIX (not $TMPDIR, which may be per user, as on macOS),
+    ``%ProgramData%\\microct-locks`` on Windows."""
+    if os.environ.get(LOCK_FOLDER_VARIABLE):
+        return Path(os.environ[LOCK_FOLDER_VARIABLE])
     if sys.platform == "win32":
         base = os.environ.get("PROGRAMDATA") or tempfile.gettempdir()
     else:

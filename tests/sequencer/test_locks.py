@@ -289,3 +289,13 @@ def test_the_instrument_lock_folder_is_shared_by_every_user(tmp_path, scan_data)
         assert stat.S_IMODE(folder.stat().st_mode) == 0o1777
         assert stat.S_IMODE(lock.path.stat().st_mode) == 0o666
         assert lock.path.name.startswith("serial-dev-ttyFAKE9-")
+
+
+def test_the_lock_folder_can_be_moved_by_the_environment(monkeypatch, tmp_path):
+    """A test suite keeps its instrument locks to itself (tests/conftest.py): MICROCT_LOCK_FOLDER."""
+    from microct.locks import default_lock_folder
+
+    monkeypatch.setenv("MICROCT_LOCK_FOLDER", str(tmp_path / "suite-locks"))
+    assert default_lock_folder() == tmp_path / "suite-locks"
+    monkeypatch.delenv("MICROCT_LOCK_FOLDER")
+    assert default_lock_folder().name == "microct-locks"
