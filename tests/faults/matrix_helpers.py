@@ -39,6 +39,7 @@ from microct.instruments import Instruments, build_instruments
 from microct.simulators.bench import schedule_of
 from microct.simulators.faults import FaultSchedule
 from microct.simulators.source import SimulatedSource, SimulatedSourceOptions
+from microct.testing.waiting import wait_until
 
 SCAN = {"n_projections": 4, "n_darks": 1, "n_flats": 1, "references_at": "start", "exposure_s": 0.01,
         "binning": 1, "settle_s": 0.0, "stable_hold_s": 0.05, "sample_out_position_mm": 8.0, "move_timeout_s": 1.0,
@@ -248,6 +249,19 @@ def over_epics(faults: list[dict], garble: str = "corrupt") -> Iterator[Bench]:
         yield Bench(config, instruments_on(config, schedule), beamline.source)
     finally:
         beamline.stop()
+        _until_channel_access_sees_it_stop(f"{prefix}XRAY:State_RBV")
+
+
+def _until_channel_access_sees_it_stop(name: str, timeout_s: float = 10.0) -> None:
+    """Return once libca has seen the circuit of a stopped IOC close (channel ``name`` of it, which pyepics
+    keeps, no longer connected). libca keeps one circuit per server address: the next bench's IOC, on the
+    same port, would otherwise get its channels put on the dead circuit if libca is late to tear it down (seen
+    on a throttled CPU: the next scan's first read failed, "Virtual circuit disconnect")."""
+    import epics.ca
+
+    entry = epics.ca.get_cache(name)
+    if entry is not None:
+        wait_until(lambda: not epics.ca.isConnected(entry.chid), timeout_s, f"Channel Access to see {name} go")
 
 
 def _panel_sees(devices: dict, instruments: Instruments) -> None:

@@ -40,8 +40,8 @@ def test_fifty_kills_at_random_moments_and_every_resume_completes_the_scan(tmp_p
     kills, trials, replayed = 0, 0, []
     while kills < KILLS:
         out = tmp_path / f"killed-{trials}.nxs"
-        # half the kills count from the child's start (some strike before its first frame), half from its first
-        # frames: on a loaded machine a child can spend 0.12 s starting up, and no kill struck a frame
+        # half the kills after a delay from the child's start (some strike before its first frame), half once it
+        # has written a random number of frames: a loaded machine can spend all 0.12 s starting a child up
         run = kill_and_resume(data, out, rng, max_delay_s=0.12, from_frames=0.5)
         assert run.final_exit_code == 0, run
         got = contents(out)
@@ -59,7 +59,10 @@ def test_fifty_kills_at_random_moments_and_every_resume_completes_the_scan(tmp_p
         assert len(resumed) <= run.kills  # (a kill before the first frame leaves nothing to resume)
         replayed += [int(m.split()[3]) for m in resumed]  # "scan resumed after N of M frames: ..."
         left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(out.name))
-        assert left == [out.name, f"{out.name}.log"]  # no journal left; the log of every run
+        stale_lock = [f"{out.name}.lock"] if run.killed_complete else []  # a child killed once its file was
+        # complete may not have released its lock: a stale lock file, which the next owner takes over
+        assert left in ([out.name, f"{out.name}.log"], sorted([out.name, f"{out.name}.log", *stale_lock])), run
+        # no journal left; the log of every run
         kills += run.kills
         trials += 1
     assert kills >= KILLS

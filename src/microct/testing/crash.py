@@ -81,6 +81,8 @@ class KillRun:
     output: Path
     kills: int
     final_exit_code: int
+    killed_complete: bool = False
+    """The last kill struck a child that had completed the file (it may not have released its lock)."""
 
 
 def kill_and_resume(config_data: dict[str, Any], output: str | Path, rng: random.Random, max_delay_s: float,
@@ -95,13 +97,13 @@ def kill_and_resume(config_data: dict[str, Any], output: str | Path, rng: random
     while True:
         resume = _interrupted(output)
         if kills and not resume and output.exists():
-            return KillRun(output, kills, 0)  # the last child was killed after it had completed the file
+            return KillRun(output, kills, 0, killed_complete=True)  # killed after it had completed the file
         heard, frames = context.Pipe(duplex=False)
         child = context.Process(target=scan_in_process, args=(config_data, str(output), resume, frames))
         child.start()
         frames.close()  # the child's end: only the child holds it now
         if kills < max_kills:
-            if rng.random() < from_frames:
+            if from_frames and rng.random() < from_frames:  # (no draw at 0: the delays stay those of a seed)
                 _await_frames(heard, child, rng)
             else:
                 child.join(rng.uniform(0.0, max_delay_s))
