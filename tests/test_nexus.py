@@ -188,3 +188,13 @@ def test_linked_frames_follow_their_folder_and_a_lost_detector_file_is_named(tmp
                                                   r"read: .*elsewhere/ioc/det_000001\.h5:/entry/data/data"):
         with open_scan(moved / "f.nxs"):
             pass
+
+
+def test_a_journal_that_cannot_be_written_is_named_without_its_temporary_file(tmp_path):
+    from microct.errors import MicroCTError
+    from microct.journal import JournalWriter
+
+    with pytest.raises(MicroCTError) as refused:
+        JournalWriter(tmp_path / "gone" / "scan.nxs.journal", {})
+    message = str(refused.value)
+    assert "scan.nxs.journal" in message and ".tmp" not in message and "No such file or directory" in message

@@ -86,7 +86,7 @@ class JournalWriter:
             os.replace(temporary, self.path)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         except OSError as error:
-            raise MicroCTError(f"cannot write the scan journal {self.path}: {error}") from None
+            raise MicroCTError(f"cannot write the scan journal {self.path}: {error.strerror or error}") from None
 
     def append(self, record: dict[str, Any]) -> None:
         if self._before_commit is not None:
