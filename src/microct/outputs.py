@@ -51,8 +51,7 @@ class Output:
 def inspect_output(path: str | Path) -> Output:
     """What is at ``path`` (reads, never writes); ConfigurationError if it is a folder."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigurationError(f"output {path} is a folder; name a file in it, e.g. {path / 'scan.nxs'}")
+    _refuse_folder(path)
     try:
         journal = resumable_journal(path)
     except MicroCTError:
@@ -92,8 +91,7 @@ def check_writable(path: str | Path) -> None:
     """ConfigurationError unless a scan file can be created at ``path``: the folder exists and is writable,
     and ``path`` is not a folder."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigurationError(f"output {path} is a folder; name a file in it, e.g. {path / 'scan.nxs'}")
+    _refuse_folder(path)
     folder = path.parent
     if not folder.exists():
         raise ConfigurationError(f"output {path}: the folder {folder} does not exist; create it first or choose "
@@ -106,6 +104,11 @@ def check_writable(path: str | Path) -> None:
     for neighbour in (journal_path(path), path.with_name(path.name + ".log")):
         if neighbour.is_dir():
             raise ConfigurationError(f"output {path}: {neighbour} is a folder; the scan writes a file there")
+
+
+def _refuse_folder(path: Path) -> None:
+    if path.is_dir():
+        raise ConfigurationError(f"output {path} is a folder; name a file in it, e.g. {path / 'scan.nxs'}")
 
 
 def check_disk_space(path: str | Path, planned_bytes: int) -> str | None:
