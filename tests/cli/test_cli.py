@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from nxtomo.application.nxtomo import NXtomo
 
 from microct.cli import main
 from microct.instruments import Instruments
+from microct.journal import journal_path, read_journal
+from microct.testing.waiting import wait_until
 
 SIM_TEXT = files("microct.configs").joinpath("sim.toml").read_text()
 REALTIME = Path(str(files("microct.configs").joinpath("sim-realtime.toml")))
@@ -99,11 +100,9 @@ def test_signal_mid_scan_beam_off_file_aborted(sig, code, tmp_path):
     out = tmp_path / "scan.nxs"
     proc = run_cli("-v", "scan", str(REALTIME), "-q", "-o", str(out), cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        for line in proc.stderr:  # INFO log lines; wait until projections are under way
-            if "projections started" in line or time.monotonic() > deadline:
-                break
-        time.sleep(1.5)  # a few projections (about 0.15 s each), however slow the machine; the scan takes 12 s
+        journal = journal_path(out)  # frames reach it at each flush (every second): 10 darks, 10 flats, then
+        wait_until(lambda: journal.exists() and len(read_journal(journal).frames) >= 10 + 10 + 3, 60.0,
+                   "three projections in the journal")  # projections, however slow the machine
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
